@@ -1,0 +1,108 @@
+"""Causal (decoder-only) language models: left-padded prompts, states at any layer."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from inbedder.backends.base import Generation, GenerationSettings
+
+
+class _StopForward(Exception):
+    """Raised from a layer's pre-hook to end the forward pass once the wanted state is known."""
+
+    def __init__(self, states: torch.Tensor) -> None:
+        self.states = states
+
+
+class CausalBackend:
+    family = "causal"
+    padding_side = "left"
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.base = model.base_model
+        self.num_layers: int = model.config.num_hidden_layers
+        self.hidden_size: int = model.config.hidden_size
+        self.layers = _decoder_layers(self.base, self.num_layers)
+        eos = model.generation_config.eos_token_id
+        eos_ids = {*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id} - {None}
+        self.end_ids = torch.tensor(sorted(eos_ids), dtype=torch.long)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def pad(self, batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-pad token id lists into (input_ids, attention_mask) on the model's device."""
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            mask[row, width - len(ids) :] = 1
+        return input_ids.to(self.device), mask.to(self.device)
+
+    @torch.inference_mode()
+    def prompt_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> torch.Tensor:
+        """States (B, P, H) at ``layer`` (0..num_layers) from one forward pass that stops there."""
+        inputs = dict(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0),
+            use_cache=False,
+        )
+        if layer == self.num_layers:
+            return self.base(**inputs).last_hidden_state
+
+        def stop(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+            raise _StopForward(args[0] if args else kwargs["hidden_states"])
+
+        handle = self.layers[layer].register_forward_pre_hook(stop, with_kwargs=True)
+        try:
+            self.base(**inputs)
+        except _StopForward as stopped:
+            return stopped.states
+        finally:
+            handle.remove()
+        raise RuntimeError(f"layer {layer} of {type(self.model).__name__} was never reached")
+
+    @torch.inference_mode()
+    def generate(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int, settings: GenerationSettings
+    ) -> Generation:
+        """Decode answers and collect the states at ``layer`` along the way."""
+        sampling = {"temperature": settings.temperature, "top_p": settings.top_p} if settings.sampling else {}
+        config = GenerationConfig(
+            max_new_tokens=settings.max_new_tokens,
+            do_sample=settings.sampling,
+            pad_token_id=self.pad_id,
+            eos_token_id=self.end_ids.tolist(),
+            output_hidden_states=True,
+            return_dict_in_generate=True,
+            **sampling,
+        )
+        out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+        tokens = out.sequences[:, input_ids.shape[1] :]
+        steps = out.hidden_states  # one tuple of per-layer states per decoding step
+        answer_states = torch.stack([step[layer][:, -1] for step in steps], dim=1)
+        in_answer = torch.isin(tokens, self.end_ids.to(tokens.device)).long().cumsum(1) == 0
+        answer_mask = torch.cat([torch.ones_like(in_answer[:, :1]), in_answer[:, : len(steps) - 1]], dim=1)
+        return Generation(
+            prompt_states=steps[0][layer],
+            prompt_mask=attention_mask.bool(),
+            answer_states=answer_states,
+            answer_mask=answer_mask,
+            answer_tokens=[row[keep].tolist() for row, keep in zip(tokens, in_answer)],
+        )
+
+
+def _decoder_layers(base: nn.Module, num_layers: int) -> nn.ModuleList:
+    """The model's stack of transformer blocks: the ModuleList with one entry per layer."""
+    for module in base.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == num_layers:
+            return module
+    raise ValueError(f"cannot find the {num_layers} decoder layers of {type(base).__name__}")

@@ -1,0 +1,113 @@
+"""The ``inbedder`` command: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from inbedder import io, models
+from inbedder.readout import READOUTS
+
+app = typer.Typer(
+    help="Instruction-following text embeddings: the language model's hidden state at the answer.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+ModelOption = Annotated[str, typer.Option("--model", "-m", help="Registered name, directory, .gguf file or hub id.")]
+
+
+@app.command()
+def encode(
+    input: Annotated[Path, typer.Argument(help="CSV, TSV, JSONL, Parquet, or .txt with one text per line.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .npy (array) or .parquet (columns + embedding).")],
+    instruction: Annotated[Optional[str], typer.Option("--instruction", "-i", help="One question asked of every text.")] = None,
+    instruction_column: Annotated[Optional[str], typer.Option(help="Column holding one instruction per text.")] = None,
+    text_column: Annotated[Optional[str], typer.Option(help="Column holding the texts (default: 'text' or the only column).")] = None,
+    model: ModelOption = models.DEFAULT_MODEL,
+    readout: Annotated[str, typer.Option(help=f"One of {', '.join(READOUTS)}.")] = "fst_gen",
+    layer: Annotated[int, typer.Option(help="Layer to read: 0 = embeddings, -1 = last.")] = -1,
+    template: Annotated[str, typer.Option(help="'qa', 'chat', or a pattern with {input} and {instruction}.")] = "qa",
+    batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 16,
+    max_length: Annotated[int, typer.Option(help="Longest prompt in tokens; the input is cut, never the instruction.")] = 512,
+    max_new_tokens: Annotated[int, typer.Option(help="Answer length for generating readouts.")] = 8,
+    temperature: Annotated[float, typer.Option(help="0 decodes greedily; above 0 samples.")] = 0.0,
+    top_p: float = 1.0,
+    seed: Optional[int] = None,
+    normalize: Annotated[bool, typer.Option(help="Scale each embedding to unit length.")] = False,
+    return_generations: Annotated[bool, typer.Option(help="Also write the generated answers (parquet: 'answer' column).")] = False,
+    device: str = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Embed every text of INPUT under an instruction and write the embeddings."""
+    if instruction is not None and instruction_column is not None:
+        raise io.InputError("give --instruction or --instruction-column, not both")
+    out = io.check_output(out, overwrite)
+    table = io.read_table(input)
+    texts = io.column_texts(table, io.pick_column(table, text_column, input), input)
+    if instruction_column is not None:
+        instruction = io.column_texts(table, io.pick_column(table, instruction_column, input, "instruction"), input)
+    clashes = {"embedding", *(["answer"] if return_generations else [])} & set(map(str, table.columns))
+    if clashes and out.suffix == ".parquet":
+        raise io.InputError(f"{input} already has column(s) {sorted(clashes)}, which the output would add")
+
+    from inbedder.embedder import InBedder  # heavy imports only once the inputs are known to be good
+
+    embedder = InBedder(model, device=device, template=template, readout=readout, layer=layer, max_length=max_length)
+    result = embedder.encode(
+        texts,
+        instruction,
+        batch_size=batch_size,
+        show_progress_bar=progress,
+        normalize_embeddings=normalize,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        return_generations=return_generations,
+    )
+    embeddings, answers = result if return_generations else (result, None)
+    io.write_embeddings(out, embeddings, table, answers)
+    if answers is not None and out.suffix == ".npy":
+        answers_path = out.with_suffix(".answers.txt")
+        answers_path.write_text("".join(a.replace("\n", " ") + "\n" for a in answers), encoding="utf-8")
+        typer.echo(f"wrote answers to {answers_path}", err=True)
+    typer.echo(f"wrote {embeddings.shape[0]} embeddings of size {embeddings.shape[1]} to {out}", err=True)
+
+
+@app.command("models")
+def list_models() -> None:
+    """List the registered model names and whether each can load offline."""
+    rows = [("name", "aliases", "offline", "description")]
+    for spec in models.REGISTRY.values():
+        offline = "yes" if spec.available_offline() else "no (needs the hub)"
+        rows.append((spec.name, ", ".join(spec.aliases), offline, spec.description))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
+
+
+def main() -> None:
+    """Entry point: one clear line on stderr for user errors (INBEDDER_DEBUG=1 shows the traceback)."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        app()
+    except (io.InputError, ValueError, TypeError, FileNotFoundError, OSError) as err:
+        if os.environ.get("INBEDDER_DEBUG"):
+            raise
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,256 @@
+"""InBedder: load a language model and embed texts as its hidden state at the answer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from inbedder import models
+from inbedder.backends import CausalBackend, Generation, GenerationSettings
+from inbedder.readout import Readout, filter_mask, pool_generation, pool_prompt
+from inbedder.templates import PromptTemplate, PromptTokenizer
+
+logger = logging.getLogger(__name__)
+
+Fields = Mapping[str, Sequence[str]] | Sequence[Mapping[str, str]]
+
+
+class InBedder:
+    """Instruction-following text embedder over a causal language model.
+
+    ``InBedder()`` loads the default model offline. ``encode(texts, instruction=...)``
+    puts each text and the instruction into a prompt that ends where the answer
+    begins and returns the model's hidden state there (the ``fst_gen`` readout), or
+    another readout over the prompt and a generated answer.
+
+    Args:
+        model_name_or_path: a registered name (see ``inbedder models``), a local
+            directory, a ``.gguf`` file, or a Hugging Face hub id.
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        dtype: weights' dtype; float32 on CPU and bfloat16 on CUDA by default.
+        template: ``"qa"`` (the default QA pattern), ``"chat"`` (the model's chat
+            template), or a pattern with ``{input}``, ``{instruction}`` and other fields.
+        readout, layer: the default readout and layer for ``encode``.
+        max_length: longest prompt in tokens; longer inputs are cut, never the instruction.
+        trust_remote_code: run model code from the hub; off unless you ask for it.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str | None = None,
+        *,
+        device: str = "auto",
+        dtype: str | torch.dtype | None = None,
+        template: str | PromptTemplate = "qa",
+        readout: str = "fst_gen",
+        layer: int = -1,
+        max_length: int = 512,
+        trust_remote_code: bool = False,
+    ) -> None:
+        self.name = model_name_or_path or models.DEFAULT_MODEL
+        self.device = _resolve_device(device)
+        self.dtype = _resolve_dtype(dtype, self.device)
+        source = models.resolve(self.name)
+        self.tokenizer, model = _load_causal(source, self.dtype, trust_remote_code)
+        self.backend = CausalBackend(model.to(self.device), self.tokenizer)
+        self.template = PromptTemplate.from_spec(template, self.tokenizer)
+        self.readout = Readout(readout, layer)
+        self.readout.layer_index(self.backend.num_layers)
+        limit = getattr(model.config, "max_position_embeddings", None) or max_length
+        if max_length > limit:
+            raise ValueError(f"max_length={max_length} exceeds the model's {limit} positions")
+        self.prompts = PromptTokenizer(self.tokenizer, max_length)
+
+    def __repr__(self) -> str:
+        return f"InBedder({self.name!r}, device={str(self.device)!r}, readout={self.readout.name!r}, layer={self.readout.layer})"
+
+    @property
+    def max_seq_length(self) -> int:
+        """Longest prompt in tokens (the sentence-transformers name)."""
+        return self.prompts.max_length
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.backend.hidden_size
+
+    def get_sentence_embedding_dimension(self) -> int:
+        """The embedding size (the sentence-transformers name)."""
+        return self.embedding_dim
+
+    def encode(
+        self,
+        sentences: str | Sequence[str],
+        instruction: str | Sequence[str | None] | None = None,
+        *,
+        batch_size: int = 16,
+        show_progress_bar: bool | None = None,
+        normalize_embeddings: bool = False,
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        readout: str | None = None,
+        layer: int | None = None,
+        template: str | PromptTemplate | None = None,
+        fields: Fields | None = None,
+        max_new_tokens: int = 8,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        filter_words: Iterable[str] | None = None,
+        return_generations: bool = False,
+    ) -> Any:
+        """Embed texts as the answer state to ``instruction`` about each of them.
+
+        Args:
+            sentences: one text or a list of texts.
+            instruction: one question for all texts, a list with one per text, or
+                None to embed the raw texts with no prompt.
+            batch_size, show_progress_bar, normalize_embeddings, convert_to_numpy,
+                convert_to_tensor: as in sentence-transformers. Texts are batched by
+                length and results come back in input order.
+            readout, layer, template: override the model's defaults for this call.
+            fields: per-text values for extra ``{name}`` placeholders in the template
+                or instruction: a mapping of name to one value per text, or one
+                mapping per text.
+            max_new_tokens, temperature, top_p, seed: decoding for the readouts that
+                generate (greedy at temperature 0).
+            filter_words: words whose generated tokens ``avg_gen`` skips.
+            return_generations: also return the generated answers (generating them
+                for single-pass readouts too).
+
+        Returns:
+            An array (n, dim), or (dim,) for a single string; with
+            ``return_generations``, a tuple of that and the list of answers.
+        """
+        texts, single = _as_texts(sentences)
+        instructions = _per_text(instruction, len(texts), "instruction")
+        records = _records(fields, len(texts))
+        spec = Readout.make(readout or self.readout.name, self.readout.layer if layer is None else layer, filter_words)
+        layer_index = spec.layer_index(self.backend.num_layers)
+        settings = GenerationSettings(max_new_tokens, temperature, top_p, seed)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        prompt_template = self.template if template is None else PromptTemplate.from_spec(template, self.tokenizer)
+        prompts = [
+            self.prompts(text, instr, prompt_template, rec) for text, instr, rec in zip(texts, instructions, records)
+        ]
+
+        generate = spec.needs_generation or return_generations
+        if generate and seed is not None:
+            torch.manual_seed(seed)
+        embeddings = torch.empty((len(texts), self.embedding_dim), dtype=torch.float32)
+        answers: list[str] = [""] * len(texts)
+        order = sorted(range(len(texts)), key=lambda i: -len(prompts[i]))
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        for batch in tqdm(batches, desc="encode", unit="batch", disable=not show_progress_bar):
+            input_ids, mask = self.backend.pad([prompts[i] for i in batch])
+            if generate:
+                gen = self.backend.generate(input_ids, mask, layer_index, settings)
+                vectors = self._pool_generation(spec, gen)
+                for i, tokens in zip(batch, gen.answer_tokens):
+                    answers[i] = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+            else:
+                vectors = pool_prompt(spec.name, self.backend.prompt_states(input_ids, mask, layer_index), mask)
+            embeddings[batch] = vectors.float().cpu()
+
+        if normalize_embeddings:
+            embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
+        result = _convert(embeddings[0] if single else embeddings, convert_to_numpy, convert_to_tensor)
+        if return_generations:
+            return result, (answers[0] if single else answers)
+        return result
+
+    def _pool_generation(self, spec: Readout, gen: Generation) -> torch.Tensor:
+        kept = filter_mask(gen.answer_mask, gen.answer_tokens, spec.filter_words, self.tokenizer.decode)
+        return pool_generation(spec.name, gen.prompt_states, gen.prompt_mask, gen.answer_states, gen.answer_mask, kept)
+
+
+def _load_causal(source: str, dtype: torch.dtype, trust_remote_code: bool):
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True
+        )
+    except OSError as err:
+        raise OSError(
+            f"could not load model {source!r}: not a registered name ({', '.join(sorted(models.REGISTRY))}), "
+            f"a local model directory with safetensors weights, or a reachable hub id. {err}"
+        ) from err
+    return tokenizer, model
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
+    return resolved
+
+
+def _resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if dtype is None:
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    resolved = getattr(torch, str(dtype), None)
+    if not isinstance(resolved, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}; use e.g. 'float32', 'bfloat16' or 'float16'")
+    return resolved
+
+
+def _as_texts(sentences: Any) -> tuple[list[str], bool]:
+    if isinstance(sentences, str):
+        sentences, single = [sentences], True
+    elif sentences is None or isinstance(sentences, (bytes, Mapping)) or not isinstance(sentences, Iterable):
+        raise TypeError(f"sentences must be a string or a list of strings, got {type(sentences).__name__}")
+    else:
+        sentences, single = list(sentences), False
+    for i, text in enumerate(sentences):
+        if not isinstance(text, str):
+            raise TypeError(f"sentences[{i}] is {text!r} ({type(text).__name__}); every text must be a string")
+        if not text.strip():
+            raise ValueError(f"sentences[{i}] is empty; every text must have some content")
+    return sentences, single
+
+
+def _per_text(value: Any, n: int, name: str) -> list[str | None]:
+    """One value for every text, or a list with exactly one per text."""
+    if value is None or isinstance(value, str):
+        return [value] * n
+    values = list(value)
+    if len(values) != n:
+        raise ValueError(f"{name} has {len(values)} entries for {n} texts; give one {name} or one per text")
+    for i, item in enumerate(values):
+        if item is not None and not isinstance(item, str):
+            raise TypeError(f"{name}[{i}] is {item!r} ({type(item).__name__}); expected a string or None")
+    return values
+
+
+def _records(fields: Fields | None, n: int) -> list[dict[str, str]]:
+    if fields is None:
+        return [{}] * n
+    if isinstance(fields, Mapping):
+        for name, values in fields.items():
+            if isinstance(values, str) or len(values) != n:
+                raise ValueError(f"fields[{name!r}] must hold one value per text ({n})")
+        return [{name: values[i] for name, values in fields.items()} for i in range(n)]
+    records = [dict(record) for record in fields]
+    if len(records) != n:
+        raise ValueError(f"fields has {len(records)} records for {n} texts")
+    return records
+
+
+def _convert(embeddings: torch.Tensor, to_numpy: bool, to_tensor: bool) -> Any:
+    if to_tensor:
+        return embeddings
+    if to_numpy:
+        return embeddings.numpy()
+    return list(embeddings) if embeddings.dim() == 2 else embeddings

@@ -1,0 +1,108 @@
+"""Reading text tables (CSV, TSV, JSONL, Parquet, plain text) and writing embeddings."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".txt": "txt"}
+OUTPUT_SUFFIXES = (".npy", ".parquet")
+TEXT_COLUMN = "text"
+
+
+class InputError(ValueError):
+    """A problem with the user's files or columns, told in one line."""
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """A table of texts; a ``.txt`` file gives one text per non-blank line in column ``text``."""
+    path = Path(path)
+    kind = TABLE_SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise InputError(f"cannot read {path}: use one of {', '.join(TABLE_SUFFIXES)}")
+    if not path.is_file():
+        raise InputError(f"input file not found: {path}")
+    try:
+        if kind == "txt":
+            lines = path.read_text(encoding="utf-8").splitlines()
+            return pd.DataFrame({TEXT_COLUMN: [line for line in lines if line.strip()]})
+        if kind == "parquet":
+            return pd.read_parquet(path)
+        if kind == "jsonl":
+            return pd.read_json(path, lines=True, dtype=False)
+        return pd.read_csv(path, sep="\t" if kind == "tsv" else ",", dtype=str, keep_default_na=False)
+    except (OSError, ValueError, UnicodeDecodeError, pa.ArrowException) as err:
+        raise InputError(f"cannot read {path}: {err}") from err
+
+
+def pick_column(table: pd.DataFrame, column: str | None, path: str | os.PathLike, role: str = "text") -> str:
+    """The named column, or ``text``, or the only column; else a one-line error listing them."""
+    columns = [str(c) for c in table.columns]
+    if column is None:
+        if TEXT_COLUMN in columns:
+            return TEXT_COLUMN
+        if len(columns) == 1:
+            return columns[0]
+        raise InputError(f"{path} has columns {columns}; choose the {role} column with --{role}-column")
+    if column not in columns:
+        raise InputError(f"{path} has no column {column!r}; its columns are {columns}")
+    return column
+
+
+def column_texts(table: pd.DataFrame, column: str, path: str | os.PathLike) -> list[str]:
+    """The column's values as strings, naming the first row that is missing or empty."""
+    values = table[column].tolist()
+    for row, value in enumerate(values):
+        if value is None or (isinstance(value, float) and np.isnan(value)) or not str(value).strip():
+            raise InputError(f"{path}: row {row + 1} of column {column!r} is empty")
+    return [str(v) for v in values]
+
+
+def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Fail early, before any model work, on an output that cannot or should not be written."""
+    path = Path(path)
+    if path.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise InputError(f"output {path} must end in {' or '.join(OUTPUT_SUFFIXES)}")
+    if path.exists() and not overwrite:
+        raise InputError(f"{path} exists; pass --overwrite to replace it")
+    if not path.parent.exists():
+        raise InputError(f"output directory {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise InputError(f"output directory {path.parent} is not writable")
+    return path
+
+
+def write_embeddings(
+    path: Path,
+    embeddings: np.ndarray,
+    table: pd.DataFrame | None = None,
+    answers: Sequence[str] | None = None,
+) -> None:
+    """``.npy``: the array alone. ``.parquet``: the table's columns plus ``embedding`` (and ``answer``).
+
+    Written beside the target and renamed into place, so an interrupted write leaves no partial file.
+    """
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        if path.suffix.lower() == ".npy":
+            np.save(tmp, embeddings)
+        else:
+            columns = pa.Table.from_pandas(table if table is not None else pd.DataFrame(index=range(len(embeddings))), preserve_index=False)
+            flat = pa.array(embeddings.reshape(-1), type=pa.float32())
+            columns = columns.append_column("embedding", pa.FixedSizeListArray.from_arrays(flat, embeddings.shape[1]))
+            if answers is not None:
+                columns = columns.append_column("answer", pa.array(list(answers), type=pa.string()))
+            pq.write_table(columns, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

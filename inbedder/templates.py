@@ -1,0 +1,168 @@
+"""Prompt patterns, and tokenization that shortens the input and never the question.
+
+A pattern is a string with ``{input}`` and usually ``{instruction}``; any other
+``{name}`` is a per-text field (``{{`` and ``}}`` stand for literal braces).
+Each piece of the pattern is tokenized on its own and the pieces are joined, so
+that truncation can cut the input alone and leave the instruction and the
+response cue whole.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+
+from transformers import PreTrainedTokenizerBase
+
+QA_PATTERN = "### Input:\n{input}\n\n### Instruction:\n{instruction}\n\n### Response:"
+"""The short-answer QA pattern InBedders are trained with (the default)."""
+
+NAMED_TEMPLATES = ("qa", "chat")
+
+_INPUT = "input"
+_INSTRUCTION = "instruction"
+
+
+def _parse(pattern: str) -> list[tuple[str, str | None]]:
+    """Split ``pattern`` into (literal text, field name or None) pairs, naming bad fields."""
+    try:
+        parts = [(literal, field) for literal, field, _, _ in string.Formatter().parse(pattern)]
+    except ValueError as err:
+        raise ValueError(f"cannot parse template {pattern!r}: {err}") from None
+    for _, field in parts:
+        if field is not None and not field.isidentifier():
+            raise ValueError(
+                f"template {pattern!r} has the placeholder {{{field}}}; placeholders must be "
+                "plain names such as {input}, {instruction} or {head}"
+            )
+    return parts
+
+
+def fill_fields(text: str, fields: Mapping[str, str]) -> str:
+    """Fill ``{name}`` placeholders in an instruction from one record's fields."""
+    out = []
+    for literal, field in _parse(text):
+        out.append(literal)
+        if field is not None:
+            if field not in fields:
+                raise ValueError(
+                    f"instruction {text!r} needs the field {field!r}; fields given: {sorted(fields)}"
+                )
+            out.append(str(fields[field]))
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A prompt pattern ending where the answer begins."""
+
+    pattern: str = QA_PATTERN
+
+    def __post_init__(self) -> None:
+        names = [field for _, field in _parse(self.pattern) if field is not None]
+        if _INPUT not in names:
+            raise ValueError(f"template {self.pattern!r} has no {{input}} placeholder")
+        if names.count(_INPUT) > 1 or names.count(_INSTRUCTION) > 1:
+            raise ValueError(f"template {self.pattern!r} repeats {{input}} or {{instruction}}")
+
+    @cached_property
+    def segments(self) -> tuple[tuple[str, str | None], ...]:
+        return tuple(_parse(self.pattern))
+
+    @property
+    def fields(self) -> frozenset[str]:
+        """Per-text placeholders besides ``{input}`` and ``{instruction}``."""
+        return frozenset(f for _, f in self.segments if f not in (None, _INPUT, _INSTRUCTION))
+
+    @classmethod
+    def from_spec(cls, spec: str | PromptTemplate, tokenizer: PreTrainedTokenizerBase) -> PromptTemplate:
+        """``"qa"``, ``"chat"`` (the tokenizer's chat template), or a custom pattern."""
+        if isinstance(spec, PromptTemplate):
+            return spec
+        if spec == "qa":
+            return cls(QA_PATTERN)
+        if spec == "chat":
+            return cls(chat_pattern(tokenizer))
+        if isinstance(spec, str) and "{input}" in spec:
+            return cls(spec)
+        raise ValueError(
+            f"unknown template {spec!r}: use 'qa', 'chat', or a pattern containing {{input}}"
+        )
+
+
+def chat_pattern(tokenizer: PreTrainedTokenizerBase) -> str:
+    """The tokenizer's chat template as a pattern: one user turn holding input and instruction."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("this model's tokenizer has no chat template; use template='qa'")
+    marks = {_INPUT: "\x00INPUT\x00", _INSTRUCTION: "\x00INSTRUCTION\x00"}
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": f"{marks[_INPUT]}\n\n{marks[_INSTRUCTION]}"}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    escaped = rendered.replace("{", "{{").replace("}", "}}")
+    for name, mark in marks.items():
+        escaped = escaped.replace(mark, "{" + name + "}")
+    return escaped
+
+
+class PromptTokenizer:
+    """Turns (text, instruction, fields) into token ids of at most ``max_length``."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.prefix, self.suffix = special_tokens_around(tokenizer)
+        self._tokenize_literal = lru_cache(maxsize=256)(self._tokenize)
+
+    def _tokenize(self, text: str) -> tuple[int, ...]:
+        return tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def __call__(
+        self,
+        text: str,
+        instruction: str | None,
+        template: PromptTemplate | None,
+        fields: Mapping[str, str] | None = None,
+    ) -> list[int]:
+        """Token ids for one prompt; with no instruction, the raw text alone."""
+        fields = fields or {}
+        budget = self.max_length - len(self.prefix) - len(self.suffix)
+        if instruction is None or template is None:
+            return [*self.prefix, *self._tokenize(text)[: max(budget, 0)], *self.suffix]
+
+        pieces: list[tuple[int, ...]] = []
+        input_index = -1
+        for literal, field in template.segments:
+            if literal:
+                pieces.append(self._tokenize_literal(literal))
+            if field == _INPUT:
+                input_index = len(pieces)
+                pieces.append(())
+            elif field == _INSTRUCTION:
+                pieces.append(self._tokenize(fill_fields(instruction, fields) if fields else instruction))
+            elif field is not None:
+                if field not in fields:
+                    raise ValueError(f"template needs the field {field!r}; fields given: {sorted(fields)}")
+                pieces.append(self._tokenize(str(fields[field])))
+        room = budget - sum(len(p) for p in pieces)
+        if room < 1:
+            raise ValueError(
+                f"the prompt without its input is {budget - room} tokens, leaving no room for the "
+                f"input within max_length={self.max_length}; shorten the instruction or raise max_length"
+            )
+        pieces[input_index] = self._tokenize(text)[:room]
+        return [*self.prefix, *(i for piece in pieces for i in piece), *self.suffix]
+
+
+def special_tokens_around(tokenizer: PreTrainedTokenizerBase) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The special tokens the tokenizer puts before and after a text (e.g. BOS, or [CLS] ... [SEP])."""
+    probe = "hello"
+    bare = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    full = tokenizer(probe)["input_ids"]
+    for start in range(len(full) - len(bare) + 1):
+        if full[start : start + len(bare)] == bare:
+            return tuple(full[:start]), tuple(full[start + len(bare) :])
+    return (), ()
