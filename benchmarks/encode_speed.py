@@ -45,7 +45,11 @@ def reference_encode(model: InBedder, texts: list[str], instruction: str, batch_
     for start in range(0, len(prompts), batch_size):
         batch = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True)
         generated = lm.generate(
-            **batch, max_new_tokens=1, do_sample=False, output_hidden_states=True, return_dict_in_generate=True,
+            **batch,
+            max_new_tokens=1,
+            do_sample=False,
+            output_hidden_states=True,
+            return_dict_in_generate=True,
             pad_token_id=model.backend.pad_id,
         )
         out.append(generated.hidden_states[0][-1][:, -1].float())

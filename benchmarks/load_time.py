@@ -15,8 +15,7 @@ import sys
 import tempfile
 
 TIMED_LOAD = (
-    "import time, inbedder; t = time.perf_counter(); inbedder.InBedder({model!r}); "
-    "print(time.perf_counter() - t)"
+    "import time, inbedder; t = time.perf_counter(); inbedder.InBedder({model!r}); print(time.perf_counter() - t)"
 )
 
 

@@ -37,7 +37,7 @@ def main() -> None:
     reviews = pd.read_csv(Path(__file__).with_name("reviews.csv"))
     model = InBedder()
     print(f"{model}: {len(reviews)} reviews\n")
-    for aspect, instruction in INSTRUCTIONS.items():
+    for instruction in INSTRUCTIONS.values():
         embeddings, answers = model.encode(
             reviews["text"].tolist(), instruction, return_generations=True, max_new_tokens=6, show_progress_bar=True
         )

@@ -13,4 +13,14 @@ def load(model_name_or_path: str | None = None, **kwargs) -> InBedder:
     return InBedder(model_name_or_path, **kwargs)
 
 
-__all__ = ["DEFAULT_MODEL", "InBedder", "PromptTemplate", "QA_PATTERN", "READOUTS", "REGISTRY", "Readout", "load", "__version__"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "InBedder",
+    "PromptTemplate",
+    "QA_PATTERN",
+    "READOUTS",
+    "REGISTRY",
+    "Readout",
+    "load",
+    "__version__",
+]

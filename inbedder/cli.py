@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -27,21 +27,29 @@ ModelOption = Annotated[str, typer.Option("--model", "-m", help="Registered name
 def encode(
     input: Annotated[Path, typer.Argument(help="CSV, TSV, JSONL, Parquet, or .txt with one text per line.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .npy (array) or .parquet (columns + embedding).")],
-    instruction: Annotated[Optional[str], typer.Option("--instruction", "-i", help="One question asked of every text.")] = None,
-    instruction_column: Annotated[Optional[str], typer.Option(help="Column holding one instruction per text.")] = None,
-    text_column: Annotated[Optional[str], typer.Option(help="Column holding the texts (default: 'text' or the only column).")] = None,
+    instruction: Annotated[
+        str | None, typer.Option("--instruction", "-i", help="One question asked of every text.")
+    ] = None,
+    instruction_column: Annotated[str | None, typer.Option(help="Column holding one instruction per text.")] = None,
+    text_column: Annotated[
+        str | None, typer.Option(help="Column holding the texts (default: 'text' or the only column).")
+    ] = None,
     model: ModelOption = models.DEFAULT_MODEL,
     readout: Annotated[str, typer.Option(help=f"One of {', '.join(READOUTS)}.")] = "fst_gen",
     layer: Annotated[int, typer.Option(help="Layer to read: 0 = embeddings, -1 = last.")] = -1,
     template: Annotated[str, typer.Option(help="'qa', 'chat', or a pattern with {input} and {instruction}.")] = "qa",
     batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 16,
-    max_length: Annotated[int, typer.Option(help="Longest prompt in tokens; the input is cut, never the instruction.")] = 512,
+    max_length: Annotated[
+        int, typer.Option(help="Longest prompt in tokens; the input is cut, never the instruction.")
+    ] = 512,
     max_new_tokens: Annotated[int, typer.Option(help="Answer length for generating readouts.")] = 8,
     temperature: Annotated[float, typer.Option(help="0 decodes greedily; above 0 samples.")] = 0.0,
     top_p: float = 1.0,
-    seed: Optional[int] = None,
+    seed: int | None = None,
     normalize: Annotated[bool, typer.Option(help="Scale each embedding to unit length.")] = False,
-    return_generations: Annotated[bool, typer.Option(help="Also write the generated answers (parquet: 'answer' column).")] = False,
+    return_generations: Annotated[
+        bool, typer.Option(help="Also write the generated answers (parquet: 'answer' column).")
+    ] = False,
     device: str = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,

@@ -6,10 +6,9 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from inbedder import models
 from inbedder.backends import CausalBackend, Generation, GenerationSettings
@@ -68,7 +67,8 @@ class InBedder:
         self.prompts = PromptTokenizer(self.tokenizer, max_length)
 
     def __repr__(self) -> str:
-        return f"InBedder({self.name!r}, device={str(self.device)!r}, readout={self.readout.name!r}, layer={self.readout.layer})"
+        device, readout = str(self.device), self.readout
+        return f"InBedder({self.name!r}, device={device!r}, readout={readout.name!r}, layer={readout.layer})"
 
     @property
     def max_seq_length(self) -> int:
@@ -170,7 +170,9 @@ class InBedder:
         return pool_generation(spec.name, gen.prompt_states, gen.prompt_mask, gen.answer_states, gen.answer_mask, kept)
 
 
-def _load_causal(source: str, dtype: torch.dtype, trust_remote_code: bool):
+def _load_causal(
+    source: str, dtype: torch.dtype, trust_remote_code: bool
+) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(

@@ -12,7 +12,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".txt": "txt"}
+TABLE_SUFFIXES = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".txt": "txt",
+}
 OUTPUT_SUFFIXES = (".npy", ".parquet")
 TEXT_COLUMN = "text"
 
@@ -96,7 +103,9 @@ def write_embeddings(
         if path.suffix.lower() == ".npy":
             np.save(tmp, embeddings)
         else:
-            columns = pa.Table.from_pandas(table if table is not None else pd.DataFrame(index=range(len(embeddings))), preserve_index=False)
+            columns = pa.Table.from_pandas(
+                table if table is not None else pd.DataFrame(index=range(len(embeddings))), preserve_index=False
+            )
             flat = pa.array(embeddings.reshape(-1), type=pa.float32())
             columns = columns.append_column("embedding", pa.FixedSizeListArray.from_arrays(flat, embeddings.shape[1]))
             if answers is not None:

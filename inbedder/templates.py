@@ -47,9 +47,7 @@ def fill_fields(text: str, fields: Mapping[str, str]) -> str:
         out.append(literal)
         if field is not None:
             if field not in fields:
-                raise ValueError(
-                    f"instruction {text!r} needs the field {field!r}; fields given: {sorted(fields)}"
-                )
+                raise ValueError(f"instruction {text!r} needs the field {field!r}; fields given: {sorted(fields)}")
             out.append(str(fields[field]))
     return "".join(out)
 
@@ -87,9 +85,7 @@ class PromptTemplate:
             return cls(chat_pattern(tokenizer))
         if isinstance(spec, str) and "{input}" in spec:
             return cls(spec)
-        raise ValueError(
-            f"unknown template {spec!r}: use 'qa', 'chat', or a pattern containing {{input}}"
-        )
+        raise ValueError(f"unknown template {spec!r}: use 'qa', 'chat', or a pattern containing {{input}}")
 
 
 def chat_pattern(tokenizer: PreTrainedTokenizerBase) -> str:

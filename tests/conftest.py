@@ -30,9 +30,7 @@ def build_tiny_llama(directory: Path, num_layers: int = 3) -> Path:
     bpe.post_processor = processors.TemplateProcessing(  # a BOS before every text, as Llama does
         single="<s> $A", special_tokens=[("<s>", bpe.token_to_id("<s>"))]
     )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
-    )
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
     tokenizer.chat_template = (
         "{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
         "{% if add_generation_prompt %}<s>assistant\n{% endif %}"

@@ -1,4 +1,3 @@
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +12,9 @@ TEXTS = ["I love my cat", "The quick brown fox jumps over the lazy dog.", "dog"]
 @pytest.fixture
 def reviews(tmp_path):
     path = tmp_path / "reviews.csv"
-    pd.DataFrame({"review": TEXTS, "stars": ["5", "3", "1"], "question": ["What animal?"] * 3}).to_csv(path, index=False)
+    pd.DataFrame({"review": TEXTS, "stars": ["5", "3", "1"], "question": ["What animal?"] * 3}).to_csv(
+        path, index=False
+    )
     return path
 
 
@@ -31,8 +32,23 @@ def main_exit(monkeypatch, capsys, *args):
 
 def test_encode_to_parquet_keeps_columns_and_adds_embeddings(tiny, tiny_model_dir, reviews, tmp_path):
     out = tmp_path / "emb.parquet"
-    result = run("encode", reviews, "--text-column", "review", "-i", "What animal?", "--model", tiny_model_dir,
-                 "--out", out, "--max-length", 64, "--return-generations", "--max-new-tokens", 3)
+    result = run(
+        "encode",
+        reviews,
+        "--text-column",
+        "review",
+        "-i",
+        "What animal?",
+        "--model",
+        tiny_model_dir,
+        "--out",
+        out,
+        "--max-length",
+        64,
+        "--return-generations",
+        "--max-new-tokens",
+        3,
+    )
     assert result.exit_code == 0, result.output
     table = pd.read_parquet(out)
     assert list(table.columns) == ["review", "stars", "question", "embedding", "answer"]
@@ -41,16 +57,21 @@ def test_encode_to_parquet_keeps_columns_and_adds_embeddings(tiny, tiny_model_di
     assert table["answer"].tolist() == answers
 
 
-@pytest.mark.parametrize("suffix, reader", [
-    (".jsonl", lambda df, p: df.to_json(p, orient="records", lines=True)),
-    (".tsv", lambda df, p: df.to_csv(p, sep="\t", index=False)),
-    (".parquet", lambda df, p: df.to_parquet(p)),
-])
+@pytest.mark.parametrize(
+    "suffix, reader",
+    [
+        (".jsonl", lambda df, p: df.to_json(p, orient="records", lines=True)),
+        (".tsv", lambda df, p: df.to_csv(p, sep="\t", index=False)),
+        (".parquet", lambda df, p: df.to_parquet(p)),
+    ],
+)
 def test_encode_reads_each_table_format(tiny, tiny_model_dir, tmp_path, suffix, reader):
     path = tmp_path / f"in{suffix}"
     reader(pd.DataFrame({"text": TEXTS, "q": ["What animal?", "Who?", "Why?"]}), path)
     out = tmp_path / "emb.npy"
-    result = run("encode", path, "--instruction-column", "q", "--model", tiny_model_dir, "--out", out, "--max-length", 64)
+    result = run(
+        "encode", path, "--instruction-column", "q", "--model", tiny_model_dir, "--out", out, "--max-length", 64
+    )
     assert result.exit_code == 0, result.output
     np.testing.assert_allclose(np.load(out), tiny.encode(TEXTS, ["What animal?", "Who?", "Why?"]), atol=1e-5)
 
@@ -59,8 +80,21 @@ def test_encode_plain_text_one_per_line(tiny, tiny_model_dir, tmp_path):
     path = tmp_path / "texts.txt"
     path.write_text("\n".join(TEXTS) + "\n\n")
     out = tmp_path / "emb.npy"
-    result = run("encode", path, "--model", tiny_model_dir, "--out", out, "--max-length", 64,
-                 "--readout", "avg_ppt", "--layer", 1, "--normalize")
+    result = run(
+        "encode",
+        path,
+        "--model",
+        tiny_model_dir,
+        "--out",
+        out,
+        "--max-length",
+        64,
+        "--readout",
+        "avg_ppt",
+        "--layer",
+        1,
+        "--normalize",
+    )
     assert result.exit_code == 0, result.output
     expected = tiny.encode(TEXTS, None, readout="avg_ppt", layer=1, normalize_embeddings=True)
     np.testing.assert_allclose(np.load(out), expected, atol=1e-5)
@@ -72,21 +106,49 @@ def test_refuses_to_overwrite_unless_asked(tiny_model_dir, reviews, tmp_path, mo
     code, err = main_exit(monkeypatch, capsys, "encode", reviews, "--text-column", "review", "--out", out)
     assert code == 2 and err.strip() == f"error: {out} exists; pass --overwrite to replace it"
     assert out.read_bytes() == b"precious"
-    result = run("encode", reviews, "--text-column", "review", "--model", tiny_model_dir, "--out", out,
-                 "--max-length", 64, "--overwrite")
+    result = run(
+        "encode",
+        reviews,
+        "--text-column",
+        "review",
+        "--model",
+        tiny_model_dir,
+        "--out",
+        out,
+        "--max-length",
+        64,
+        "--overwrite",
+    )
     assert result.exit_code == 0 and np.load(out).shape == (3, 32)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["missing.csv", "--out", "{tmp}/e.npy"], "error: input file not found: missing.csv"),
-    (["{reviews}", "--text-column", "body", "--out", "{tmp}/e.npy"],
-     "error: {reviews} has no column 'body'; its columns are ['review', 'stars', 'question']"),
-    (["{reviews}", "--out", "{tmp}/e.npy"], "choose the text column with --text-column"),
-    (["{reviews}", "--text-column", "review", "--out", "{tmp}/e.csv"], "must end in .npy or .parquet"),
-    (["{reviews}", "--text-column", "review", "--out", "{tmp}/nodir/e.npy"], "does not exist"),
-    (["{reviews}", "--text-column", "review", "-i", "q", "--instruction-column", "question", "--out", "{tmp}/e.npy"],
-     "not both"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["missing.csv", "--out", "{tmp}/e.npy"], "error: input file not found: missing.csv"),
+        (
+            ["{reviews}", "--text-column", "body", "--out", "{tmp}/e.npy"],
+            "error: {reviews} has no column 'body'; its columns are ['review', 'stars', 'question']",
+        ),
+        (["{reviews}", "--out", "{tmp}/e.npy"], "choose the text column with --text-column"),
+        (["{reviews}", "--text-column", "review", "--out", "{tmp}/e.csv"], "must end in .npy or .parquet"),
+        (["{reviews}", "--text-column", "review", "--out", "{tmp}/nodir/e.npy"], "does not exist"),
+        (
+            [
+                "{reviews}",
+                "--text-column",
+                "review",
+                "-i",
+                "q",
+                "--instruction-column",
+                "question",
+                "--out",
+                "{tmp}/e.npy",
+            ],
+            "not both",
+        ),
+    ],
+)
 def test_input_errors_are_one_line(reviews, tmp_path, monkeypatch, capsys, args, message):
     args = [a.format(tmp=tmp_path, reviews=reviews) for a in args]
     code, err = main_exit(monkeypatch, capsys, "encode", *args)
@@ -97,7 +159,7 @@ def test_input_errors_are_one_line(reviews, tmp_path, monkeypatch, capsys, args,
 
 def test_empty_cell_is_named(tmp_path, monkeypatch, capsys):
     path = tmp_path / "t.csv"
-    path.write_text("text\nfine\n\"\"\n")
+    path.write_text('text\nfine\n""\n')
     code, err = main_exit(monkeypatch, capsys, "encode", path, "--out", tmp_path / "e.npy")
     assert code == 2 and "row 2 of column 'text' is empty" in err
 

@@ -47,8 +47,9 @@ def test_instruction_changes_the_embedding(default):
 
 
 def test_answers_are_generated(default):
-    emb, answers = default.encode(TEXTS, "How does the writer feel?", readout="avg_gen", max_new_tokens=4,
-                                  return_generations=True)
+    emb, answers = default.encode(
+        TEXTS, "How does the writer feel?", readout="avg_gen", max_new_tokens=4, return_generations=True
+    )
     assert emb.shape == (3, 576) and len(answers) == 3
     assert all(isinstance(a, str) and a for a in answers)
 

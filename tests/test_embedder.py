@@ -98,7 +98,11 @@ def test_filter_words_drop_their_states_from_avg_gen(tiny):
     _, answer, _, answer_states = reference_generation(tiny, text, -1, max_new_tokens=5)
     word = tiny.tokenizer.decode([answer[0]]).strip()
     assert word, "the first generated token should spell something"
-    drop = [j + 1 for j, t in enumerate(answer[: len(answer_states) - 1]) if tiny.tokenizer.decode([t]).strip().lower() == word.lower()]
+    drop = [
+        j + 1
+        for j, t in enumerate(answer[: len(answer_states) - 1])
+        if tiny.tokenizer.decode([t]).strip().lower() == word.lower()
+    ]
     keep = [j for j in range(len(answer_states)) if j not in drop]
     emb = tiny.encode(text, INSTRUCTION, readout="avg_gen", max_new_tokens=5, filter_words=[word.upper()])
     np.testing.assert_allclose(emb, answer_states[keep].mean(0).numpy(), atol=1e-5)
