@@ -35,6 +35,25 @@ def load_texts(path: Path, limit: int | None) -> tuple[list[str], str]:
     return texts, next(iter(card["aspects"].values()))["instruction"]
 
 
+def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
+    """This machine's float32 matrix-product rate: the best of ``repeats`` products after a warm-up."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def gflop_per_token(model: InBedder) -> float:
+    """Matrix-product work per token of a forward pass through the decoder layers (no LM head)."""
+    weights = sum(m.weight.numel() for m in model.backend.layers.modules() if isinstance(m, torch.nn.Linear))
+    return 2 * weights / 1e9
+
+
 @torch.inference_mode()
 def reference_encode(model: InBedder, texts: list[str], instruction: str, batch_size: int) -> tuple[np.ndarray, int]:
     """The original code's way: input order, padded batches, generate() with all hidden states."""
@@ -87,6 +106,8 @@ def main() -> None:
         times["reference"] += t2 - t1
     difference = float(np.abs(np.concatenate(ours) - np.concatenate(theirs)).max())
 
+    gflops, per_token = matmul_gflops(), gflop_per_token(model)
+    limit = gflops / per_token
     n = len(texts)
     print(f"model {model.name}, {n} texts from {args.data.name}, instruction {instruction!r}, batch {args.batch_size}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
@@ -95,6 +116,11 @@ def main() -> None:
     print("|---|---|---|---|")
     for name, seconds in times.items():
         print(f"| {name} | {seconds:.1f} | {n / seconds:.2f} | {real_tokens / seconds:.1f} |")
+    print(
+        f"compute-bound limit: {gflops:.0f} GFLOP/s float32 matmul / {per_token:.3f} GFLOP per token"
+        f" = {limit:.0f} tokens/s"
+    )
+    print(f"inbedder / limit: {real_tokens / times['inbedder'] / limit:.0%}")
     print(f"speed-up inbedder / reference: {times['reference'] / times['inbedder']:.2f}x")
     print(f"max |inbedder - reference| over all embeddings: {difference:.2e}")
     print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")

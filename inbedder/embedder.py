@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -127,43 +128,120 @@ class InBedder:
             An array (n, dim), or (dim,) for a single string; with
             ``return_generations``, a tuple of that and the list of answers.
         """
+        options = {k: v for k, v in locals().items() if k not in ("self", "sentences", "instruction")}
+        return self._encode(sentences, [instruction], **options)[0]
+
+    def encode_multi(self, sentences: str | Sequence[str], instructions: Sequence[Any], **encode_kwargs: Any) -> list:
+        """Embed one corpus under several instructions: a list with one ``encode`` result per instruction.
+
+        Takes the keywords of ``encode``. For the single-pass readouts the prompt part the
+        instructions share (with the QA template, ``### Input:`` and the text) runs through
+        the model once per text and its key/value cache serves every instruction; the
+        results equal separate ``encode`` calls.
+        """
+        if isinstance(instructions, str) or not isinstance(instructions, Sequence) or not instructions:
+            raise ValueError(f"instructions must be a non-empty list of instructions, got {instructions!r}")
+        bound = inspect.signature(self.encode).bind(sentences, **encode_kwargs)
+        bound.apply_defaults()
+        options = {k: v for k, v in bound.arguments.items() if k not in ("sentences", "instruction")}
+        return self._encode(sentences, list(instructions), **options)
+
+    def _encode(
+        self,
+        sentences: Any,
+        instructions: list[Any],
+        *,
+        batch_size: int,
+        show_progress_bar: bool | None,
+        normalize_embeddings: bool,
+        convert_to_numpy: bool,
+        convert_to_tensor: bool,
+        readout: str | None,
+        layer: int | None,
+        template: str | PromptTemplate | None,
+        fields: Fields | None,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int | None,
+        filter_words: Iterable[str] | None,
+        return_generations: bool,
+    ) -> list:
         texts, single = _as_texts(sentences)
-        instructions = _per_text(instruction, len(texts), "instruction")
-        records = _records(fields, len(texts))
+        n = len(texts)
+        names = ["instruction"] if len(instructions) == 1 else [f"instructions[{k}]" for k in range(len(instructions))]
+        per_instruction = [_per_text(value, n, name) for value, name in zip(instructions, names)]
+        records = _records(fields, n)
         spec = Readout.make(readout or self.readout.name, self.readout.layer if layer is None else layer, filter_words)
         layer_index = spec.layer_index(self.backend.num_layers)
         settings = GenerationSettings(max_new_tokens, temperature, top_p, seed)
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         prompt_template = self.template if template is None else PromptTemplate.from_spec(template, self.tokenizer)
         prompts = [
-            self.prompts(text, instr, prompt_template, rec) for text, instr, rec in zip(texts, instructions, records)
+            [self.prompts(text, per_text[i], prompt_template, records[i]) for i, text in enumerate(texts)]
+            for per_text in per_instruction
         ]
 
         generate = spec.needs_generation or return_generations
         if generate and seed is not None:
             torch.manual_seed(seed)
-        embeddings = torch.empty((len(texts), self.embedding_dim), dtype=torch.float32)
-        answers: list[str] = [""] * len(texts)
-        order = sorted(range(len(texts)), key=lambda i: -len(prompts[i]))
-        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        shared = [0] * n if generate or len(prompts) == 1 else _shared_prefix_lengths(prompts)
+        embeddings = torch.empty((len(prompts), n, self.embedding_dim), dtype=torch.float32)
+        answers = [[""] * n for _ in prompts]
+        order = sorted(range(n), key=lambda i: -max(len(p[i]) for p in prompts))
+        batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
         for batch in tqdm(batches, desc="encode", unit="batch", disable=not show_progress_bar):
-            input_ids, mask = self.backend.pad([prompts[i] for i in batch])
-            if generate:
-                gen = self.backend.generate(input_ids, mask, layer_index, settings)
-                vectors = self._pool_generation(spec, gen)
-                for i, tokens in zip(batch, gen.answer_tokens):
-                    answers[i] = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
-            else:
-                vectors = pool_prompt(spec.name, self.backend.prompt_states(input_ids, mask, layer_index), mask)
-            embeddings[batch] = vectors.float().cpu()
+            results = self._encode_batch(batch, prompts, shared, spec, layer_index, settings, generate)
+            for k, (vectors, batch_answers) in enumerate(results):
+                embeddings[k, batch] = vectors.float().cpu()
+                for i, answer in zip(batch, batch_answers):
+                    answers[k][i] = answer
 
         if normalize_embeddings:
             embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
-        result = _convert(embeddings[0] if single else embeddings, convert_to_numpy, convert_to_tensor)
-        if return_generations:
-            return result, (answers[0] if single else answers)
-        return result
+        outputs = []
+        for k in range(len(prompts)):
+            result = _convert(embeddings[k, 0] if single else embeddings[k], convert_to_numpy, convert_to_tensor)
+            outputs.append((result, answers[k][0] if single else answers[k]) if return_generations else result)
+        return outputs
+
+    def _encode_batch(
+        self,
+        batch: list[int],
+        prompts: list[list[list[int]]],
+        shared: list[int],
+        spec: Readout,
+        layer: int,
+        settings: GenerationSettings,
+        generate: bool,
+    ) -> list[tuple[torch.Tensor, list[str]]]:
+        """Vectors and answers of one batch of texts under every instruction.
+
+        The first ``shared[i]`` tokens of text i's prompts are the same for every
+        instruction: they run once, and their key/value cache is reused.
+        """
+        backend = self.backend
+        cache = None
+        if shared[batch[0]]:
+            prefix_ids, prefix_mask = backend.pad([prompts[0][i][: shared[i]] for i in batch])
+            cache = backend.new_cache()
+            prefix_states = backend.forward_states(prefix_ids, prefix_mask, layer, cache)
+        results = []
+        for per_text in prompts:
+            input_ids, mask = backend.pad([per_text[i][shared[i] :] for i in batch])
+            if generate:
+                gen = backend.generate(input_ids, mask, layer, settings)
+                decoded = [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in gen.answer_tokens]
+                results.append((self._pool_generation(spec, gen), decoded))
+            elif cache is not None:
+                full_mask = torch.cat([prefix_mask, mask], dim=1)
+                states = backend.forward_states(input_ids, full_mask, layer, cache)
+                cache.crop(-input_ids.shape[1])  # back to the shared prefix for the next instruction
+                results.append((pool_prompt(spec.name, torch.cat([prefix_states, states], dim=1), full_mask), []))
+            else:
+                results.append((pool_prompt(spec.name, backend.forward_states(input_ids, mask, layer), mask), []))
+        return results
 
     def _pool_generation(self, spec: Readout, gen: Generation) -> torch.Tensor:
         kept = filter_mask(gen.answer_mask, gen.answer_tokens, spec.filter_words, self.tokenizer.decode)
@@ -256,3 +334,16 @@ def _convert(embeddings: torch.Tensor, to_numpy: bool, to_tensor: bool) -> Any:
     if to_numpy:
         return embeddings.numpy()
     return list(embeddings) if embeddings.dim() == 2 else embeddings
+
+
+def _shared_prefix_lengths(prompts: list[list[list[int]]]) -> list[int]:
+    """Per text, how many leading tokens all its prompts share (leaving each at least one token).
+
+    All zero when some text shares nothing, so that no batch needs a prefix pass for only some rows.
+    """
+    lengths = []
+    for variants in zip(*prompts):
+        shortest = min(len(v) for v in variants)
+        length = next((j for j in range(shortest) if len({v[j] for v in variants}) > 1), shortest)
+        lengths.append(min(length, shortest - 1))
+    return lengths if all(lengths) else [0] * len(lengths)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from inbedder.backends.base import Generation, GenerationSettings
 
@@ -46,14 +46,30 @@ class CausalBackend:
             mask[row, width - len(ids) :] = 1
         return input_ids.to(self.device), mask.to(self.device)
 
+    def new_cache(self) -> DynamicCache:
+        """An empty key/value cache, to run a shared prompt prefix once for several continuations."""
+        return DynamicCache(config=self.model.config)
+
     @torch.inference_mode()
-    def prompt_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> torch.Tensor:
-        """States (B, P, H) at ``layer`` (0..num_layers) from one forward pass that stops there."""
+    def forward_states(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        layer: int,
+        cache: DynamicCache | None = None,
+    ) -> torch.Tensor:
+        """States (B, T, H) at ``layer`` (0..num_layers) from one forward pass that stops there.
+
+        With ``cache``, ``input_ids`` continue the sequences already in it (``attention_mask``
+        covers both), and the cache is extended by them, up to ``layer``.
+        """
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
         inputs = dict(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0),
-            use_cache=False,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=cache is not None,
         )
         if layer == self.num_layers:
             return self.base(**inputs).last_hidden_state
