@@ -59,3 +59,11 @@ def test_batching_invariance_on_the_real_model(default):
     together = default.encode(texts, "Is the writer happy?", batch_size=4)
     alone = np.stack([default.encode(t, "Is the writer happy?") for t in texts])
     np.testing.assert_allclose(together, alone, atol=1e-4)
+
+
+def test_encode_multi_equals_separate_calls_on_the_real_model(default):
+    texts = TEXTS + ["Le nouveau film d'animation arrive bientôt au cinéma, avec des personnages adorés."]
+    instructions = ["What animal is mentioned?", "What language is this text written in?"]
+    multi = default.encode_multi(texts, instructions, batch_size=2)
+    for instruction, got in zip(instructions, multi):
+        np.testing.assert_allclose(got, default.encode(texts, instruction, batch_size=2), atol=1e-4)
