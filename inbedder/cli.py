@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from inbedder import io, models
+from inbedder import models, tables
 from inbedder.readout import READOUTS
 
 app = typer.Typer(
@@ -56,15 +56,17 @@ def encode(
 ) -> None:
     """Embed every text of INPUT under an instruction and write the embeddings."""
     if instruction is not None and instruction_column is not None:
-        raise io.InputError("give --instruction or --instruction-column, not both")
-    out = io.check_output(out, overwrite)
-    table = io.read_table(input)
-    texts = io.column_texts(table, io.pick_column(table, text_column, input), input)
+        raise tables.InputError("give --instruction or --instruction-column, not both")
+    out = tables.check_output(out, overwrite)
+    table = tables.read_table(input)
+    texts = tables.column_texts(table, tables.pick_column(table, text_column, input), input)
     if instruction_column is not None:
-        instruction = io.column_texts(table, io.pick_column(table, instruction_column, input, "instruction"), input)
+        instruction = tables.column_texts(
+            table, tables.pick_column(table, instruction_column, input, "instruction"), input
+        )
     clashes = {"embedding", *(["answer"] if return_generations else [])} & set(map(str, table.columns))
     if clashes and out.suffix == ".parquet":
-        raise io.InputError(f"{input} already has column(s) {sorted(clashes)}, which the output would add")
+        raise tables.InputError(f"{input} already has column(s) {sorted(clashes)}, which the output would add")
 
     from inbedder.embedder import InBedder  # heavy imports only once the inputs are known to be good
 
@@ -82,7 +84,7 @@ def encode(
         return_generations=return_generations,
     )
     embeddings, answers = result if return_generations else (result, None)
-    io.write_embeddings(out, embeddings, table, answers)
+    tables.write_embeddings(out, embeddings, table, answers)
     if answers is not None and out.suffix == ".npy":
         answers_path = out.with_suffix(".answers.txt")
         answers_path.write_text("".join(a.replace("\n", " ") + "\n" for a in answers), encoding="utf-8")
@@ -107,7 +109,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         app()
-    except (io.InputError, ValueError, TypeError, FileNotFoundError, OSError) as err:
+    except (tables.InputError, ValueError, TypeError, FileNotFoundError, OSError) as err:
         if os.environ.get("INBEDDER_DEBUG"):
             raise
         typer.echo(f"error: {err}", err=True)
