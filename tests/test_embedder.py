@@ -215,3 +215,22 @@ def test_bad_model_arguments(tiny_model_dir):
         InBedder(str(tiny_model_dir), max_length=1000)
     with pytest.raises(ValueError, match="unknown dtype 'float33'"):
         InBedder(str(tiny_model_dir), dtype="float33")
+
+
+def test_length_sorted_batches_respect_count_and_token_budget():
+    from inbedder.embedder import _length_sorted_batches
+
+    widths = [10, 50, 20, 50, 5, 30]
+    assert _length_sorted_batches(widths, batch_size=2, max_tokens=None) == [[1, 3], [5, 2], [0, 4]]
+    # two 50-wide rows fill 100 tokens; three rows under a 30-wide first fit (90); the fourth would not
+    assert _length_sorted_batches(widths, batch_size=8, max_tokens=100) == [[1, 3], [5, 2, 0], [4]]
+    assert _length_sorted_batches([300, 10], batch_size=8, max_tokens=100) == [[0], [1]]  # a long text goes alone
+    assert _length_sorted_batches([], batch_size=8, max_tokens=100) == []
+
+
+def test_max_batch_tokens_is_checked(tiny_model_dir):
+    from inbedder import InBedder
+
+    assert InBedder(str(tiny_model_dir), max_length=64).max_batch_tokens == 1024  # the CPU default
+    with pytest.raises(ValueError, match="max_batch_tokens must be a positive int or None, got 0"):
+        InBedder(str(tiny_model_dir), max_length=64, max_batch_tokens=0)

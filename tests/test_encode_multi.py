@@ -31,7 +31,7 @@ def test_equals_separate_encode_calls(tiny, readout, layer):
 def test_the_shared_prefix_runs_once(tiny_model_dir):
     from inbedder import InBedder
 
-    model = InBedder(str(tiny_model_dir), max_length=256)  # room for every prompt: nothing is cut
+    model = InBedder(str(tiny_model_dir), max_length=256, max_batch_tokens=100_000)  # one batch; nothing is cut
     texts = [t * 3 for t in TEXTS if len(t) < 100]
     instructions = ["What animal?", "Who?", "Why?"]
     seen = []
