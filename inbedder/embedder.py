@@ -226,32 +226,39 @@ class InBedder:
         settings: GenerationSettings,
         generate: bool,
     ) -> list[tuple[torch.Tensor, list[str]]]:
-        """Vectors and answers of one batch of texts under every instruction.
-
-        The first ``shared[i]`` tokens of text i's prompts are the same for every
-        instruction: they run once, and their key/value cache is reused.
-        """
+        """Vectors and answers of one batch of texts under every instruction."""
         backend = self.backend
-        cache = None
-        if shared[batch[0]]:
-            prefix_ids, prefix_mask = backend.pad([prompts[0][i][: shared[i]] for i in batch])
-            cache = backend.new_cache()
-            prefix_states = backend.forward_states(prefix_ids, prefix_mask, layer, cache)
+        if shared[batch[0]] and not generate:
+            return self._encode_shared_prefix(batch, prompts, shared, spec, layer)
         results = []
         for per_text in prompts:
-            input_ids, mask = backend.pad([per_text[i][shared[i] :] for i in batch])
+            input_ids, mask = backend.pad([per_text[i] for i in batch])
             if generate:
                 gen = backend.generate(input_ids, mask, layer, settings)
                 decoded = [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in gen.answer_tokens]
                 results.append((self._pool_generation(spec, gen), decoded))
-            elif cache is not None:
-                full_mask = torch.cat([prefix_mask, mask], dim=1)
-                states = backend.forward_states(input_ids, full_mask, layer, cache)
-                cache.crop(-input_ids.shape[1])  # back to the shared prefix for the next instruction
-                results.append((pool_prompt(spec.name, torch.cat([prefix_states, states], dim=1), full_mask), []))
             else:
                 results.append((pool_prompt(spec.name, backend.forward_states(input_ids, mask, layer), mask), []))
         return results
+
+    def _encode_shared_prefix(
+        self, batch: list[int], prompts: list[list[list[int]]], shared: list[int], spec: Readout, layer: int
+    ) -> list[tuple[torch.Tensor, list[str]]]:
+        """The first ``shared[i]`` tokens of text i's prompts, the same under every instruction,
+        run once; their key/value cache, repeated once per instruction, serves one pass over
+        all the instructions' remaining tokens.
+        """
+        backend, copies = self.backend, len(prompts)
+        prefix_ids, prefix_mask = backend.pad([prompts[0][i][: shared[i]] for i in batch])
+        cache = backend.new_cache()
+        prefix_states = backend.forward_states(prefix_ids, prefix_mask, layer, cache)
+        cache.batch_repeat_interleave(copies)  # rows: text 0 under each instruction, then text 1, ...
+        input_ids, mask = backend.pad([per_text[i][shared[i] :] for i in batch for per_text in prompts])
+        full_mask = torch.cat([prefix_mask.repeat_interleave(copies, dim=0), mask], dim=1)
+        states = backend.forward_states(input_ids, full_mask, layer, cache)
+        states = torch.cat([prefix_states.repeat_interleave(copies, dim=0), states], dim=1)
+        vectors = pool_prompt(spec.name, states, full_mask).view(len(batch), copies, -1)
+        return [(vectors[:, k], []) for k in range(copies)]
 
     def _pool_generation(self, spec: Readout, gen: Generation) -> torch.Tensor:
         kept = filter_mask(gen.answer_mask, gen.answer_tokens, spec.filter_words, self.tokenizer.decode)
