@@ -199,7 +199,8 @@ class InBedder:
         shared = [0] * n if generate or len(prompts) == 1 else _shared_prefix_lengths(prompts)
         embeddings = torch.empty((len(prompts), n, self.embedding_dim), dtype=torch.float32)
         answers = [[""] * n for _ in prompts]
-        widths = [max(len(p[i]) for p in prompts) for i in range(n)]
+        # a batch's cost is its widest pass: the shared prefix when there is one, else the whole prompt
+        widths = [shared[i] or max(len(p[i]) for p in prompts) for i in range(n)]
         batches = _length_sorted_batches(widths, batch_size, self.max_batch_tokens)
         for batch in tqdm(batches, desc="encode", unit="batch", disable=not show_progress_bar):
             results = self._encode_batch(batch, prompts, shared, spec, layer_index, settings, generate)
