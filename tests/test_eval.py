@@ -1,0 +1,171 @@
+"""Evaluation tasks on hand-made embeddings and a tiny crossed dataset, with answers known by hand."""
+
+import json
+from itertools import product
+
+import numpy as np
+import pytest
+
+from inbedder.eval import (
+    ClusteringTask,
+    RobustnessTask,
+    STSTask,
+    TripletTask,
+    clustering_tasks,
+    load_local,
+    robustness_tasks,
+    triplet_tasks,
+)
+from inbedder.eval.tasks import score_clustering, score_sts, score_triplets
+
+COLOURS, SHAPES = ["red", "blue"], ["circle", "square"]
+
+
+class AspectEncoder:
+    """Embeds a text as a one-hot of whichever aspect the instruction asks about (shape otherwise)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def encode(self, sentences, instruction=None, **kwargs):
+        self.calls.append((list(sentences), instruction))
+        instructions = instruction if isinstance(instruction, list) else [instruction] * len(sentences)
+        vectors = []
+        for text, asked in zip(sentences, instructions):
+            colour, shape = text.split()[:2]
+            if asked and "colour" in asked:
+                vectors.append([1.0, 0.0] if colour == "red" else [0.0, 1.0])
+            else:
+                vectors.append([1.0, 0.0] if shape == "circle" else [0.0, 1.0])
+        return np.array(vectors)
+
+
+@pytest.fixture
+def crossed_dir(tmp_path):
+    """A fully crossed set: 2 colours x 2 shapes x 4 texts, with a card of instructions."""
+    records = [
+        {"id": f"{c}-{s}-{i}", "text": f"{c} {s} number{i}", "owner": f"o{i}", "labels": {"colour": c, "shape": s}}
+        for c, s, i in product(COLOURS, SHAPES, range(4))
+    ]
+    (tmp_path / "toys.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    card = {
+        "name": "toys",
+        "aspects": {
+            "colour": {
+                "classes": COLOURS,
+                "instruction": "What colour is {owner}'s toy?",
+                "paraphrases": ["Which colour?", "Which hue?"],
+                "incorrect": ["What shape is it?"],
+            },
+            "shape": {"classes": SHAPES, "instruction": "What shape is it?"},
+        },
+    }
+    (tmp_path / "toys.card.json").write_text(json.dumps(card))
+    return tmp_path
+
+
+def test_v_measure_is_one_for_separated_classes_and_zero_for_independent_ones():
+    labels = ["a"] * 5 + ["b"] * 5
+    separated = np.array([[0.0, 0.0]] * 5 + [[10.0, 10.0]] * 5)
+    assert score_clustering(separated, labels, seeds=[0, 1]) == {"v_measure": 1.0, "v_measure_std": 0.0}
+    four_and_four = np.array([[0.0, 0.0]] * 4 + [[10.0, 10.0]] * 4)
+    crossed = ["a", "b"] * 4  # each of the two clusters holds both labels, two of each
+    assert score_clustering(four_and_four, crossed, seeds=[0])["v_measure"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_triplet_accuracy_counts_wins():
+    anchors = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    positives = np.array([[1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
+    negatives = np.array([[0.0, 1.0], [1.0, 0.1], [1.0, 0.0]])
+    assert score_triplets(anchors, positives, negatives) == {"accuracy": pytest.approx(2 / 3)}
+
+
+def test_sts_spearman_follows_the_order_of_similarities():
+    first = np.array([[1.0, 0.0]] * 4)
+    second = np.array([[1.0, 0.0], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]])  # cosine falls row by row
+    assert score_sts(first, second, [5, 4, 2, 0])["spearman"] == pytest.approx(1.0)
+    assert score_sts(first, second, [0, 1, 2, 3])["spearman"] == pytest.approx(-1.0)
+
+
+def test_clustering_task_fills_fields_and_follows_the_instruction():
+    texts = [f"{c} {s} x" for c, s in product(COLOURS, SHAPES)] * 2
+    colours = [t.split()[0] for t in texts]
+    encoder = AspectEncoder()
+    task = ClusteringTask(
+        "t", texts, colours, "What colour is {owner}'s?", fields=[{"owner": str(i)} for i in range(8)]
+    )
+    assert task.evaluate(encoder)["v_measure"] == pytest.approx(1.0)
+    assert encoder.calls[-1][1] == [f"What colour is {i}'s?" for i in range(8)]
+    assert task.with_instruction("What shape?").evaluate(encoder)["v_measure"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_triplet_and_sts_tasks_embed_each_text_once():
+    encoder = AspectEncoder()
+    task = TripletTask(
+        "t",
+        ["red circle a", "blue square b"],
+        ["red square c", "blue circle d"],
+        ["blue circle e", "red square c"],
+        "Which colour?",
+    )
+    assert task.evaluate(encoder) == {"accuracy": 1.0}
+    ((texts, instruction),) = encoder.calls
+    assert len(texts) == len(set(texts)) == 5 and instruction == "Which colour?"
+    sts = STSTask("s", ["red circle a", "red circle a"], ["red circle b", "red square c"], [5.0, 1.0])
+    assert sts.evaluate(encoder)["spearman"] == pytest.approx(1.0)
+
+
+def test_tasks_from_a_local_card(crossed_dir):
+    data = load_local("toys", crossed_dir)
+    tasks = clustering_tasks(data)
+    assert [t.name for t in tasks] == ["toys/colour/clustering", "toys/shape/clustering"]
+    scores = [t.evaluate(AspectEncoder())["v_measure"] for t in tasks]
+    assert scores == [pytest.approx(1.0), pytest.approx(1.0)]
+
+
+def test_triplets_differ_only_in_the_asked_aspect(crossed_dir):
+    data = load_local("toys", crossed_dir)
+    labels = {r["text"]: r["labels"] for r in data.records}
+    colour_task, shape_task = triplet_tasks(data, per_aspect=50, seed=3)
+    for task, asked, other in [(colour_task, "colour", "shape"), (shape_task, "shape", "colour")]:
+        assert len(task.anchors) == 50
+        for a, p, n in zip(task.anchors, task.positives, task.negatives):
+            assert labels[a][asked] == labels[p][asked] != labels[n][asked]
+            assert labels[a][other] == labels[n][other] != labels[p][other]
+    assert colour_task.evaluate(AspectEncoder())["accuracy"] == 1.0
+    assert shape_task.evaluate(AspectEncoder())["accuracy"] == 1.0
+    again = triplet_tasks(data, per_aspect=50, seed=3)[0]
+    other_seed = triplet_tasks(data, per_aspect=50, seed=4)[0]
+    assert again.anchors == colour_task.anchors and again.negatives == colour_task.negatives
+    assert other_seed.anchors != colour_task.anchors
+
+
+def test_robustness_scores_each_group(crossed_dir):
+    (task,) = robustness_tasks(load_local("toys", crossed_dir))  # only 'colour' has extra wordings
+    assert isinstance(task, RobustnessTask) and task.name == "toys/colour/clustering/robustness"
+    result = task.evaluate(AspectEncoder())
+    assert result["paraphrases"] == pytest.approx(
+        0.5
+    )  # "Which colour?" -> 1; "Which hue?" -> 0 (the encoder misses it)
+    assert result["paraphrases_each"] == {"Which colour?": pytest.approx(1.0), "Which hue?": pytest.approx(0.0)}
+    assert result["incorrect"] == pytest.approx(0.0)
+
+
+def test_load_local_errors_name_what_is_missing(crossed_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no dataset 'nope' .* available: \['toys'\]"):
+        load_local("nope", crossed_dir)
+    with pytest.raises(FileNotFoundError, match="data directory not found"):
+        load_local("toys", tmp_path / "missing")
+    (crossed_dir / "broken.jsonl").write_text("{not json\n")
+    (crossed_dir / "broken.card.json").write_text("{}")
+    with pytest.raises(ValueError, match="cannot read dataset 'broken'"):
+        load_local("broken", crossed_dir)
+    with pytest.raises(ValueError, match="has no aspect 'size'"):
+        load_local("toys", crossed_dir).labels("size")
+
+
+def test_mismatched_task_inputs_are_refused():
+    with pytest.raises(ValueError, match="3 texts but 2 labels"):
+        ClusteringTask("t", ["a", "b", "c"], ["x", "y"], None)
+    with pytest.raises(ValueError, match="differ in number"):
+        TripletTask("t", ["a"], ["b", "c"], ["d"], None)
