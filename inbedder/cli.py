@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -40,8 +41,9 @@ def encode(
     template: Annotated[str, typer.Option(help="'qa', 'chat', or a pattern with {input} and {instruction}.")] = "qa",
     batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 16,
     max_length: Annotated[
-        int, typer.Option(help="Longest prompt in tokens; the input is cut, never the instruction.")
-    ] = 512,
+        int | None,
+        typer.Option(help="Longest prompt in tokens (default 512); the input is cut, never the instruction."),
+    ] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Answer length for generating readouts.")] = 8,
     temperature: Annotated[float, typer.Option(help="0 decodes greedily; above 0 samples.")] = 0.0,
     top_p: float = 1.0,
@@ -90,6 +92,56 @@ def encode(
         answers_path.write_text("".join(a.replace("\n", " ") + "\n" for a in answers), encoding="utf-8")
         typer.echo(f"wrote answers to {answers_path}", err=True)
     typer.echo(f"wrote {embeddings.shape[0]} embeddings of size {embeddings.shape[1]} to {out}", err=True)
+
+
+@app.command("eval")
+def evaluate(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Results as JSON.")],
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="InBedder model(s) to evaluate (default: the default model)."),
+    ] = None,
+    suite: Annotated[str, typer.Option(help="Task suite: 'local' (the sets in --data-dir).")] = "local",
+    tasks: Annotated[
+        list[str] | None, typer.Option("--tasks", help="Datasets of the suite to run (default: all).")
+    ] = None,
+    kinds: Annotated[list[str] | None, typer.Option("--kind", help="clustering, triplets, robustness, sts.")] = None,
+    baselines: Annotated[
+        bool,
+        typer.Option(help="Also run all-MiniLM-L6-v2 without and with the instruction, and the LM's mean pooling."),
+    ] = False,
+    limit: Annotated[int | None, typer.Option(help="Subsample each dataset to N records (stratified, seeded).")] = None,
+    seed: int = 0,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where the local sets are (default: $INBEDDER_DATA or ../shared/data).")
+    ] = None,
+    batch_size: int = 16,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing results file.")] = False,
+) -> None:
+    """Evaluate instruction awareness on a task suite; print a table and write JSON."""
+    from inbedder.eval import baselines as base
+    from inbedder.eval import suite as eval_suite
+
+    if suite != "local":
+        raise tables.InputError(f"unknown suite {suite!r}; available: 'local'")
+    if out.exists() and not overwrite:
+        raise tables.InputError(f"{out} exists; pass --overwrite to replace it")
+    chosen = eval_suite.local_tasks(tasks or eval_suite.LOCAL_SUITE, kinds or eval_suite.KINDS, data_dir, limit, seed)
+
+    from inbedder.embedder import InBedder
+
+    model = model or [models.DEFAULT_MODEL]
+    encoders = {name: InBedder(name) for name in model}
+    if baselines:
+        minilm = base.load_sentence_embedder()
+        encoders["all-MiniLM-L6-v2"] = base.WithoutInstruction(minilm, "all-MiniLM-L6-v2")
+        encoders["all-MiniLM-L6-v2 + instruction"] = base.InstructionPrepended(minilm, "all-MiniLM-L6-v2 + instruction")
+        encoders[f"{model[0]} mean over raw text"] = base.RawTextMean(encoders[model[0]], model[0])
+    results = eval_suite.run(encoders, chosen, batch_size=batch_size)
+    typer.echo(eval_suite.results_table(results))
+    payload = {"suite": suite, "limit": limit, "seed": seed, "results": eval_suite.results_json(results)}
+    out.write_text(json.dumps(payload, indent=2))
+    typer.echo(f"wrote {len(results)} results to {out}", err=True)
 
 
 @app.command("models")

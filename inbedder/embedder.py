@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 Fields = Mapping[str, Sequence[str]] | Sequence[Mapping[str, str]]
 CPU_BATCH_TOKENS = 1024
+DEFAULT_MAX_LENGTH = 512
 
 
 class InBedder:
@@ -38,7 +39,8 @@ class InBedder:
         template: ``"qa"`` (the default QA pattern), ``"chat"`` (the model's chat
             template), or a pattern with ``{input}``, ``{instruction}`` and other fields.
         readout, layer: the default readout and layer for ``encode``.
-        max_length: longest prompt in tokens; longer inputs are cut, never the instruction.
+        max_length: longest prompt in tokens (default 512, or the model's limit if smaller);
+            longer inputs are cut, never the instruction.
         max_batch_tokens: at most this many (padded) tokens in one forward pass, whatever
             ``batch_size`` allows; by default 1024 on CPU, where batches whose activations
             stay in cache run fastest (see BENCHMARKS.md), and no limit on CUDA.
@@ -54,7 +56,7 @@ class InBedder:
         template: str | PromptTemplate = "qa",
         readout: str = "fst_gen",
         layer: int = -1,
-        max_length: int = 512,
+        max_length: int | None = None,
         max_batch_tokens: int | None = None,
         trust_remote_code: bool = False,
     ) -> None:
@@ -67,8 +69,10 @@ class InBedder:
         self.template = PromptTemplate.from_spec(template, self.tokenizer)
         self.readout = Readout(readout, layer)
         self.readout.layer_index(self.backend.num_layers)
-        limit = getattr(model.config, "max_position_embeddings", None) or max_length
-        if max_length > limit:
+        limit = getattr(model.config, "max_position_embeddings", None) or DEFAULT_MAX_LENGTH
+        if max_length is None:
+            max_length = min(DEFAULT_MAX_LENGTH, limit)
+        elif max_length > limit:
             raise ValueError(f"max_length={max_length} exceeds the model's {limit} positions")
         self.prompts = PromptTokenizer(self.tokenizer, max_length)
         if max_batch_tokens is None and self.device.type == "cpu":

@@ -169,3 +169,74 @@ def test_mismatched_task_inputs_are_refused():
         ClusteringTask("t", ["a", "b", "c"], ["x", "y"], None)
     with pytest.raises(ValueError, match="differ in number"):
         TripletTask("t", ["a"], ["b", "c"], ["d"], None)
+
+
+def test_subsample_is_stratified_and_seeded(crossed_dir):
+    data = load_local("toys", crossed_dir)
+    half = data.subsample(8, seed=1)
+    cells = [tuple(r["labels"].values()) for r in half.records]
+    assert len(cells) == 8 and all(cells.count(cell) == 2 for cell in set(cells)) and len(set(cells)) == 4
+    assert [r["id"] for r in half.records] == [r["id"] for r in data.subsample(8, seed=1).records]
+    assert [r["id"] for r in half.records] != [r["id"] for r in data.subsample(8, seed=2).records]
+    assert half.records == sorted(half.records, key=data.records.index)  # file order kept
+    assert data.subsample(100) is data
+    with pytest.raises(ValueError, match="limit must be a positive int, got 0"):
+        data.subsample(0)
+
+
+def test_local_tasks_and_results_table(crossed_dir):
+    from inbedder.eval.suite import local_tasks, results_table, run
+
+    tasks = local_tasks(["toys"], ["clustering", "robustness"], crossed_dir)
+    assert [t.kind for t in tasks] == ["clustering", "clustering", "robustness"]
+    results = run({"aspect": AspectEncoder()}, tasks)
+    table = results_table(results).splitlines()
+    assert table[0] == "| task | score | aspect |"
+    assert table[2] == "| toys/colour/clustering | v_measure | 1.000 ± 0.000 |"
+    assert table[4] == "| toys/colour/clustering/robustness | paraphrase / implicit / incorrect | 0.500 / - / 0.000 |"
+    with pytest.raises(ValueError, match="unknown task kinds"):
+        local_tasks(["toys"], ["clusters"], crossed_dir)
+
+
+def test_eval_command_end_to_end(tiny_model_dir, crossed_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from inbedder import cli
+
+    out = tmp_path / "results.json"
+    args = [
+        "eval",
+        "--model",
+        str(tiny_model_dir),
+        "--data-dir",
+        str(crossed_dir),
+        "--tasks",
+        "toys",
+        "--kind",
+        "clustering",
+        "--kind",
+        "triplets",
+        "--limit",
+        "12",
+        "--baselines",
+        "--out",
+        str(out),
+    ]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(out.read_text())
+    assert payload["limit"] == 12
+    models = {r["model"] for r in payload["results"]}
+    assert models == {
+        str(tiny_model_dir),
+        "all-MiniLM-L6-v2",
+        "all-MiniLM-L6-v2 + instruction",
+        f"{tiny_model_dir} mean over raw text",
+    }
+    tasks = {r["task"] for r in payload["results"]}
+    assert tasks == {"toys/colour/clustering", "toys/shape/clustering", "toys/colour/triplets", "toys/shape/triplets"}
+    for r in payload["results"]:
+        assert 0.0 <= r["scores"][r["main_score"]] <= 1.0
+    assert "| toys/colour/clustering | v_measure |" in result.output
+    again = CliRunner().invoke(cli.app, args)
+    assert again.exit_code != 0 and "exists" in str(again.exception)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,24 @@ class LocalDataset:
         if aspect not in self.aspects:
             raise ValueError(f"dataset {self.name} has no aspect {aspect!r}; its aspects are {list(self.aspects)}")
         return [r["labels"][aspect] for r in self.records]
+
+    def subsample(self, n: int, seed: int = 0) -> LocalDataset:
+        """At most ``n`` records, stratified by their joint labels, chosen by ``seed``; in file order."""
+        if n < 1:
+            raise ValueError(f"limit must be a positive int, got {n}")
+        if n >= len(self.records):
+            return self
+        rng = np.random.default_rng(seed)
+        strata: dict[str, list[int]] = defaultdict(list)
+        for i, record in enumerate(self.records):
+            strata[json.dumps(record.get("labels", {}), sort_keys=True)].append(i)
+        # each stratum's members, in a seeded order, spread evenly over [0, 1): the first n taken
+        position = {}
+        for members in strata.values():
+            for rank, j in enumerate(rng.permutation(len(members))):
+                position[members[j]] = (rank + 0.5) / len(members)
+        chosen = sorted(sorted(range(len(self.records)), key=position.__getitem__)[:n])
+        return LocalDataset(self.name, [self.records[i] for i in chosen], self.card)
 
     def fields(self) -> list[dict[str, str]] | None:
         """Per-record values for instruction placeholders, or None when records carry none."""

