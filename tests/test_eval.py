@@ -240,3 +240,33 @@ def test_eval_command_end_to_end(tiny_model_dir, crossed_dir, tmp_path):
     assert "| toys/colour/clustering | v_measure |" in result.output
     again = CliRunner().invoke(cli.app, args)
     assert again.exit_code != 0 and "exists" in str(again.exception)
+
+
+class MultiAspectEncoder(AspectEncoder):
+    """AspectEncoder with encode_multi, counting its calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.multi_calls = []
+
+    def encode_multi(self, sentences, instructions, **kwargs):
+        self.multi_calls.append(list(instructions))
+        return [AspectEncoder.encode(self, sentences, i, **kwargs) for i in instructions]
+
+
+def test_run_embeds_each_corpus_once_under_all_its_instructions(crossed_dir):
+    from inbedder.eval.suite import local_tasks, run
+
+    tasks = local_tasks(["toys"], ["clustering", "robustness", "triplets"], crossed_dir)
+    multi = MultiAspectEncoder()
+    with_multi = run({"m": multi}, tasks)
+    plain = run({"m": AspectEncoder()}, tasks)
+    assert [r.scores for r in with_multi] == [r.scores for r in plain]
+    (asked,) = multi.multi_calls  # one corpus, so one call
+    assert asked[0] == [f"What colour is {r['owner']}'s toy?" for r in load_local("toys", crossed_dir).records]
+    assert sorted(map(str, asked[1:])) == sorted(["What shape is it?", "Which colour?", "Which hue?"])
+    texts = load_local("toys", crossed_dir).texts
+    clustering_encodes = [c for c in multi.calls[len(asked) :] if c[0] == texts]
+    assert clustering_encodes == []  # every clustering question was answered from encode_multi
+    triplet_questions = [c[1] for c in multi.calls if c[0] != texts]
+    assert triplet_questions[0][0].startswith("What colour is o") and "{" not in triplet_questions[0][0]

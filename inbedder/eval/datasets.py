@@ -131,6 +131,8 @@ def triplet_tasks(dataset: LocalDataset, per_aspect: int = 500, seed: int = 0) -
         return []
     labels = {a: dataset.labels(a) for a in aspects}
     texts = dataset.texts
+    record_fields = dataset.fields()
+    fields = dict(zip(texts, record_fields)) if record_fields else None
     tasks = []
     for asked in aspects:
         rng = np.random.default_rng([seed, aspects.index(asked)])
@@ -154,6 +156,7 @@ def triplet_tasks(dataset: LocalDataset, per_aspect: int = 500, seed: int = 0) -
                 positives=positives,
                 negatives=negatives,
                 instruction=dataset.aspects[asked]["instruction"],
+                fields=fields,
             )
         )
     return tasks

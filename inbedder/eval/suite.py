@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from inbedder.eval.datasets import clustering_tasks, load_local, robustness_tasks, sts_task, triplet_tasks
+from inbedder.eval.tasks import ClusteringTask, RobustnessTask, per_text_instructions
 
 LOCAL_SUITE = ("syngoalex", "amazon-reviews", "stance", "fewrel", "banking77", "stsb-test")
 KINDS = ("clustering", "triplets", "robustness", "sts")
@@ -56,9 +57,15 @@ def local_tasks(
 
 
 def run(models: dict[str, Any], tasks: Sequence[Any], **encode_kwargs: Any) -> list[TaskResult]:
-    """Every task for every model; each result says what it measured and how long it took."""
+    """Every task for every model; each result says what it measured and how long it took.
+
+    A model with ``encode_multi`` embeds each corpus once under all the instructions its
+    clustering tasks ask (robustness rewordings included), reusing the shared prompt prefix.
+    """
     results = []
     for model_name, model in models.items():
+        if hasattr(model, "encode_multi"):
+            model = _Precomputed(model, _embed_corpora(model, tasks, **encode_kwargs))
         for task in tasks:
             start = time.perf_counter()
             scores = task.evaluate(model, **encode_kwargs)
@@ -66,6 +73,50 @@ def run(models: dict[str, Any], tasks: Sequence[Any], **encode_kwargs: Any) -> l
                 TaskResult(task.name, task.kind, model_name, task.main_score, scores, time.perf_counter() - start)
             )
     return results
+
+
+def _clustering_questions(task: Any) -> list[tuple[ClusteringTask, Any]]:
+    """(clustering task, instruction as the model gets it) for each question a task will ask."""
+    if isinstance(task, ClusteringTask):
+        return [(task, per_text_instructions(task.instruction, task.fields))]
+    if isinstance(task, RobustnessTask) and isinstance(task.base, ClusteringTask):
+        base = task.base
+        return [(base, per_text_instructions(i, base.fields)) for group in task.groups.values() for i in group]
+    return []
+
+
+def _hashable(instruction: Any) -> Any:
+    return tuple(instruction) if isinstance(instruction, list) else instruction
+
+
+def _key(texts: Sequence[str], instruction: Any) -> tuple:
+    return tuple(texts), _hashable(instruction)
+
+
+def _embed_corpora(model: Any, tasks: Sequence[Any], **encode_kwargs: Any) -> dict[tuple, Any]:
+    """Embeddings keyed by (texts, instruction): one ``encode_multi`` call per corpus."""
+    corpora: dict[tuple[str, ...], dict[Any, Any]] = {}
+    for task in tasks:
+        for base, instruction in _clustering_questions(task):
+            corpora.setdefault(tuple(base.texts), {})[_hashable(instruction)] = instruction
+    table = {}
+    for texts, questions in corpora.items():
+        if len(questions) < 2:
+            continue
+        embedded = model.encode_multi(list(texts), list(questions.values()), **encode_kwargs)
+        table.update({(texts, key): vectors for key, vectors in zip(questions, embedded)})
+    return table
+
+
+class _Precomputed:
+    """Answers ``encode`` from embeddings computed ahead, and passes other calls to the model."""
+
+    def __init__(self, model: Any, table: dict[tuple, Any]) -> None:
+        self.model, self.table = model, table
+
+    def encode(self, sentences: Sequence[str], instruction: Any = None, **kwargs: Any) -> Any:
+        found = self.table.get(_key(sentences, instruction))
+        return found if found is not None else self.model.encode(sentences, instruction, **kwargs)
 
 
 def results_table(results: Sequence[TaskResult]) -> str:

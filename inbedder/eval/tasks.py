@@ -29,17 +29,27 @@ def embed(model: Encoder, texts: list[str], instruction: Any, **encode_kwargs: A
     return np.asarray(model.encode(texts, instruction, **encode_kwargs), dtype=np.float32)
 
 
-def embed_groups(model: Encoder, groups: Sequence[list[str]], instruction: Instruction, **kw: Any) -> list[np.ndarray]:
-    """Embed each distinct text once (under one instruction); one array per group, rows in its order."""
+def embed_groups(
+    model: Encoder,
+    groups: Sequence[list[str]],
+    instruction: Instruction,
+    fields: Mapping[str, Mapping[str, str]] | None = None,
+    **kw: Any,
+) -> list[np.ndarray]:
+    """Embed each distinct text once; one array per group, rows in its order.
+
+    ``fields`` maps a text to its record's fields, for placeholders in the instruction.
+    """
     unique = list(dict.fromkeys(text for group in groups for text in group))
-    vectors = embed(model, unique, instruction, **kw)
+    asked = per_text_instructions(instruction, [fields[t] for t in unique] if fields else None)
+    vectors = embed(model, unique, asked, **kw)
     row = {text: i for i, text in enumerate(unique)}
     return [vectors[[row[text] for text in group]] for group in groups]
 
 
 def per_text_instructions(instruction: Instruction, fields: Sequence[Mapping[str, str]] | None) -> Any:
     """The instruction as the model gets it: filled per record when the records carry fields."""
-    if instruction is None or not fields:
+    if instruction is None or not fields or "{" not in instruction:
         return instruction
     return [fill_fields(instruction, record) for record in fields]
 
@@ -105,6 +115,7 @@ class TripletTask:
     positives: list[str]
     negatives: list[str]
     instruction: Instruction
+    fields: dict[str, dict[str, str]] | None = None  # text -> its record's fields
     kind: ClassVar[str] = "triplets"
     main_score: ClassVar[str] = "accuracy"
 
@@ -117,7 +128,7 @@ class TripletTask:
 
     def evaluate(self, model: Encoder, **encode_kwargs: Any) -> dict[str, float]:
         groups = [self.anchors, self.positives, self.negatives]
-        return score_triplets(*embed_groups(model, groups, self.instruction, **encode_kwargs))
+        return score_triplets(*embed_groups(model, groups, self.instruction, self.fields, **encode_kwargs))
 
 
 @dataclass
@@ -136,7 +147,8 @@ class STSTask:
         return replace(self, instruction=instruction)
 
     def evaluate(self, model: Encoder, **encode_kwargs: Any) -> dict[str, float]:
-        first, second = embed_groups(model, [self.sentences1, self.sentences2], self.instruction, **encode_kwargs)
+        pairs = [self.sentences1, self.sentences2]
+        first, second = embed_groups(model, pairs, self.instruction, **encode_kwargs)
         return score_sts(first, second, self.scores)
 
 
