@@ -101,7 +101,9 @@ def evaluate(
         list[str] | None,
         typer.Option("--model", "-m", help="InBedder model(s) to evaluate (default: the default model)."),
     ] = None,
-    suite: Annotated[str, typer.Option(help="Task suite: 'local' (the sets in --data-dir).")] = "local",
+    suite: Annotated[
+        str, typer.Option(help="'local' (the sets in --data-dir) or 'hub' (the original paper's sets, online).")
+    ] = "local",
     tasks: Annotated[
         list[str] | None, typer.Option("--tasks", help="Datasets of the suite to run (default: all).")
     ] = None,
@@ -122,11 +124,18 @@ def evaluate(
     from inbedder.eval import baselines as base
     from inbedder.eval import suite as eval_suite
 
-    if suite != "local":
-        raise tables.InputError(f"unknown suite {suite!r}; available: 'local'")
     if out.exists() and not overwrite:
         raise tables.InputError(f"{out} exists; pass --overwrite to replace it")
-    chosen = eval_suite.local_tasks(tasks or eval_suite.LOCAL_SUITE, kinds or eval_suite.KINDS, data_dir, limit, seed)
+    if suite == "local":
+        chosen = eval_suite.local_tasks(
+            tasks or eval_suite.LOCAL_SUITE, kinds or eval_suite.KINDS, data_dir, limit, seed
+        )
+    elif suite == "hub":
+        from inbedder.eval.hub import HUB_TASKS, load_hub_task
+
+        chosen = [load_hub_task(name) for name in tasks or HUB_TASKS]
+    else:
+        raise tables.InputError(f"unknown suite {suite!r}; available: 'local', 'hub'")
 
     from inbedder.embedder import InBedder
 
