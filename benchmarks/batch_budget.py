@@ -8,13 +8,12 @@ The settings alternate run by run over the same texts, so the machine's noise fa
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-from inbedder import InBedder
+from benchmark_data import DATA, load_texts_and_instructions
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "syngoalex.dev.jsonl"
+from inbedder import InBedder
 
 
 def main() -> None:
@@ -27,9 +26,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=4)
     args = parser.parse_args()
 
-    texts = [json.loads(line)["text"] for line in args.data.open(encoding="utf-8")][: args.texts]
-    card = json.loads(args.data.with_name(args.data.name.split(".")[0] + ".card.json").read_text())
-    instruction = next(iter(card["aspects"].values()))["instruction"]
+    texts, (instruction, *_) = load_texts_and_instructions(args.data, args.texts)
     model = InBedder(args.model)
     model.encode(texts[:16], instruction)  # warm-up
     tokens = sum(len(model.prompts(t, instruction, model.template)) for t in texts)

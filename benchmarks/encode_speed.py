@@ -11,28 +11,17 @@ machine's noise falls on both alike; the figure that matters is their ratio.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import resource
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from benchmark_data import DATA, load_texts_and_instructions
 
 from inbedder import InBedder
 from inbedder.templates import QA_PATTERN
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "syngoalex.dev.jsonl"
-
-
-def load_texts(path: Path, limit: int | None) -> tuple[list[str], str]:
-    if not path.is_file():
-        sys.exit(f"benchmark data not found: {path} (pass --data)")
-    texts = [json.loads(line)["text"] for line in path.open(encoding="utf-8")][:limit]
-    card = json.loads(path.with_name(path.name.split(".")[0] + ".card.json").read_text())
-    return texts, next(iter(card["aspects"].values()))["instruction"]
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
@@ -85,7 +74,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None)
     args = parser.parse_args()
 
-    texts, instruction = load_texts(args.data, args.limit)
+    texts, (instruction, *_) = load_texts_and_instructions(args.data, args.limit)
     model = InBedder(args.model)
     real_tokens = sum(len(model.prompts(t, instruction, model.template)) for t in texts)
     model.encode(texts[:4], instruction)  # warm-up

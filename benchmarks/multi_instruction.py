@@ -9,15 +9,13 @@ alike; the figure is their ratio. Instructions: each aspect's main instruction f
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
+from benchmark_data import DATA, load_texts_and_instructions
 
 from inbedder import InBedder
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "syngoalex.dev.jsonl"
 
 
 def main() -> None:
@@ -29,9 +27,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None)
     args = parser.parse_args()
 
-    texts = [json.loads(line)["text"] for line in args.data.open(encoding="utf-8")][: args.limit]
-    card = json.loads(args.data.with_name(args.data.name.split(".")[0] + ".card.json").read_text())
-    instructions = [aspect["instruction"] for aspect in card["aspects"].values()]
+    texts, instructions = load_texts_and_instructions(args.data, args.limit)
     model = InBedder(args.model)
     model.encode_multi(texts[:4], instructions)  # warm-up
 
