@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -14,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from inbedder import models
 from inbedder.backends import CausalBackend, Generation, GenerationSettings
 from inbedder.readout import Readout, filter_mask, pool_generation, pool_prompt
-from inbedder.templates import PromptTemplate, PromptTokenizer
+from inbedder.templates import PromptTemplate, PromptTokenizer, one_per_text
 
 logger = logging.getLogger(__name__)
 
@@ -184,11 +185,11 @@ class InBedder:
         texts, single = _as_texts(sentences)
         n = len(texts)
         names = ["instruction"] if len(instructions) == 1 else [f"instructions[{k}]" for k in range(len(instructions))]
-        per_instruction = [_per_text(value, n, name) for value, name in zip(instructions, names)]
+        per_instruction = [one_per_text(value, n, name) for value, name in zip(instructions, names)]
         records = _records(fields, n)
         spec = Readout.make(readout or self.readout.name, self.readout.layer if layer is None else layer, filter_words)
         layer_index = spec.layer_index(self.backend.num_layers)
-        settings = GenerationSettings(max_new_tokens, temperature, top_p, seed)
+        settings = GenerationSettings(max_new_tokens, temperature, top_p)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         prompt_template = self.template if template is None else PromptTemplate.from_spec(template, self.tokenizer)
@@ -198,20 +199,19 @@ class InBedder:
         ]
 
         generate = spec.needs_generation or return_generations
-        if generate and seed is not None:
-            torch.manual_seed(seed)
         shared = [0] * n if generate or len(prompts) == 1 else _shared_prefix_lengths(prompts)
         embeddings = torch.empty((len(prompts), n, self.embedding_dim), dtype=torch.float32)
         answers = [[""] * n for _ in prompts]
         # a batch's cost is its widest pass: the shared prefix when there is one, else the whole prompt
         widths = [shared[i] or max(len(p[i]) for p in prompts) for i in range(n)]
         batches = _length_sorted_batches(widths, batch_size, self.max_batch_tokens)
-        for batch in tqdm(batches, desc="encode", unit="batch", disable=not show_progress_bar):
-            results = self._encode_batch(batch, prompts, shared, spec, layer_index, settings, generate)
-            for k, (vectors, batch_answers) in enumerate(results):
-                embeddings[k, batch] = vectors.float().cpu()
-                for i, answer in zip(batch, batch_answers):
-                    answers[k][i] = answer
+        with _seeded(seed if generate else None, self.device):
+            for batch in tqdm(batches, desc="encode", unit="batch", disable=not show_progress_bar):
+                results = self._encode_batch(batch, prompts, shared, spec, layer_index, settings, generate)
+                for k, (vectors, batch_answers) in enumerate(results):
+                    embeddings[k, batch] = vectors.float().cpu()
+                    for i, answer in zip(batch, batch_answers):
+                        answers[k][i] = answer
 
         if normalize_embeddings:
             embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
@@ -323,17 +323,15 @@ def _as_texts(sentences: Any) -> tuple[list[str], bool]:
     return sentences, single
 
 
-def _per_text(value: Any, n: int, name: str) -> list[str | None]:
-    """One value for every text, or a list with exactly one per text."""
-    if value is None or isinstance(value, str):
-        return [value] * n
-    values = list(value)
-    if len(values) != n:
-        raise ValueError(f"{name} has {len(values)} entries for {n} texts; give one {name} or one per text")
-    for i, item in enumerate(values):
-        if item is not None and not isinstance(item, str):
-            raise TypeError(f"{name}[{i}] is {item!r} ({type(item).__name__}); expected a string or None")
-    return values
+@contextlib.contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Seed sampling for one call without touching the caller's random state."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 def _records(fields: Fields | None, n: int) -> list[dict[str, str]]:

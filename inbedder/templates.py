@@ -13,6 +13,7 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
+from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
@@ -38,6 +39,19 @@ def _parse(pattern: str) -> list[tuple[str, str | None]]:
                 "plain names such as {input}, {instruction} or {head}"
             )
     return parts
+
+
+def one_per_text(value: Any, n: int, name: str = "instruction") -> list[str | None]:
+    """One value (a string or None) for every text, or a list with exactly one per text, checked."""
+    if value is None or isinstance(value, str):
+        return [value] * n
+    values = list(value)
+    if len(values) != n:
+        raise ValueError(f"{name} has {len(values)} entries for {n} texts; give one {name} or one per text")
+    for i, item in enumerate(values):
+        if item is not None and not isinstance(item, str):
+            raise TypeError(f"{name}[{i}] is {item!r} ({type(item).__name__}); expected a string or None")
+    return values
 
 
 def fill_fields(text: str, fields: Mapping[str, str]) -> str:

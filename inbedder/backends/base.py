@@ -14,7 +14,6 @@ class GenerationSettings:
     max_new_tokens: int = 8
     temperature: float = 0.0
     top_p: float = 1.0
-    seed: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:

