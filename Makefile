@@ -18,11 +18,11 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
-	mkdir -p out
-	$(VENV)/bin/inbedder encode examples/reviews.csv --text-column text \
+	$(VENV)/bin/inbedder cluster examples/reviews-240.csv --id-column id \
+		--instruction "What kind of product is being reviewed?" \
 		--instruction "Is the reviewer satisfied or dissatisfied?" \
-		--readout avg_gen --return-generations --out out/reviews-sentiment.parquet --overwrite
-	$(PY) examples/quickstart.py
+		--instruction "What does the reviewer complain about or praise most?" \
+		--label-column domain --label-column sentiment -k auto --out out/demo
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -1,5 +1,6 @@
 """inbedder: instruction-following text embeddings from the language model's answer state."""
 
+from inbedder.clustering import ClusteringResult, cluster
 from inbedder.embedder import InBedder
 from inbedder.models import DEFAULT_MODEL, REGISTRY
 from inbedder.readout import READOUTS, Readout
@@ -15,12 +16,14 @@ def load(model_name_or_path: str | None = None, **kwargs) -> InBedder:
 
 __all__ = [
     "DEFAULT_MODEL",
+    "ClusteringResult",
     "InBedder",
     "PromptTemplate",
     "QA_PATTERN",
     "READOUTS",
     "REGISTRY",
     "Readout",
+    "cluster",
     "load",
     "__version__",
 ]

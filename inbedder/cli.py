@@ -153,6 +153,84 @@ def evaluate(
     typer.echo(f"wrote {len(results)} results to {out}", err=True)
 
 
+@app.command()
+def cluster(
+    input: Annotated[Path, typer.Argument(help="CSV, TSV, JSONL, Parquet, or .txt with one text per line.")],
+    instruction: Annotated[
+        list[str], typer.Option("--instruction", "-i", help="A question to cluster by; repeat for several ways.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (created if missing).")],
+    k: Annotated[
+        str, typer.Option("-k", "--k", help="Number of clusters, or 'auto' (silhouette over 2..10).")
+    ] = "auto",
+    method: Annotated[str, typer.Option(help="'kmeans' (seeded) or 'hdbscan' (may leave noise).")] = "kmeans",
+    text_column: Annotated[
+        str | None, typer.Option(help="Column holding the texts (default: 'text' or the only column).")
+    ] = None,
+    label_column: Annotated[
+        list[str] | None, typer.Option(help="Known labels: composition, purity and v-measure. Repeatable.")
+    ] = None,
+    id_column: Annotated[str | None, typer.Option(help="Column of text ids (default: the row number).")] = None,
+    model: ModelOption = models.DEFAULT_MODEL,
+    min_cluster_size: Annotated[int, typer.Option(help="HDBSCAN's smallest cluster.")] = 5,
+    map: Annotated[str, typer.Option(help="2-D map: 'auto' (UMAP if installed, else PCA), 'pca', 'umap'.")] = "auto",
+    seed: int = 0,
+    batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 16,
+    max_new_tokens: Annotated[int, typer.Option(help="Answer length, for the keywords.")] = 8,
+    device: str = "auto",
+) -> None:
+    """Cluster INPUT under each instruction; write assignments, explained clusters and an HTML report.
+
+    Embeddings are saved in OUT/embeddings as they are computed: a rerun reuses them.
+    """
+    from inbedder.clustering.pipeline import check_inputs
+    from inbedder.clustering.pipeline import cluster as run_cluster
+
+    table = tables.read_table(input)
+    texts = tables.column_texts(table, tables.pick_column(table, text_column, input), input)
+    labels = {
+        name: tables.column_texts(table, tables.pick_column(table, name, input, "label"), input)
+        for name in label_column or []
+    }
+    ids = table[tables.pick_column(table, id_column, input, "id")].tolist() if id_column else None
+    k_value: int | str = k if k == "auto" else _int_option("k", k)
+    check_inputs(texts, instruction, k_value, method, map, labels, ids)
+    tables.check_directory(out)
+
+    from inbedder.embedder import InBedder
+
+    result = run_cluster(
+        texts,
+        instruction,
+        InBedder(model, device=device),
+        k=k_value,
+        method=method,
+        labels=labels,
+        ids=ids,
+        seed=seed,
+        min_cluster_size=min_cluster_size,
+        map_method=map,
+        work_dir=out,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        show_progress_bar=True,
+    )
+    paths = result.save(out)
+    for clustering in result.clusterings:
+        typer.echo(f"{clustering.instruction!r}: {clustering.k} clusters")
+        for summary in clustering.clusters:
+            words = ", ".join(summary.keywords[:5]) or "-"
+            typer.echo(f"  cluster {summary.cluster} ({summary.size} texts): {words}")
+    typer.echo(f"report: {paths['report.html']}", err=True)
+
+
+def _int_option(name: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise tables.InputError(f"--{name} must be an integer or 'auto', got {value!r}") from None
+
+
 @app.command("models")
 def list_models() -> None:
     """List the registered model names and whether each can load offline."""

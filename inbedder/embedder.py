@@ -14,6 +14,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from inbedder import models
 from inbedder.backends import CausalBackend, Generation, GenerationSettings
+from inbedder.postprocess import check_postprocess
+from inbedder.postprocess import postprocess as postprocess_states
 from inbedder.readout import Readout, filter_mask, pool_generation, pool_prompt
 from inbedder.templates import PromptTemplate, PromptTokenizer, one_per_text
 
@@ -40,6 +42,9 @@ class InBedder:
         template: ``"qa"`` (the default QA pattern), ``"chat"`` (the model's chat
             template), or a pattern with ``{input}``, ``{instruction}`` and other fields.
         readout, layer: the default readout and layer for ``encode``.
+        postprocess: the default post-processing of the states over the texts of one
+            ``encode`` call: ``"none"``, ``"center"`` or ``"standardize"`` (see
+            ``inbedder.postprocess``).
         max_length: longest prompt in tokens (default 512, or the model's limit if smaller);
             longer inputs are cut, never the instruction.
         max_batch_tokens: at most this many (padded) tokens in one forward pass, whatever
@@ -57,6 +62,7 @@ class InBedder:
         template: str | PromptTemplate = "qa",
         readout: str = "fst_gen",
         layer: int = -1,
+        postprocess: str = "none",
         max_length: int | None = None,
         max_batch_tokens: int | None = None,
         trust_remote_code: bool = False,
@@ -70,6 +76,7 @@ class InBedder:
         self.template = PromptTemplate.from_spec(template, self.tokenizer)
         self.readout = Readout(readout, layer)
         self.readout.layer_index(self.backend.num_layers)
+        self.postprocess = check_postprocess(postprocess)
         limit = getattr(model.config, "max_position_embeddings", None) or DEFAULT_MAX_LENGTH
         if max_length is None:
             max_length = min(DEFAULT_MAX_LENGTH, limit)
@@ -95,6 +102,32 @@ class InBedder:
     def embedding_dim(self) -> int:
         return self.backend.hidden_size
 
+    @property
+    def num_layers(self) -> int:
+        return self.backend.num_layers
+
+    def top_tokens(self, states: Any, top: int = 10) -> list[list[str]]:
+        """For each row of ``states`` (n, dim), the words the LM head ranks highest.
+
+        Meaningful for states read at the last layer, the head's input. Tokens are decoded,
+        stripped, kept when they hold a letter, and deduplicated ignoring case.
+        """
+        logits = self.backend.vocabulary_logits(
+            torch.as_tensor(states, dtype=torch.float32).reshape(-1, self.embedding_dim)
+        )
+        special = set(self.tokenizer.all_special_ids)
+        words = []
+        for row in logits.topk(min(top * 10, logits.shape[-1])).indices.tolist():
+            seen: dict[str, str] = {}
+            for token in row:
+                word = self.tokenizer.decode([token]).strip()
+                if token not in special and any(ch.isalpha() for ch in word):
+                    seen.setdefault(word.lower(), word)
+                if len(seen) == top:
+                    break
+            words.append(list(seen.values()))
+        return words
+
     def get_sentence_embedding_dimension(self) -> int:
         """The embedding size (the sentence-transformers name)."""
         return self.embedding_dim
@@ -112,6 +145,7 @@ class InBedder:
         readout: str | None = None,
         layer: int | None = None,
         template: str | PromptTemplate | None = None,
+        postprocess: str | None = None,
         fields: Fields | None = None,
         max_new_tokens: int = 8,
         temperature: float = 0.0,
@@ -129,7 +163,9 @@ class InBedder:
             batch_size, show_progress_bar, normalize_embeddings, convert_to_numpy,
                 convert_to_tensor: as in sentence-transformers. Texts are batched by
                 length and results come back in input order.
-            readout, layer, template: override the model's defaults for this call.
+            readout, layer, template, postprocess: override the model's defaults for
+                this call. Post-processing uses statistics over this call's texts, so
+                encode a corpus in one call.
             fields: per-text values for extra ``{name}`` placeholders in the template
                 or instruction: a mapping of name to one value per text, or one
                 mapping per text.
@@ -174,6 +210,7 @@ class InBedder:
         readout: str | None,
         layer: int | None,
         template: str | PromptTemplate | None,
+        postprocess: str | None,
         fields: Fields | None,
         max_new_tokens: int,
         temperature: float,
@@ -190,6 +227,7 @@ class InBedder:
         spec = Readout.make(readout or self.readout.name, self.readout.layer if layer is None else layer, filter_words)
         layer_index = spec.layer_index(self.backend.num_layers)
         settings = GenerationSettings(max_new_tokens, temperature, top_p)
+        post = check_postprocess(self.postprocess if postprocess is None else postprocess, n or None)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         prompt_template = self.template if template is None else PromptTemplate.from_spec(template, self.tokenizer)
@@ -213,6 +251,8 @@ class InBedder:
                     for i, answer in zip(batch, batch_answers):
                         answers[k][i] = answer
 
+        if n:
+            embeddings = torch.stack([postprocess_states(e, post) for e in embeddings])
         if normalize_embeddings:
             embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
         outputs = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +86,20 @@ def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
     return path
 
 
+def check_directory(path: str | os.PathLike) -> Path:
+    """An output directory that exists (created if missing) and can be written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"output {path} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"cannot create output directory {path}: {err.strerror}") from err
+    if not os.access(path, os.W_OK):
+        raise InputError(f"output directory {path} is not writable")
+    return path
+
+
 def write_embeddings(
     path: Path,
     embeddings: np.ndarray,
@@ -97,21 +111,36 @@ def write_embeddings(
     Written beside the target and renamed into place, so an interrupted write leaves no partial file.
     """
     embeddings = np.asarray(embeddings, dtype=np.float32)
+
+    def write(tmp: Path) -> None:
+        if path.suffix.lower() == ".npy":
+            with open(tmp, "wb") as handle:
+                np.save(handle, embeddings)
+            return
+        columns = pa.Table.from_pandas(
+            table if table is not None else pd.DataFrame(index=range(len(embeddings))), preserve_index=False
+        )
+        flat = pa.array(embeddings.reshape(-1), type=pa.float32())
+        columns = columns.append_column("embedding", pa.FixedSizeListArray.from_arrays(flat, embeddings.shape[1]))
+        if answers is not None:
+            columns = columns.append_column("answer", pa.array(list(answers), type=pa.string()))
+        pq.write_table(columns, tmp)
+
+    atomic_write(path, write)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Call ``write`` on a temporary file beside ``path``, then rename it into place.
+
+    An interrupted write leaves the old file (or none), never a partial one.
+    """
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
-        if path.suffix.lower() == ".npy":
-            np.save(tmp, embeddings)
-        else:
-            columns = pa.Table.from_pandas(
-                table if table is not None else pd.DataFrame(index=range(len(embeddings))), preserve_index=False
-            )
-            flat = pa.array(embeddings.reshape(-1), type=pa.float32())
-            columns = columns.append_column("embedding", pa.FixedSizeListArray.from_arrays(flat, embeddings.shape[1]))
-            if answers is not None:
-                columns = columns.append_column("answer", pa.array(list(answers), type=pa.string()))
-            pq.write_table(columns, tmp)
+        write(Path(tmp))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    return path

@@ -1,3 +1,4 @@
+import json
 import numpy as np
 import pandas as pd
 import pytest
@@ -170,3 +171,52 @@ def test_models_lists_the_default(monkeypatch, capsys):
     lines = result.output.splitlines()
     assert lines[0].split()[:3] == ["name", "aliases", "offline"]
     assert any(line.startswith("smollm2-135m-instruct") and " yes " in line for line in lines[1:])
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.csv"
+    rows = [
+        (f"t{i}", f"{'great' if i % 2 else 'awful'} {'book' if i % 3 else 'lamp'} {i}", "ab"[i % 2]) for i in range(9)
+    ]
+    pd.DataFrame(rows, columns=["key", "text", "mood"]).to_csv(path, index=False)
+    return path
+
+
+def test_cluster_writes_assignments_clusters_and_report(tiny_model_dir, corpus, tmp_path):
+    out = tmp_path / "clusters"
+    args = ["cluster", corpus, "-i", "Is it good?", "-i", "What product?", "-k", 2, "--label-column", "mood"]
+    result = run(*args, "--id-column", "key", "--model", tiny_model_dir, "--out", out)
+    assert result.exit_code == 0, result.output
+    assignments = pd.read_parquet(out / "assignments.parquet")
+    assert len(assignments) == 18 and list(assignments["id"][:3]) == ["t0", "t1", "t2"]
+    assert set(assignments["cluster"]) == {0, 1}
+    saved = json.loads((out / "clusters.json").read_text())
+    assert [len(i["clusters"]) for i in saved["instructions"]] == [2, 2]
+    assert "mood" in saved["instructions"][0]["clusters"][0]["composition"]
+    assert (out / "report.html").stat().st_size > 0 and list((out / "embeddings").glob("chunk-*.npz"))
+    assert "'Is it good?': 2 clusters" in result.output
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["-k", "20"], "k=20 is larger than the number of texts (9)"),
+        (["-k", "two"], "--k must be an integer or 'auto', got 'two'"),
+        (["--label-column", "stars"], "has no column 'stars'"),
+        (["--method", "spectral"], "unknown clustering method 'spectral'"),
+    ],
+)
+def test_cluster_errors_are_one_line(tiny_model_dir, corpus, tmp_path, monkeypatch, capsys, extra, message):
+    args = ["cluster", corpus, "-i", "Why?", "--model", tiny_model_dir, "--out", tmp_path / "o", *extra]
+    code, err = main_exit(monkeypatch, capsys, *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_cluster_refuses_an_output_that_is_a_file_or_unwritable(corpus, tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, err = main_exit(monkeypatch, capsys, "cluster", corpus, "-i", "Why?", "--out", blocker)
+    assert code == 2 and "not a directory" in err
+    code, err = main_exit(monkeypatch, capsys, "cluster", corpus, "-i", "Why?", "--out", blocker / "sub")
+    assert code == 2 and "cannot create output directory" in err

@@ -84,6 +84,12 @@ class CausalBackend:
         raise RuntimeError(f"layer {layer} of {type(self.model).__name__} was never reached")
 
     @torch.inference_mode()
+    def vocabulary_logits(self, states: torch.Tensor) -> torch.Tensor:
+        """The LM head applied to last-layer states (..., H): one logit per vocabulary token."""
+        head = self.model.get_output_embeddings()
+        return head(states.to(device=self.device, dtype=head.weight.dtype)).float()
+
+    @torch.inference_mode()
     def generate(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int, settings: GenerationSettings
     ) -> Generation:

@@ -8,8 +8,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from inbedder.eval.datasets import clustering_tasks, load_local, robustness_tasks, sts_task, triplet_tasks
 from inbedder.eval.tasks import ClusteringTask, RobustnessTask, per_text_instructions
+from inbedder.postprocess import postprocess
 
 LOCAL_SUITE = ("syngoalex", "amazon-reviews", "stance", "fewrel", "banking77", "stsb-test")
 KINDS = ("clustering", "triplets", "robustness", "sts")
@@ -65,7 +69,9 @@ def run(models: dict[str, Any], tasks: Sequence[Any], **encode_kwargs: Any) -> l
     results = []
     for model_name, model in models.items():
         if hasattr(model, "encode_multi"):
-            model = _Precomputed(model, _embed_corpora(model, tasks, **encode_kwargs))
+            post = encode_kwargs.get("postprocess") or getattr(model, "postprocess", "none")
+            raw = _embed_corpora(model, tasks, **{**encode_kwargs, "postprocess": "none"})
+            model = _Precomputed(model, raw, post)
         for task in tasks:
             start = time.perf_counter()
             scores = task.evaluate(model, **encode_kwargs)
@@ -85,38 +91,44 @@ def _clustering_questions(task: Any) -> list[tuple[ClusteringTask, Any]]:
     return []
 
 
-def _hashable(instruction: Any) -> Any:
-    return tuple(instruction) if isinstance(instruction, list) else instruction
+def _per_text(texts: Sequence[str], instruction: Any) -> list[tuple[str, Any]]:
+    """(text, the instruction it is asked) for each text."""
+    asked = instruction if isinstance(instruction, list) else [instruction] * len(texts)
+    return list(zip(texts, asked))
 
 
-def _key(texts: Sequence[str], instruction: Any) -> tuple:
-    return tuple(texts), _hashable(instruction)
-
-
-def _embed_corpora(model: Any, tasks: Sequence[Any], **encode_kwargs: Any) -> dict[tuple, Any]:
-    """Embeddings keyed by (texts, instruction): one ``encode_multi`` call per corpus."""
+def _embed_corpora(model: Any, tasks: Sequence[Any], **encode_kwargs: Any) -> dict[tuple[str, Any], Any]:
+    """Embeddings keyed by (text, instruction): one ``encode_multi`` call per corpus asked several questions."""
     corpora: dict[tuple[str, ...], dict[Any, Any]] = {}
     for task in tasks:
         for base, instruction in _clustering_questions(task):
-            corpora.setdefault(tuple(base.texts), {})[_hashable(instruction)] = instruction
+            key = tuple(instruction) if isinstance(instruction, list) else instruction
+            corpora.setdefault(tuple(base.texts), {})[key] = instruction
     table = {}
     for texts, questions in corpora.items():
         if len(questions) < 2:
             continue
         embedded = model.encode_multi(list(texts), list(questions.values()), **encode_kwargs)
-        table.update({(texts, key): vectors for key, vectors in zip(questions, embedded)})
+        for instruction, vectors in zip(questions.values(), embedded):
+            table.update(zip(_per_text(texts, instruction), vectors))
     return table
 
 
 class _Precomputed:
-    """Answers ``encode`` from embeddings computed ahead, and passes other calls to the model."""
+    """Answers ``encode`` from raw states computed ahead when it has every text, else asks the model.
 
-    def __init__(self, model: Any, table: dict[tuple, Any]) -> None:
-        self.model, self.table = model, table
+    The model's post-processing then runs over the texts of each call, as ``encode`` would run it.
+    """
+
+    def __init__(self, model: Any, table: dict[tuple[str, Any], Any], post: str) -> None:
+        self.model, self.table, self.post = model, table, post
 
     def encode(self, sentences: Sequence[str], instruction: Any = None, **kwargs: Any) -> Any:
-        found = self.table.get(_key(sentences, instruction))
-        return found if found is not None else self.model.encode(sentences, instruction, **kwargs)
+        keys = _per_text(sentences, instruction)
+        if not all(key in self.table for key in keys):
+            return self.model.encode(sentences, instruction, **kwargs)
+        raw = torch.from_numpy(np.stack([self.table[key] for key in keys]))
+        return postprocess(raw, kwargs.get("postprocess") or self.post).numpy()
 
 
 def results_table(results: Sequence[TaskResult]) -> str:

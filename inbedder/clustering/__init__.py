@@ -1,0 +1,6 @@
+"""Personalized clustering: one corpus clustered under each instruction, every cluster explained."""
+
+from inbedder.clustering.pipeline import cluster
+from inbedder.clustering.result import NOISE, ClusteringResult, ClusterSummary, InstructionClustering
+
+__all__ = ["NOISE", "ClusterSummary", "ClusteringResult", "InstructionClustering", "cluster"]

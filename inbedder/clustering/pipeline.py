@@ -1,0 +1,214 @@
+"""Personalized clustering: one corpus, clustered under each instruction, every cluster explained."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.cluster import HDBSCAN, KMeans
+from sklearn.decomposition import PCA
+from sklearn.metrics import silhouette_score, v_measure_score
+
+from inbedder.clustering.explain import composition, ctfidf_keywords, representatives
+from inbedder.clustering.result import NOISE, ClusteringResult, ClusterSummary, InstructionClustering
+from inbedder.clustering.store import EmbeddingStore
+from inbedder.postprocess import postprocess
+
+METHODS = ("kmeans", "hdbscan")
+MAPS = ("auto", "pca", "umap")
+AUTO_K = range(2, 11)
+
+
+def cluster(
+    texts: Sequence[str],
+    instructions: str | Sequence[str],
+    model: Any = None,
+    *,
+    k: int | str = "auto",
+    method: str = "kmeans",
+    labels: Mapping[str, Sequence[str]] | None = None,
+    ids: Sequence[Any] | None = None,
+    seed: int = 0,
+    min_cluster_size: int = 5,
+    map_method: str = "auto",
+    top_keywords: int = 8,
+    top_examples: int = 3,
+    work_dir: str | Path | None = None,
+    batch_size: int = 16,
+    chunk_size: int = 64,
+    max_new_tokens: int = 8,
+    show_progress_bar: bool | None = None,
+) -> ClusteringResult:
+    """Cluster ``texts`` once per instruction and explain each cluster.
+
+    Args:
+        texts: the corpus.
+        instructions: one question or several; each clusters the corpus its own way.
+        model: an ``InBedder`` (or a model name; default: the default model).
+        k: the number of clusters, or ``"auto"`` to pick it by silhouette over 2..10
+            (k-means only; HDBSCAN finds its own number and may leave noise points).
+        method: ``"kmeans"`` (seeded) or ``"hdbscan"``.
+        labels: known labels per text, by column name: each cluster's composition,
+            purity and entropy, and the v-measure of each clustering.
+        ids: an id per text for the assignments table (default: the row number).
+        map_method: the 2-D map: ``"pca"``, ``"umap"`` (needs umap-learn), or ``"auto"``
+            (UMAP when installed, else PCA).
+        work_dir: where the embeddings and answers are kept, chunk by chunk, as they are
+            computed: an interrupted run loses at most one chunk, and a rerun with the same
+            corpus, model and settings reuses them.
+        chunk_size: texts per saved chunk; each chunk embeds under all instructions at once.
+    """
+    from inbedder.embedder import InBedder
+
+    instructions = [instructions] if isinstance(instructions, str) else list(instructions)
+    texts = list(texts)
+    check_inputs(texts, instructions, k, method, map_method, labels, ids)
+    if model is None or isinstance(model, str):
+        model = InBedder(model)
+    store = EmbeddingStore(work_dir, model, texts, instructions, max_new_tokens)
+    states, answers = store.compute(chunk_size, batch_size=batch_size, show_progress_bar=show_progress_bar)
+    reads_last = model.readout.layer_index(model.num_layers) == model.num_layers
+    map_name, project = _mapper(map_method, seed)
+    head = model if reads_last else None
+    clusterings = []
+    for instruction, raw, said in zip(instructions, states, answers):
+        space = postprocess(torch.from_numpy(raw), model.postprocess).numpy()
+        assignments, k_used = _assign(space, k, method, seed, min_cluster_size)
+        distances = _centroid_distances(space, assignments)
+        clusterings.append(
+            InstructionClustering(
+                instruction=instruction,
+                assignments=assignments.astype(np.int64),
+                distances=distances,
+                coords=np.asarray(project(space), dtype=np.float32),
+                answers=said,
+                clusters=_summaries(
+                    raw, assignments, distances, said, texts, labels or {}, head, top_keywords, top_examples
+                ),
+                method=method,
+                k=k_used,
+                lm_head_note=None if head is not None else "LM-head tokens need a readout at the last layer",
+                v_measure={
+                    name: float(v_measure_score([str(v) for v in values], assignments))
+                    for name, values in (labels or {}).items()
+                },
+            )
+        )
+    return ClusteringResult(
+        texts=texts,
+        ids=[str(i) for i in (ids if ids is not None else range(len(texts)))],
+        model=model.name,
+        map_method=map_name,
+        clusterings=clusterings,
+        labels={name: [str(v) for v in values] for name, values in (labels or {}).items()},
+    )
+
+
+def check_inputs(
+    texts: list[str],
+    instructions: list[str],
+    k: int | str,
+    method: str,
+    map_method: str,
+    labels: Mapping[str, Sequence[str]] | None,
+    ids: Sequence[Any] | None,
+) -> None:
+    """Refuse bad arguments to ``cluster`` before any model work, naming the value."""
+    if not texts:
+        raise ValueError("the corpus is empty: there is nothing to cluster")
+    if not instructions or any(not isinstance(i, str) or not i.strip() for i in instructions):
+        raise ValueError(f"instructions must be non-empty strings, got {instructions!r}")
+    if len(set(instructions)) != len(instructions):
+        raise ValueError(f"instructions repeat: {instructions!r}")
+    if method not in METHODS:
+        raise ValueError(f"unknown clustering method {method!r}; choose one of {list(METHODS)}")
+    if map_method not in MAPS:
+        raise ValueError(f"unknown map {map_method!r}; choose one of {list(MAPS)}")
+    if k != "auto":
+        if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+            raise ValueError(f"k must be an int of at least 2 or 'auto', got {k!r}")
+        if k > len(texts):
+            raise ValueError(f"k={k} is larger than the number of texts ({len(texts)})")
+    if len(texts) < 3:
+        raise ValueError(f"clustering needs at least 3 texts, got {len(texts)}")
+    for name, values in (labels or {}).items():
+        if len(values) != len(texts):
+            raise ValueError(f"label column {name!r} has {len(values)} values for {len(texts)} texts")
+    if ids is not None and len(ids) != len(texts):
+        raise ValueError(f"ids has {len(ids)} values for {len(texts)} texts")
+
+
+def _assign(space: np.ndarray, k: int | str, method: str, seed: int, min_cluster_size: int) -> tuple[np.ndarray, int]:
+    """Cluster ids per row (NOISE for HDBSCAN's noise) and the number of clusters."""
+    if method == "hdbscan":
+        found = HDBSCAN(min_cluster_size=min(min_cluster_size, len(space))).fit_predict(space)
+        return found, len(set(found) - {NOISE})
+    if k == "auto":
+        candidates = [c for c in AUTO_K if c < len(space)]
+        fits = {c: KMeans(c, n_init=10, random_state=seed).fit_predict(space) for c in candidates}
+        sample = min(len(space), 2000)
+        scores = {c: silhouette_score(space, a, sample_size=sample, random_state=seed) for c, a in fits.items()}
+        best = max(scores, key=scores.get)
+        return fits[best], best
+    return KMeans(k, n_init=10, random_state=seed).fit_predict(space), k
+
+
+def _mapper(map_method: str, seed: int) -> tuple[str, Any]:
+    """The map's name and a function from (n, dim) states to (n, 2) coordinates."""
+    if map_method in ("auto", "umap"):
+        try:
+            import umap  # type: ignore[import-not-found]
+        except ImportError:
+            if map_method == "umap":
+                raise ImportError("map_method='umap' needs umap-learn: pip install umap-learn") from None
+        else:
+            return "UMAP", lambda x: umap.UMAP(n_components=2, random_state=seed).fit_transform(x)
+    return "PCA", lambda x: PCA(n_components=2, random_state=seed).fit_transform(x)
+
+
+def _centroid_distances(space: np.ndarray, assignments: np.ndarray) -> np.ndarray:
+    """Each text's distance to its cluster's mean; NaN for noise."""
+    distances = np.full(len(space), np.nan)
+    for c in set(assignments.tolist()) - {NOISE}:
+        members = assignments == c
+        distances[members] = np.linalg.norm(space[members] - space[members].mean(0), axis=1)
+    return distances
+
+
+def _summaries(
+    raw: np.ndarray,
+    assignments: np.ndarray,
+    distances: np.ndarray,
+    answers: list[str],
+    texts: list[str],
+    labels: Mapping[str, Sequence[str]],
+    head: Any,
+    top_keywords: int,
+    top_examples: int,
+) -> list[ClusterSummary]:
+    """A card per cluster, largest first, noise last; LM-head tokens when ``head`` is given."""
+    ids = sorted(set(assignments.tolist()) - {NOISE}, key=lambda c: (-(assignments == c).sum(), c))
+    keywords = ctfidf_keywords(answers, assignments, ids, top_keywords)
+    head_tokens: dict[int, list[str]] = {}
+    if head is not None:
+        shifts = np.stack([raw[assignments == c].mean(0) - raw.mean(0) for c in ids])
+        head_tokens = dict(zip(ids, head.top_tokens(shifts)))
+    summaries = []
+    for c in ids + ([NOISE] if (assignments == NOISE).any() else []):
+        members = np.flatnonzero(assignments == c)
+        nearest = members[:top_examples] if c == NOISE else representatives(distances, assignments, c, top_examples)
+        summary = ClusterSummary(
+            cluster=int(c),
+            size=len(members),
+            keywords=keywords.get(c, []),
+            lm_head_tokens=head_tokens.get(c),
+            examples=[texts[i] for i in nearest],
+        )
+        for name, values in labels.items():
+            counts, purity, entropy = composition([str(values[i]) for i in members])
+            summary.composition[name], summary.purity[name], summary.entropy[name] = counts, purity, entropy
+        summaries.append(summary)
+    return summaries

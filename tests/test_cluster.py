@@ -1,0 +1,194 @@
+"""Personalized clustering: explanations by hand, the pipeline on hand-made states and on a tiny model."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from inbedder.clustering import NOISE, cluster
+from inbedder.clustering.explain import composition, ctfidf_keywords, representatives
+from inbedder.readout import Readout
+from inbedder.templates import PromptTemplate
+
+COLOURS = ["red", "blue"]
+SHAPES = ["ball", "cube", "cone"]
+TEXTS = [f"a {c} {s} number {i}" for i in range(3) for c in COLOURS for s in SHAPES]  # 18 texts
+
+
+class HandMadeModel:
+    """Answers "colour?" with the text's colour and "shape?" with its shape; states are one-hot
+    per answer (dims 0-1 colour, 2-4 shape) plus a small offset in dim 5 that grows with the text's row."""
+
+    name = "hand-made"
+    template = PromptTemplate()
+    readout = Readout()
+    max_seq_length = 64
+    postprocess = "none"
+    num_layers = 2
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.calls, self.fail_after = [], fail_after
+
+    def encode_multi(self, texts, instructions, **kwargs):
+        if self.fail_after is not None and len(self.calls) >= self.fail_after:
+            raise KeyboardInterrupt
+        self.calls.append(list(texts))
+        results = []
+        for instruction in instructions:
+            vocab = COLOURS if instruction == "colour?" else SHAPES
+            offset = 0 if instruction == "colour?" else 2
+            states = np.zeros((len(texts), 6), dtype=np.float32)
+            answers = []
+            for row, text in enumerate(texts):
+                word = next(w for w in vocab if f" {w} " in f" {text} ")
+                states[row, offset + vocab.index(word)] = 1.0
+                states[row, 5] = 0.01 * TEXTS.index(text) if text in TEXTS else 0.0
+                answers.append(f"it is {word}")
+            results.append((states, answers))
+        return results
+
+    def top_tokens(self, states, top=10):
+        return [[f"dim{int(np.argmax(row))}"] for row in np.asarray(states)]
+
+
+def colour_of(text):
+    return text.split()[1]
+
+
+def test_ctfidf_prefers_words_that_set_a_cluster_apart():
+    # "text" is the most frequent word of both clusters but says nothing about either:
+    # c0: tf(text) = 3/4, idf = log(1 + 4/6) -> 0.383; tf(french) = 1/4, idf = log(1 + 4/1) -> 0.402
+    answers = ["text text text french", "text text text german", "it is the"]
+    assignments = np.array([0, 1, 2])
+    keywords = ctfidf_keywords(answers, assignments, [0, 1, 2])
+    assert keywords[0] == ["french", "text"]
+    assert keywords[1] == ["german", "text"]
+    assert keywords[2] == []  # stop words only
+    assert ctfidf_keywords(["the", "it is"], np.array([0, 1]), [0, 1]) == {0: [], 1: []}
+
+
+def test_composition_purity_and_entropy_by_hand():
+    counts, purity, entropy = composition(["a", "b", "a", "c"])
+    assert counts == {"a": 2, "b": 1, "c": 1} and list(counts) == ["a", "b", "c"]
+    assert purity == 0.5
+    assert entropy == pytest.approx(-(0.5 * math.log2(0.5) + 2 * 0.25 * math.log2(0.25)))  # 1.5 bits
+    assert composition(["x", "x"])[1:] == (1.0, 0.0)
+
+
+def test_representatives_are_the_closest_members():
+    distances = np.array([0.5, 0.1, 9.0, 0.3, 0.2])
+    assignments = np.array([0, 0, 1, 0, 1])
+    assert representatives(distances, assignments, 0, top=2) == [1, 3]
+    assert representatives(distances, assignments, 1, top=5) == [4, 2]
+
+
+def test_each_instruction_clusters_by_its_own_aspect():
+    labels = {"colour": [colour_of(t) for t in TEXTS], "shape": [t.split()[2] for t in TEXTS]}
+    result = cluster(TEXTS, ["colour?", "shape?"], HandMadeModel(), k="auto", labels=labels, ids=range(18))
+    by_colour, by_shape = result["colour?"], result["shape?"]
+    assert (by_colour.k, by_shape.k) == (2, 3)  # picked by silhouette
+    assert by_colour.v_measure["colour"] == pytest.approx(1.0) and by_colour.v_measure["shape"] < 0.01
+    assert by_shape.v_measure["shape"] == pytest.approx(1.0)
+    for summary in by_colour.clusters:
+        assert summary.size == 9 and summary.purity["colour"] == 1.0 and summary.entropy["colour"] == 0.0
+        colour = summary.keywords[0]
+        assert colour in COLOURS and summary.composition["colour"] == {colour: 9}
+        assert summary.composition["shape"] == {"ball": 3, "cube": 3, "cone": 3}
+        assert summary.lm_head_tokens == [f"dim{COLOURS.index(colour)}"]
+        # the closest texts to the centroid are the middle rows of its colour: those of number 1
+        assert all(colour_of(e) == colour and e.endswith("number 1") for e in summary.examples)
+    table = result.assignments()
+    assert list(table.columns) == ["id", "instruction", "cluster", "distance", "answer"]
+    assert len(table) == 36 and table["id"].iloc[0] == "0" and table["answer"].iloc[0] == "it is red"
+    assert by_colour.coords.shape == (18, 2)
+
+
+def test_fixed_k_hdbscan_noise_and_no_head_at_lower_layers():
+    model = HandMadeModel()
+    model.readout = Readout("fst_gen", 1)
+    result = cluster(TEXTS, "shape?", model, k=2, seed=3)
+    assert result["shape?"].k == 2 and sorted(c.size for c in result["shape?"].clusters) == [6, 12]
+    assert all(c.lm_head_tokens is None for c in result["shape?"].clusters)
+    assert "last layer" in result["shape?"].lm_head_note
+
+    texts = TEXTS + ["an odd green pyramid number 7"]
+
+    class WithOutlier(HandMadeModel):
+        def encode_multi(self, texts, instructions, **kwargs):
+            states, answers = super().encode_multi(texts[:-1], instructions)[0]
+            far = np.full((1, 6), 50.0, dtype=np.float32)
+            return [(np.concatenate([states, far]), [*answers, "it is green"])]
+
+    found = cluster(texts, "colour?", WithOutlier(), method="hdbscan", min_cluster_size=4)["colour?"]
+    assert found.k == 2 and found.assignments[-1] == NOISE
+    assert found.clusters[-1].cluster == NOISE and found.clusters[-1].size == 1
+    assert np.isnan(found.distances[-1]) and not np.isnan(found.distances[:-1]).any()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"texts": []}, "corpus is empty"),
+        ({"k": 19}, "k=19 is larger than the number of texts"),
+        ({"k": 1}, "at least 2"),
+        ({"method": "dbscan"}, "'dbscan'"),
+        ({"map_method": "tsne"}, "'tsne'"),
+        ({"labels": {"colour": ["red"]}}, "'colour' has 1 values for 18 texts"),
+        ({"instructions": ["colour?", "colour?"]}, "repeat"),
+        ({"instructions": [""]}, "non-empty"),
+    ],
+)
+def test_bad_input_is_refused_before_any_model_work(kwargs, message):
+    model = HandMadeModel()
+    args = {"texts": TEXTS, "instructions": ["colour?"], **kwargs}
+    with pytest.raises(ValueError, match=message):
+        cluster(args.pop("texts"), args.pop("instructions"), model, **args)
+    assert model.calls == []
+
+
+def test_an_interrupted_run_keeps_finished_chunks(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        cluster(TEXTS, ["colour?", "shape?"], HandMadeModel(fail_after=2), work_dir=tmp_path, chunk_size=5)
+    assert len(list((tmp_path / "embeddings").glob("chunk-*.npz"))) == 2
+    rerun = HandMadeModel()
+    resumed = cluster(TEXTS, ["colour?", "shape?"], rerun, work_dir=tmp_path, chunk_size=5)
+    assert rerun.calls == [TEXTS[10:15], TEXTS[15:]]  # only the chunks not saved
+    fresh = cluster(TEXTS, ["colour?", "shape?"], HandMadeModel(), chunk_size=5)
+    for a, b in zip(resumed.clusterings, fresh.clusterings):
+        np.testing.assert_array_equal(a.assignments, b.assignments)
+        assert a.answers == b.answers
+    again = HandMadeModel()
+    cluster(TEXTS, ["colour?", "shape?"], again, work_dir=tmp_path, chunk_size=5)
+    assert again.calls == []  # everything reused
+    other = HandMadeModel()
+    cluster(TEXTS, ["colour?"], other, work_dir=tmp_path, chunk_size=5)
+    assert len(other.calls) == 4  # other instructions: another fingerprint, all recomputed
+
+
+def test_lm_head_tokens_of_the_tiny_model_match_a_direct_computation(tiny):
+    state = torch.randn(1, tiny.embedding_dim, generator=torch.Generator().manual_seed(0))
+    (words,) = tiny.top_tokens(state, top=3)
+    logits = state @ tiny.backend.model.get_output_embeddings().weight.T
+    ranked = [tiny.tokenizer.decode([i]).strip() for i in logits[0].argsort(descending=True).tolist()]
+    expected = list(dict.fromkeys(w.lower() for w in ranked if any(ch.isalpha() for ch in w)))[:3]
+    assert [w.lower() for w in words] == expected
+
+
+def test_pipeline_and_files_on_a_tiny_model(tiny, tmp_path):
+    texts = [f"review {i}: {'great' if i % 2 else 'awful'} {'book' if i % 3 else 'lamp'}" for i in range(12)]
+    result = cluster(texts, ["Is it good?", "What product?"], tiny, k=3, labels={"half": ["a"] * 6 + ["b"] * 6})
+    for clustering in result.clusterings:
+        assert sorted(np.unique(clustering.assignments)) == [0, 1, 2]
+        assert sum(c.size for c in clustering.clusters) == 12
+        assert all(c.lm_head_tokens for c in clustering.clusters)  # fst_gen at the last layer
+        assert len(clustering.answers) == 12 and 0.0 <= clustering.v_measure["half"] <= 1.0
+    paths = result.save(tmp_path)
+    table = pd.read_parquet(paths["assignments.parquet"])
+    assert len(table) == 24 and set(table["instruction"]) == {"Is it good?", "What product?"}
+    saved = json.loads(paths["clusters.json"].read_text())
+    assert [i["instruction"] for i in saved["instructions"]] == ["Is it good?", "What product?"]
+    assert saved["instructions"][0]["clusters"][0]["size"] >= saved["instructions"][0]["clusters"][-1]["size"]
+    assert paths["report.html"].read_text().startswith("<!DOCTYPE html>")
