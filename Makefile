@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-slow test-all bench-speed clean
+.PHONY: install demo test test-slow test-all bench-speed bench-quality clean
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ test-all: $(STAMP)
 
 bench-speed: $(STAMP)
 	$(PY) benchmarks/encode_speed.py
+
+# the local evaluation suite, default model and baselines (under an hour here); rewrites its section of BENCHMARKS.md
+bench-quality: $(STAMP)
+	$(PY) benchmarks/quality.py --limit 200 --write BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) out build *.egg-info
