@@ -6,6 +6,7 @@ import contextlib
 import inspect
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -237,7 +238,7 @@ class InBedder:
         ]
 
         generate = spec.needs_generation or return_generations
-        shared = [0] * n if generate or len(prompts) == 1 else _shared_prefix_lengths(prompts)
+        shared = [0] * n if len(prompts) == 1 else _shared_prefix_lengths(prompts)
         embeddings = torch.empty((len(prompts), n, self.embedding_dim), dtype=torch.float32)
         answers = [[""] * n for _ in prompts]
         # a batch's cost is its widest pass: the shared prefix when there is one, else the whole prompt
@@ -273,37 +274,53 @@ class InBedder:
     ) -> list[tuple[torch.Tensor, list[str]]]:
         """Vectors and answers of one batch of texts under every instruction."""
         backend = self.backend
-        if shared[batch[0]] and not generate:
-            return self._encode_shared_prefix(batch, prompts, shared, spec, layer)
+        if shared[batch[0]]:
+            return self._encode_shared_prefix(batch, prompts, shared, spec, layer, settings if generate else None)
         results = []
         for per_text in prompts:
             input_ids, mask = backend.pad([per_text[i] for i in batch])
             if generate:
                 gen = backend.generate(input_ids, mask, layer, settings)
-                decoded = [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in gen.answer_tokens]
-                results.append((self._pool_generation(spec, gen), decoded))
+                results.append((self._pool_generation(spec, gen), self._answers(gen)))
             else:
                 results.append((pool_prompt(spec.name, backend.forward_states(input_ids, mask, layer), mask), []))
         return results
 
     def _encode_shared_prefix(
-        self, batch: list[int], prompts: list[list[list[int]]], shared: list[int], spec: Readout, layer: int
+        self,
+        batch: list[int],
+        prompts: list[list[list[int]]],
+        shared: list[int],
+        spec: Readout,
+        layer: int,
+        settings: GenerationSettings | None,
     ) -> list[tuple[torch.Tensor, list[str]]]:
         """The first ``shared[i]`` tokens of text i's prompts, the same under every instruction,
-        run once; their key/value cache, repeated once per instruction, serves one pass over
-        all the instructions' remaining tokens.
+        run once; their key/value cache, repeated once per instruction, serves one pass (or one
+        generation, given ``settings``) over all the instructions' remaining tokens.
         """
         backend, copies = self.backend, len(prompts)
         prefix_ids, prefix_mask = backend.pad([prompts[0][i][: shared[i]] for i in batch])
         cache = backend.new_cache()
-        prefix_states = backend.forward_states(prefix_ids, prefix_mask, layer, cache)
+        # generation reads every layer of the cache, so the prefix then runs through the whole model
+        prefix_states = backend.forward_states(prefix_ids, prefix_mask, layer, cache, to_end=settings is not None)
         cache.batch_repeat_interleave(copies)  # rows: text 0 under each instruction, then text 1, ...
         input_ids, mask = backend.pad([per_text[i][shared[i] :] for i in batch for per_text in prompts])
         full_mask = torch.cat([prefix_mask.repeat_interleave(copies, dim=0), mask], dim=1)
-        states = backend.forward_states(input_ids, full_mask, layer, cache)
-        states = torch.cat([prefix_states.repeat_interleave(copies, dim=0), states], dim=1)
-        vectors = pool_prompt(spec.name, states, full_mask).view(len(batch), copies, -1)
-        return [(vectors[:, k], []) for k in range(copies)]
+        prefix_states = prefix_states.repeat_interleave(copies, dim=0)
+        if settings is None:
+            states = torch.cat([prefix_states, backend.forward_states(input_ids, full_mask, layer, cache)], dim=1)
+            vectors, answers = pool_prompt(spec.name, states, full_mask), [""] * len(full_mask)
+        else:
+            full_ids = torch.cat([prefix_ids.repeat_interleave(copies, dim=0), input_ids], dim=1)
+            gen = backend.generate(full_ids, full_mask, layer, settings, cache)
+            gen = replace(gen, prompt_states=torch.cat([prefix_states, gen.prompt_states], dim=1))
+            vectors, answers = self._pool_generation(spec, gen), self._answers(gen)
+        vectors = vectors.view(len(batch), copies, -1)
+        return [(vectors[:, k], answers[k::copies] if settings else []) for k in range(copies)]
+
+    def _answers(self, gen: Generation) -> list[str]:
+        return [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in gen.answer_tokens]
 
     def _pool_generation(self, spec: Readout, gen: Generation) -> torch.Tensor:
         kept = filter_mask(gen.answer_mask, gen.answer_tokens, spec.filter_words, self.tokenizer.decode)

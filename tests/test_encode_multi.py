@@ -57,14 +57,40 @@ def test_per_text_instructions_and_fields(tiny):
     np.testing.assert_allclose(multi[1], tiny.encode(TEXTS, instructions[1]), atol=1e-4)
 
 
-def test_generating_readouts_and_answers(tiny):
-    multi = tiny.encode_multi(TEXTS[:3], INSTRUCTIONS[:2], readout="avg_gen", max_new_tokens=3, return_generations=True)
+@pytest.mark.parametrize(
+    "readout, layer", [("avg_gen", -1), ("avg_gen", 1), ("last_gen", -1), ("avg_all", 2), ("fst_gen", -1)]
+)
+def test_generating_readouts_and_answers(tiny, readout, layer):
+    options = dict(readout=readout, layer=layer, max_new_tokens=3, return_generations=True, batch_size=2)
+    multi = tiny.encode_multi(TEXTS, INSTRUCTIONS, **options)
     for instruction, (emb, answers) in zip(INSTRUCTIONS, multi):
-        expected, expected_answers = tiny.encode(
-            TEXTS[:3], instruction, readout="avg_gen", max_new_tokens=3, return_generations=True
-        )
+        expected, expected_answers = tiny.encode(TEXTS, instruction, **options)
         np.testing.assert_allclose(emb, expected, atol=1e-4)
         assert answers == expected_answers
+
+
+def test_generation_runs_the_shared_prefix_once(tiny_model_dir):
+    from inbedder import InBedder
+
+    model = InBedder(str(tiny_model_dir), max_length=256, max_batch_tokens=100_000)
+    texts = [t * 3 for t in TEXTS if len(t) < 100]
+    prompt_passes = []  # (rows, width) of the passes through layer 0 that read prompt tokens (decoding reads 1)
+
+    def count(_module, args):
+        if args[0].shape[1] > 1:
+            prompt_passes.append(args[0].shape[0] * args[0].shape[1])
+
+    hook = model.backend.layers[0].register_forward_pre_hook(count)
+    try:
+        model.encode_multi(texts, ["What animal?", "Who?", "Why?"], readout="avg_gen", max_new_tokens=2)
+        multi = list(prompt_passes)
+        prompt_passes.clear()
+        model.encode(texts, "What animal?", readout="avg_gen", max_new_tokens=2)
+        (one_instruction,) = prompt_passes
+    finally:
+        hook.remove()
+    assert len(multi) == 2  # the shared prefix, then the three instructions' remaining tokens
+    assert sum(multi) < 0.6 * 3 * one_instruction
 
 
 def test_single_text_and_normalization(tiny):

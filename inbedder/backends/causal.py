@@ -54,11 +54,14 @@ class CausalBackend:
         attention_mask: torch.Tensor,
         layer: int,
         cache: DynamicCache | None = None,
+        *,
+        to_end: bool = False,
     ) -> torch.Tensor:
         """States (B, T, H) at ``layer`` (0..num_layers) from one forward pass that stops there.
 
         With ``cache``, ``input_ids`` continue the sequences already in it (``attention_mask``
-        covers both), and the cache is extended by them, up to ``layer``.
+        covers both), and the cache is extended by them, up to ``layer``, or through every layer
+        with ``to_end`` (as generation from the cache needs).
         """
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
         inputs = dict(
@@ -70,17 +73,22 @@ class CausalBackend:
         )
         if layer == self.num_layers:
             return self.base(**inputs).last_hidden_state
+        read: list[torch.Tensor] = []
 
-        def stop(_module: nn.Module, args: tuple, kwargs: dict) -> None:
-            raise _StopForward(args[0] if args else kwargs["hidden_states"])
+        def capture(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+            read.append(args[0] if args else kwargs["hidden_states"])
+            if not to_end:
+                raise _StopForward(read[0])
 
-        handle = self.layers[layer].register_forward_pre_hook(stop, with_kwargs=True)
+        handle = self.layers[layer].register_forward_pre_hook(capture, with_kwargs=True)
         try:
             self.base(**inputs)
         except _StopForward as stopped:
             return stopped.states
         finally:
             handle.remove()
+        if read:
+            return read[0]
         raise RuntimeError(f"layer {layer} of {type(self.model).__name__} was never reached")
 
     @torch.inference_mode()
@@ -91,9 +99,18 @@ class CausalBackend:
 
     @torch.inference_mode()
     def generate(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int, settings: GenerationSettings
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        layer: int,
+        settings: GenerationSettings,
+        cache: DynamicCache | None = None,
     ) -> Generation:
-        """Decode answers and collect the states at ``layer`` along the way."""
+        """Decode answers and collect the states at ``layer`` along the way.
+
+        With ``cache`` holding the first tokens of every row (run through all layers), only the
+        rest of the prompt runs, and ``prompt_states`` cover only those tokens.
+        """
         sampling = {"temperature": settings.temperature, "top_p": settings.top_p} if settings.sampling else {}
         config = GenerationConfig(
             max_new_tokens=settings.max_new_tokens,
@@ -104,7 +121,9 @@ class CausalBackend:
             return_dict_in_generate=True,
             **sampling,
         )
-        out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+        out = self.model.generate(
+            input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache, generation_config=config
+        )
         tokens = out.sequences[:, input_ids.shape[1] :]
         steps = out.hidden_states  # one tuple of per-layer states per decoding step
         answer_states = torch.stack([step[layer][:, -1] for step in steps], dim=1)
