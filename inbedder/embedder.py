@@ -246,7 +246,7 @@ class InBedder:
         batches = _length_sorted_batches(widths, batch_size, self.max_batch_tokens)
         with _seeded(seed if generate else None, self.device):
             for batch in tqdm(batches, desc="encode", unit="batch", disable=not show_progress_bar):
-                results = self._encode_batch(batch, prompts, shared, spec, layer_index, settings, generate)
+                results = self._encode_batch(batch, prompts, shared, spec, layer_index, settings if generate else None)
                 for k, (vectors, batch_answers) in enumerate(results):
                     embeddings[k, batch] = vectors.float().cpu()
                     for i, answer in zip(batch, batch_answers):
@@ -269,17 +269,16 @@ class InBedder:
         shared: list[int],
         spec: Readout,
         layer: int,
-        settings: GenerationSettings,
-        generate: bool,
+        settings: GenerationSettings | None,
     ) -> list[tuple[torch.Tensor, list[str]]]:
-        """Vectors and answers of one batch of texts under every instruction."""
+        """Vectors and answers of one batch of texts under every instruction (generating given ``settings``)."""
         backend = self.backend
         if shared[batch[0]]:
-            return self._encode_shared_prefix(batch, prompts, shared, spec, layer, settings if generate else None)
+            return self._encode_shared_prefix(batch, prompts, shared, spec, layer, settings)
         results = []
         for per_text in prompts:
             input_ids, mask = backend.pad([per_text[i] for i in batch])
-            if generate:
+            if settings is not None:
                 gen = backend.generate(input_ids, mask, layer, settings)
                 results.append((self._pool_generation(spec, gen), self._answers(gen)))
             else:
