@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from inbedder import models, tables
+from inbedder.postprocess import POSTPROCESSING
 from inbedder.readout import READOUTS
 
 app = typer.Typer(
@@ -22,6 +23,15 @@ app = typer.Typer(
 )
 
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Registered name, directory, .gguf file or hub id.")]
+ReadoutOption = Annotated[str | None, typer.Option(help=f"One of {', '.join(READOUTS)} (default: the model's).")]
+LayerOption = Annotated[int | None, typer.Option(help="Layer to read: 0 = embeddings, -1 = last (default).")]
+TemplateOption = Annotated[
+    str | None, typer.Option(help="'qa' (default), 'chat', or a pattern with {input} and {instruction}.")
+]
+PostprocessOption = Annotated[
+    str | None,
+    typer.Option(help=f"Over the whole corpus: {', '.join(POSTPROCESSING)} (default: none)."),
+]
 
 
 @app.command()
@@ -36,9 +46,10 @@ def encode(
         str | None, typer.Option(help="Column holding the texts (default: 'text' or the only column).")
     ] = None,
     model: ModelOption = models.DEFAULT_MODEL,
-    readout: Annotated[str, typer.Option(help=f"One of {', '.join(READOUTS)}.")] = "fst_gen",
-    layer: Annotated[int, typer.Option(help="Layer to read: 0 = embeddings, -1 = last.")] = -1,
-    template: Annotated[str, typer.Option(help="'qa', 'chat', or a pattern with {input} and {instruction}.")] = "qa",
+    readout: ReadoutOption = None,
+    layer: LayerOption = None,
+    template: TemplateOption = None,
+    postprocess: PostprocessOption = None,
     batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 16,
     max_length: Annotated[
         int | None,
@@ -72,7 +83,11 @@ def encode(
 
     from inbedder.embedder import InBedder  # heavy imports only once the inputs are known to be good
 
-    embedder = InBedder(model, device=device, template=template, readout=readout, layer=layer, max_length=max_length)
+    embedder = InBedder(
+        model,
+        device=device,
+        **_given(template=template, readout=readout, layer=layer, postprocess=postprocess, max_length=max_length),
+    )
     result = embedder.encode(
         texts,
         instruction,
@@ -172,6 +187,10 @@ def cluster(
     ] = None,
     id_column: Annotated[str | None, typer.Option(help="Column of text ids (default: the row number).")] = None,
     model: ModelOption = models.DEFAULT_MODEL,
+    readout: ReadoutOption = None,
+    layer: LayerOption = None,
+    template: TemplateOption = None,
+    postprocess: PostprocessOption = None,
     min_cluster_size: Annotated[int, typer.Option(help="HDBSCAN's smallest cluster.")] = 5,
     map: Annotated[str, typer.Option(help="2-D map: 'auto' (UMAP if installed, else PCA), 'pca', 'umap'.")] = "auto",
     seed: int = 0,
@@ -199,10 +218,13 @@ def cluster(
 
     from inbedder.embedder import InBedder
 
+    embedder = InBedder(
+        model, device=device, **_given(template=template, readout=readout, layer=layer, postprocess=postprocess)
+    )
     result = run_cluster(
         texts,
         instruction,
-        InBedder(model, device=device),
+        embedder,
         k=k_value,
         method=method,
         labels=labels,
@@ -222,6 +244,11 @@ def cluster(
             words = ", ".join(summary.keywords[:5]) or "-"
             typer.echo(f"  cluster {summary.cluster} ({summary.size} texts): {words}")
     typer.echo(f"report: {paths['report.html']}", err=True)
+
+
+def _given(**options: object) -> dict[str, object]:
+    """The options the user set: the model's own defaults stand for the rest."""
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def _int_option(name: str, value: str) -> int:

@@ -59,6 +59,17 @@ def test_encode_to_parquet_keeps_columns_and_adds_embeddings(tiny, tiny_model_di
     assert table["answer"].tolist() == answers
 
 
+def test_encode_settings_reach_the_model(tiny, tiny_model_dir, reviews, tmp_path):
+    out = tmp_path / "emb.npy"
+    options = ["--readout", "avg_ppt", "--layer", 1, "--postprocess", "standardize", "--max-length", 64]
+    result = run(
+        "encode", reviews, "--text-column", "review", "-i", "Why?", "--model", tiny_model_dir, *options, "--out", out
+    )
+    assert result.exit_code == 0, result.output
+    expected = tiny.encode(TEXTS, "Why?", readout="avg_ppt", layer=1, postprocess="standardize")
+    np.testing.assert_allclose(np.load(out), expected, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "suffix, reader",
     [
