@@ -26,19 +26,23 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CONVERTED_MARKER = "inbedder-source.json"
+ADAPTERS_DIR = Path(__file__).parent / "adapters"
 ADAPTER_CONFIG = "adapter_config.json"
 
 
 @dataclass(frozen=True)
 class RegisteredModel:
-    """A model known by name: its hub id and, if any, a GGUF file shipped in a Python package."""
+    """A model known by name: its hub id and, if any, a GGUF file shipped in a Python package,
+    or a LoRA adapter shipped inside inbedder (``adapter``: a folder of ``inbedder/adapters``)
+    over another registered model."""
 
     name: str
     description: str
-    hub_id: str
+    hub_id: str | None = None
     gguf_package: str | None = None
     gguf_file: str | None = None
     aliases: tuple[str, ...] = ()
+    adapter: str | None = None
 
     def packaged_gguf(self) -> Path | None:
         """The GGUF file inside the installed package, without importing the package."""
@@ -53,7 +57,19 @@ class RegisteredModel:
     def converted_dir(self) -> Path:
         return cache_dir() / "models" / self.name
 
+    def packaged_adapter(self) -> Path | None:
+        """The adapter directory shipped with inbedder, if this model is one and it is installed."""
+        if self.adapter is None:
+            return None
+        path = ADAPTERS_DIR / self.adapter
+        return path if (path / ADAPTER_CONFIG).is_file() else None
+
     def available_offline(self) -> bool:
+        adapter = self.packaged_adapter()
+        if adapter is not None:
+            base = adapter_base(str(adapter)) or ""
+            model = registered(base)
+            return model.available_offline() if model is not None else Path(base).is_dir()
         return is_converted(self.converted_dir()) or self.packaged_gguf() is not None
 
 
@@ -90,12 +106,17 @@ def resolve(name_or_path: str) -> str:
         raise ValueError(f"model must be a non-empty string, got {name_or_path!r}")
     model = registered(name_or_path)
     if model is not None:
+        adapter = model.packaged_adapter()
+        if adapter is not None:
+            return str(adapter)
         target = model.converted_dir()
         if is_converted(target):
             return str(target)
         gguf = model.packaged_gguf()
         if gguf is not None:
             return str(convert_gguf(gguf, target))
+        if model.hub_id is None:
+            raise FileNotFoundError(f"{model.name}: its files are not installed and it has no hub id")
         logger.info("%s: no packaged GGUF found, loading %s from the hub", model.name, model.hub_id)
         return model.hub_id
 

@@ -351,3 +351,28 @@ def test_cli_defaults_match_the_config():
     for name, parameter in inspect.signature(cli.train_model).parameters.items():
         if hasattr(config, name) and name != "target_modules":
             assert parameter.default == getattr(config, name), name
+
+
+def test_an_adapter_shipped_in_the_package_loads_by_its_registered_name(adapter_run, monkeypatch, tmp_path):
+    from inbedder import models as registry
+
+    result, _ = adapter_run
+    shipped = tmp_path / "adapters" / "tiny-inbedder"
+    shipped.mkdir(parents=True)
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copy(result.out / name, shipped / name)
+    entry = registry.RegisteredModel(name="tiny-inbedder", description="tiny", adapter="tiny-inbedder")
+    monkeypatch.setattr(registry, "ADAPTERS_DIR", tmp_path / "adapters")
+    monkeypatch.setitem(registry.REGISTRY, entry.name, entry)
+    monkeypatch.setitem(registry._ALIASES, entry.name, entry.name)
+    assert entry.available_offline() and registry.resolve("tiny-inbedder") == str(shipped)
+    texts = ["I love my cat", "the lazy dog"]
+    np.testing.assert_allclose(
+        InBedder("tiny-inbedder", max_length=64).encode(texts, "What animal?"),
+        InBedder(str(result.out), max_length=64).encode(texts, "What animal?"),
+        atol=1e-5,
+    )
+    shutil.rmtree(shipped)
+    assert not entry.available_offline()
+    with pytest.raises(FileNotFoundError, match="not installed and it has no hub id"):
+        registry.resolve("tiny-inbedder")
