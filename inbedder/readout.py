@@ -1,4 +1,10 @@
-"""Which hidden states make the embedding: the readout names, layers, and pooling."""
+"""Which hidden states make the embedding: the readout names, layers, and pooling.
+
+One grammar for every model family. What "the answer" is differs by family: the tokens a
+causal LM generates after the prompt, the decoder states of an encoder-decoder, or the mask
+slots after a masked LM's prompt (see ``inbedder.backends``); the pooling here is the same.
+Not every family offers every readout: a backend lists the ones it has.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +19,10 @@ READOUTS: dict[str, str] = {
     "last_gen": "state of the last generated answer token",
     "avg_ppt": "mean over the prompt tokens",
     "avg_all": "mean over the prompt and the generated answer tokens",
+    "re_encode": "the generated answer text embedded by a sentence embedder (mean over num_samples answers)",
 }
-GENERATING = frozenset({"avg_gen", "last_gen", "avg_all"})
+GENERATING = frozenset({"avg_gen", "last_gen", "avg_all", "re_encode"})
+"""Readouts that need the answer's tokens: generated, or (masked LMs) predicted at the mask slots."""
 
 
 @dataclass(frozen=True)
@@ -57,15 +65,6 @@ def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (states * weights).sum(1) / weights.sum(1).clamp(min=1)
 
 
-def pool_prompt(name: str, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Readouts of one forward pass over left-padded prompts (B, P, H)."""
-    if name == "fst_gen":
-        return states[:, -1]
-    if name == "avg_ppt":
-        return masked_mean(states, mask)
-    raise ValueError(f"readout {name!r} needs generated tokens")
-
-
 def pool_generation(
     name: str,
     prompt_states: torch.Tensor,
@@ -73,23 +72,27 @@ def pool_generation(
     answer_states: torch.Tensor,
     answer_mask: torch.Tensor,
     kept_mask: torch.Tensor,
+    token_column: int = 1,
 ) -> torch.Tensor:
     """Readouts over prompt states (B, P, H) and answer states (B, T, H).
 
-    ``answer_states[:, 0]`` is the fst_gen state and ``answer_states[:, j]`` the state
-    at the j-th generated token; ``answer_mask`` marks real answer states and
-    ``kept_mask`` those that survive ``filter_words``.
+    ``answer_states[:, 0]`` is the fst_gen state; ``answer_mask`` marks real answer states
+    and ``kept_mask`` those that survive ``filter_words``. Columns from ``token_column`` on
+    are the answer tokens' states (see ``inbedder.backends.Generation``): 1 when column 0
+    is the state before the answer, 0 for a masked LM's mask slots.
     """
-    if name in ("fst_gen", "avg_ppt"):
-        return pool_prompt(name, prompt_states, prompt_mask)
+    if name == "fst_gen":
+        return answer_states[:, 0]
+    if name == "avg_ppt":
+        return masked_mean(prompt_states, prompt_mask)
     if name == "avg_gen":
         return masked_mean(answer_states, kept_mask)
     if name == "last_gen":
         last = answer_mask.long().cumsum(1).argmax(1)
         return answer_states[torch.arange(len(last)), last]
     if name == "avg_all":
-        states = torch.cat([prompt_states, answer_states[:, 1:]], dim=1)
-        return masked_mean(states, torch.cat([prompt_mask, answer_mask[:, 1:]], dim=1))
+        states = torch.cat([prompt_states, answer_states[:, token_column:]], dim=1)
+        return masked_mean(states, torch.cat([prompt_mask, answer_mask[:, token_column:]], dim=1))
     raise ValueError(f"unknown readout {name!r}")
 
 
@@ -98,16 +101,20 @@ def filter_mask(
     answer_tokens: list[list[int]],
     filter_words: frozenset[str],
     decode: Callable[[list[int]], str],
+    token_column: int = 1,
 ) -> torch.Tensor:
-    """``answer_mask`` without the states at generated tokens that spell a filtered word.
+    """``answer_mask`` without the states of answer tokens that spell a filtered word.
 
-    The fst_gen state (column 0) is always kept, so no row is left empty.
+    Token j's state is column ``j + token_column``. With ``token_column=1`` the fst_gen
+    state (column 0) is always kept; a row that would lose every state keeps them all.
     """
     if not filter_words:
         return answer_mask
     kept = answer_mask.clone()
     for row, tokens in enumerate(answer_tokens):
-        for column, token in enumerate(tokens[: kept.shape[1] - 1], start=1):
+        for column, token in enumerate(tokens[: kept.shape[1] - token_column], start=token_column):
             if decode([token]).strip().lower() in filter_words:
                 kept[row, column] = False
+        if not kept[row].any():
+            kept[row] = answer_mask[row]
     return kept

@@ -4,7 +4,8 @@ A pattern is a string with ``{input}`` and usually ``{instruction}``; any other
 ``{name}`` is a per-text field (``{{`` and ``}}`` stand for literal braces).
 Each piece of the pattern is tokenized on its own and the pieces are joined, so
 that truncation can cut the input alone and leave the instruction and the
-response cue whole.
+response cue whole. A masked LM's answer slots (its mask tokens) follow the prompt,
+before the tokenizer's closing special tokens, and count toward the length.
 """
 
 from __future__ import annotations
@@ -119,11 +120,16 @@ def chat_pattern(tokenizer: PreTrainedTokenizerBase) -> str:
 
 
 class PromptTokenizer:
-    """Turns (text, instruction, fields) into token ids of at most ``max_length``."""
+    """Turns (text, instruction, fields) into token ids of at most ``max_length``.
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
+    ``answer`` ids (a masked LM's mask slots) go after every prompt, before the closing
+    special tokens: ``[CLS] prompt [MASK] [MASK] [SEP]``; only the input is cut to make room.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int, answer: tuple[int, ...] = ()) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.answer = tuple(answer)
         self.prefix, self.suffix = special_tokens_around(tokenizer)
         self._tokenize_literal = lru_cache(maxsize=256)(self._tokenize)
 
@@ -139,9 +145,9 @@ class PromptTokenizer:
     ) -> list[int]:
         """Token ids for one prompt; with no instruction, the raw text alone."""
         fields = fields or {}
-        budget = self.max_length - len(self.prefix) - len(self.suffix)
+        budget = self.max_length - len(self.prefix) - len(self.answer) - len(self.suffix)
         if instruction is None or template is None:
-            return [*self.prefix, *self._tokenize(text)[: max(budget, 0)], *self.suffix]
+            return [*self.prefix, *self._tokenize(text)[: max(budget, 0)], *self.answer, *self.suffix]
 
         pieces: list[tuple[int, ...]] = []
         input_index = -1
@@ -166,7 +172,7 @@ class PromptTokenizer:
         pieces[input_index] = self._tokenize(text)[:room]
         ids = [i for piece in pieces for i in piece]
         prefix = () if tuple(ids[: len(self.prefix)]) == self.prefix else self.prefix  # a chat template may hold BOS
-        return [*prefix, *ids, *self.suffix]
+        return [*prefix, *ids, *self.answer, *self.suffix]
 
 
 def special_tokens_around(tokenizer: PreTrainedTokenizerBase) -> tuple[tuple[int, ...], tuple[int, ...]]:

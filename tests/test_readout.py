@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from inbedder.readout import Readout, filter_mask, masked_mean, pool_generation, pool_prompt
+from inbedder.readout import Readout, filter_mask, masked_mean, pool_generation
 
 
 def test_unknown_readout_names_the_choices():
@@ -25,13 +25,6 @@ def test_masked_mean_ignores_masked_positions():
     mask = torch.tensor([[0, 1, 1], [1, 0, 0]], dtype=torch.bool)
     expected = torch.stack([states[0, 1:].mean(0), states[1, 0]])
     assert torch.allclose(masked_mean(states, mask), expected)
-
-
-def test_pool_prompt():
-    states = torch.randn(2, 4, 3)
-    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]], dtype=torch.bool)
-    assert torch.equal(pool_prompt("fst_gen", states, mask), states[:, -1])
-    assert torch.allclose(pool_prompt("avg_ppt", states, mask)[0], states[0, 2:].mean(0))
 
 
 def test_pool_generation_uses_only_answer_states():

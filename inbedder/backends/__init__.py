@@ -1,6 +1,82 @@
-"""One module per model family; each turns padded prompt ids into hidden states."""
+"""One module per model family; each turns padded prompt ids into hidden states.
 
-from inbedder.backends.base import Generation, GenerationSettings
+- ``causal`` (decoder-only, ``AutoModelForCausalLM``): ``CausalBackend``;
+- ``masked`` (BERT/RoBERTa family, ``AutoModelForMaskedLM``): ``MaskedBackend``;
+- ``seq2seq`` (T5, Flan-T5, BART, ``AutoModelForSeq2SeqLM``): ``Seq2SeqBackend``.
+
+``detect_family`` reads the family from a model's config; ``make_backend`` builds the backend
+for a loaded model. Every backend offers the ``Backend`` interface ``InBedder`` uses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoModelForSeq2SeqLM,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from inbedder.backends.base import Backend, Generation, GenerationSettings
 from inbedder.backends.causal import CausalBackend
+from inbedder.backends.masked import DEFAULT_MASK_LENGTH, MASKED_MODEL_TYPES, MaskedBackend
+from inbedder.backends.seq2seq import Seq2SeqBackend
 
-__all__ = ["CausalBackend", "Generation", "GenerationSettings"]
+FAMILIES = ("causal", "masked", "seq2seq")
+MODEL_CLASSES: dict[str, Any] = {
+    "causal": AutoModelForCausalLM,
+    "masked": AutoModelForMaskedLM,
+    "seq2seq": AutoModelForSeq2SeqLM,
+}
+"""The transformers auto class that loads each family with its LM head."""
+
+
+def detect_family(config: PretrainedConfig) -> str:
+    """``seq2seq`` for encoder-decoders, ``masked`` for BERT-like encoders, else ``causal``."""
+    if getattr(config, "is_encoder_decoder", False):
+        return "seq2seq"
+    architectures = getattr(config, "architectures", None) or []
+    if any(a.endswith("ForMaskedLM") for a in architectures) or config.model_type in MASKED_MODEL_TYPES:
+        return "masked"
+    return "causal"
+
+
+def check_family(family: str) -> str:
+    """``family`` if it is ``"auto"`` or a known family; a ValueError naming the choices otherwise."""
+    if family not in ("auto", *FAMILIES):
+        raise ValueError(f"unknown model family {family!r}; use 'auto' or one of {', '.join(FAMILIES)}")
+    return family
+
+
+def make_backend(
+    family: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, mask_length: int | None = None
+) -> Backend:
+    """The backend of ``family`` over a loaded model; ``mask_length`` applies to masked LMs only."""
+    if family == "masked":
+        return MaskedBackend(model, tokenizer, DEFAULT_MASK_LENGTH if mask_length is None else mask_length)
+    if mask_length is not None:
+        raise ValueError(f"mask_length applies to masked LMs; this is a {family} model")
+    if family == "seq2seq":
+        return Seq2SeqBackend(model, tokenizer)
+    if family == "causal":
+        return CausalBackend(model, tokenizer)
+    raise ValueError(f"unknown model family {family!r}; use one of {', '.join(FAMILIES)}")
+
+
+__all__ = [
+    "FAMILIES",
+    "MODEL_CLASSES",
+    "Backend",
+    "CausalBackend",
+    "Generation",
+    "GenerationSettings",
+    "MaskedBackend",
+    "Seq2SeqBackend",
+    "check_family",
+    "detect_family",
+    "make_backend",
+]

@@ -1,19 +1,28 @@
-"""What every backend hands to the readouts, and the decoding settings they accept."""
+"""What every backend offers the embedder, what it hands to the readouts, and the decoding settings.
+
+A backend wraps one model family. The embedder only pads token ids, asks for one pass
+(``forward``) or one generation (``generate``), and pools the ``Generation`` it gets back
+with the shared readout grammar (``inbedder.readout``); nothing else about a family leaks out.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any, Protocol
 
 import torch
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """Greedy decoding at temperature 0, sampling (with ``top_p``) above it."""
+    """Greedy decoding at temperature 0, sampling (with ``top_p``) above it; ``num_samples`` answers per prompt."""
 
     max_new_tokens: int = 8
     temperature: float = 0.0
     top_p: float = 1.0
+    num_samples: int = 1
 
     def __post_init__(self) -> None:
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
@@ -22,6 +31,13 @@ class GenerationSettings:
             raise ValueError(f"temperature must be >= 0, got {self.temperature!r}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if isinstance(self.num_samples, bool) or not isinstance(self.num_samples, int) or self.num_samples < 1:
+            raise ValueError(f"num_samples must be a positive int, got {self.num_samples!r}")
+        if self.num_samples > 1 and not self.sampling:
+            raise ValueError(
+                f"num_samples={self.num_samples} needs temperature > 0: at temperature 0 every sample is the "
+                "same greedy answer"
+            )
 
     @property
     def sampling(self) -> bool:
@@ -30,12 +46,22 @@ class GenerationSettings:
 
 @dataclass
 class Generation:
-    """Hidden states at one layer for a batch of prompts and their generated answers.
+    """Hidden states at one layer for a batch of prompts and their answers.
 
-    ``answer_states[:, 0]`` is the state at the last prompt position (it predicts the
-    first answer token); ``answer_states[:, j]`` is the state at the j-th answer token.
-    ``answer_mask`` marks the states that belong to the answer (not to padding after
-    the end of an answer). ``answer_tokens`` holds each answer's token ids.
+    ``prompt_states`` (B, P, H) with ``prompt_mask`` marking the prompt states the prompt
+    readouts average over. ``answer_states`` (B, T, H): column 0 is the ``fst_gen`` state,
+    and ``answer_mask`` marks the columns that belong to the answer (not to padding after
+    its end). ``answer_tokens`` holds each answer's token ids; ``answer_tokens[b][j]``
+    belongs to column ``j + token_column``:
+
+    - generated answers (causal, seq2seq), ``token_column=1``: column 0 is the state that
+      predicts the first answer token (the last prompt position, or the decoder's start
+      token), column j the state at the j-th answer token;
+    - answer slots (masked), ``token_column=0``: column j is the j-th mask, which predicts
+      the j-th answer token.
+
+    Columns before ``token_column`` hold no answer token, so ``avg_all`` leaves them out.
+    After a single pass (no generation) ``answer_tokens`` are empty lists.
     """
 
     prompt_states: torch.Tensor
@@ -43,3 +69,163 @@ class Generation:
     answer_states: torch.Tensor
     answer_mask: torch.Tensor
     answer_tokens: list[list[int]]
+    token_column: int = 1
+
+    def rows(self, index: slice) -> Generation:
+        """The same generation for a subset of its rows."""
+        picked = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, value in picked.items():
+            if isinstance(value, (torch.Tensor, list)):
+                picked[name] = value[index]
+        return Generation(**picked)
+
+
+class Backend(Protocol):
+    """The interface ``InBedder`` uses; one implementation per model family.
+
+    ``layer`` arguments are indices into the model's ``num_layers + 1`` hidden states
+    (0 = embeddings), already checked. ``answer_slots`` are token ids the prompt tokenizer
+    places after every prompt (before the closing special tokens) and counts toward
+    ``max_length``: a masked LM's masks, nothing for the others.
+    """
+
+    family: str
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    num_layers: int
+    hidden_size: int
+    max_positions: int | None
+    readouts: frozenset[str]
+    default_readout: str
+    supports_prefix_cache: bool
+    answer_slots: tuple[int, ...]
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def pad(self, batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token id lists as (input_ids, attention_mask) on the model's device."""
+        ...
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> Generation:
+        """One pass: the states the single-pass readouts (``fst_gen``, ``avg_ppt``) read; no answer tokens."""
+        ...
+
+    def generate(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int, settings: GenerationSettings
+    ) -> Generation:
+        """Answers (decoded per ``settings``) with the states at ``layer`` along the way."""
+        ...
+
+    def vocabulary_logits(self, states: torch.Tensor) -> torch.Tensor:
+        """The LM head applied to last-layer states (..., H): one logit per vocabulary token."""
+        ...
+
+
+class PrefixCacheBackend(Backend, Protocol):
+    """A backend with ``supports_prefix_cache``: prompts that share a prefix can share its key/value cache.
+
+    ``encode_multi`` runs the prefix once per text with ``forward_states(..., cache)``, repeats the
+    cache per instruction, and continues with ``forward_states`` or ``generate(..., cache)``.
+    """
+
+    def new_cache(self) -> Any: ...
+
+    def forward_states(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        layer: int,
+        cache: Any = None,
+        *,
+        to_end: bool = False,
+    ) -> torch.Tensor: ...
+
+    def single_pass(self, states: torch.Tensor, attention_mask: torch.Tensor) -> Generation: ...
+
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        layer: int,
+        settings: GenerationSettings,
+        cache: Any = None,
+    ) -> Generation: ...
+
+
+def end_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The ids that end an answer: the generation config's EOS ids and the tokenizer's."""
+    eos = model.generation_config.eos_token_id
+    return sorted({*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id} - {None})
+
+
+def collect_answers(
+    tokens: torch.Tensor,
+    steps: tuple[tuple[torch.Tensor, ...], ...],
+    layer: int,
+    end_ids: torch.Tensor,
+    prompt_states: torch.Tensor,
+    prompt_mask: torch.Tensor,
+) -> Generation:
+    """A ``Generation`` from decoded ``tokens`` (B, T) and the per-step, per-layer states of ``generate``.
+
+    Step j's last position holds the state that predicts token j, which is column j: the
+    state at the (j-1)-th answer token, or for j = 0 the one before the answer.
+    """
+    answer_states = torch.stack([step[layer][:, -1] for step in steps], dim=1)
+    in_answer = torch.isin(tokens, end_ids.to(tokens.device)).long().cumsum(1) == 0
+    answer_mask = torch.cat([torch.ones_like(in_answer[:, :1]), in_answer[:, : len(steps) - 1]], dim=1)
+    return Generation(
+        prompt_states=prompt_states,
+        prompt_mask=prompt_mask,
+        answer_states=answer_states,
+        answer_mask=answer_mask,
+        answer_tokens=[row[keep].tolist() for row, keep in zip(tokens, in_answer)],
+    )
+
+
+@torch.inference_mode()
+def head_logits(model: PreTrainedModel, body: nn.Module, states: torch.Tensor, **dummy: torch.Tensor) -> torch.Tensor:
+    """``model``'s logits with ``states`` (B, T, H) standing in for the output of its ``body``.
+
+    Runs ``model`` on the ``dummy`` inputs (shaped so that ``body`` outputs (B, T, H)) and
+    swaps the body's output for ``states``: whatever the model does after its body (a
+    transform and layer norm, output scaling, a final bias) applies, without naming its head.
+    """
+    states = states.to(device=model.device, dtype=model.dtype)
+
+    def swap(_module: nn.Module, _args: Any, output: Any) -> Any:
+        if isinstance(output, tuple) and not hasattr(output, "last_hidden_state"):
+            return (states, *output[1:])
+        output.last_hidden_state = states
+        return output
+
+    handle = body.register_forward_hook(swap)
+    try:
+        return model(**dummy).logits.float()
+    finally:
+        handle.remove()
+
+
+def right_pad(batch: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token id lists into (input_ids, attention_mask) on ``device``."""
+    width = max(len(ids) for ids in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, ids in enumerate(batch):
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        mask[row, : len(ids)] = 1
+    return input_ids.to(device), mask.to(device)
+
+
+def sample_tokens(logits: torch.Tensor, settings: GenerationSettings) -> torch.Tensor:
+    """One token id per row of ``logits`` (..., V): the argmax at temperature 0, else a top-p sample."""
+    if not settings.sampling:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / settings.temperature, dim=-1)
+    if settings.top_p < 1:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        outside = sorted_probs.cumsum(-1) - sorted_probs >= settings.top_p  # keeps at least the top token
+        probs = probs.scatter(-1, order, sorted_probs.masked_fill(outside, 0))
+    flat = probs.reshape(-1, probs.shape[-1])
+    return torch.multinomial(flat, 1).reshape(probs.shape[:-1])

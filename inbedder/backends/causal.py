@@ -1,4 +1,8 @@
-"""Causal (decoder-only) language models: left-padded prompts, states at any layer."""
+"""Causal (decoder-only) language models: left-padded prompts, states at any layer.
+
+The only family whose prompts can share a key/value cache (``encode_multi`` runs the prompt
+part its instructions share once per text): ``new_cache`` and ``forward_states`` serve that.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ import torch
 from torch import nn
 from transformers import DynamicCache, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from inbedder.backends.base import Generation, GenerationSettings
+from inbedder.backends.base import Generation, GenerationSettings, collect_answers, end_token_ids
+from inbedder.readout import READOUTS
 
 
 class _StopForward(Exception):
@@ -17,16 +22,24 @@ class _StopForward(Exception):
 
 
 class CausalBackend:
+    """A decoder-only LM: every readout; ``fst_gen`` is the last prompt position (the default)."""
+
+    family = "causal"
+    readouts = frozenset(READOUTS)
+    default_readout = "fst_gen"
+    supports_prefix_cache = True
+    answer_slots: tuple[int, ...] = ()
+
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.base = model.base_model
         self.num_layers: int = model.config.num_hidden_layers
         self.hidden_size: int = model.config.hidden_size
+        self.max_positions: int | None = getattr(model.config, "max_position_embeddings", None)
         self.layers = _decoder_layers(self.base, self.num_layers)
-        eos = model.generation_config.eos_token_id
-        eos_ids = {*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id} - {None}
-        self.end_ids = torch.tensor(sorted(eos_ids), dtype=torch.long)
+        eos_ids = end_token_ids(model, tokenizer)
+        self.end_ids = torch.tensor(eos_ids, dtype=torch.long)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids)
 
     @property
@@ -91,6 +104,22 @@ class CausalBackend:
             return read[0]
         raise RuntimeError(f"layer {layer} of {type(self.model).__name__} was never reached")
 
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> Generation:
+        """One pass up to ``layer`` over left-padded prompts (see ``single_pass``)."""
+        return self.single_pass(self.forward_states(input_ids, attention_mask, layer), attention_mask)
+
+    @staticmethod
+    def single_pass(states: torch.Tensor, attention_mask: torch.Tensor) -> Generation:
+        """Prompt states (B, P, H) as a ``Generation`` whose only answer column is the last prompt position."""
+        rows = len(states)
+        return Generation(
+            prompt_states=states,
+            prompt_mask=attention_mask.bool(),
+            answer_states=states[:, -1:],
+            answer_mask=torch.ones((rows, 1), dtype=torch.bool, device=states.device),
+            answer_tokens=[[] for _ in range(rows)],
+        )
+
     @torch.inference_mode()
     def vocabulary_logits(self, states: torch.Tensor) -> torch.Tensor:
         """The LM head applied to last-layer states (..., H): one logit per vocabulary token."""
@@ -126,16 +155,7 @@ class CausalBackend:
         )
         tokens = out.sequences[:, input_ids.shape[1] :]
         steps = out.hidden_states  # one tuple of per-layer states per decoding step
-        answer_states = torch.stack([step[layer][:, -1] for step in steps], dim=1)
-        in_answer = torch.isin(tokens, self.end_ids.to(tokens.device)).long().cumsum(1) == 0
-        answer_mask = torch.cat([torch.ones_like(in_answer[:, :1]), in_answer[:, : len(steps) - 1]], dim=1)
-        return Generation(
-            prompt_states=steps[0][layer],
-            prompt_mask=attention_mask.bool(),
-            answer_states=answer_states,
-            answer_mask=answer_mask,
-            answer_tokens=[row[keep].tolist() for row, keep in zip(tokens, in_answer)],
-        )
+        return collect_answers(tokens, steps, layer, self.end_ids, steps[0][layer], attention_mask.bool())
 
 
 def _decoder_layers(base: nn.Module, num_layers: int) -> nn.ModuleList:

@@ -20,13 +20,13 @@ from functools import lru_cache
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from inbedder.backends import FAMILIES
 from inbedder.templates import PromptTemplate, PromptTokenizer
 from inbedder.training.data import QARecord
 
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-FAMILIES = ("causal", "masked", "seq2seq")
 
 
 @dataclass(frozen=True)

@@ -9,23 +9,15 @@ import torch
 from torch import nn
 from transformers import (
     AutoConfig,
-    AutoModelForCausalLM,
-    AutoModelForMaskedLM,
-    AutoModelForSeq2SeqLM,
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 from transformers.pytorch_utils import Conv1D
 
-from inbedder import models
-from inbedder.training.encoding import FAMILIES
+from inbedder import backends, models
+from inbedder.backends import FAMILIES
 
-AUTO_CLASSES = {"causal": AutoModelForCausalLM, "masked": AutoModelForMaskedLM, "seq2seq": AutoModelForSeq2SeqLM}
-MASKED_MODEL_TYPES = frozenset(
-    {"bert", "roberta", "xlm-roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2", "camembert"}
-    | {"mpnet", "modernbert", "megatron-bert", "xlm", "flaubert", "ernie", "nomic_bert"}
-)
 STACK_NAMES = ("layers", "layer", "h", "block", "blocks")
 """Attribute names under which transformers keep a model's stack of transformer blocks."""
 LINEAR_TYPES = (nn.Linear, Conv1D)
@@ -43,13 +35,7 @@ class LoraSettings:
 
 def detect_family(source: str, trust_remote_code: bool = False) -> str:
     """``seq2seq`` for encoder-decoders, ``masked`` for BERT-like encoders, else ``causal``."""
-    config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
-    if getattr(config, "is_encoder_decoder", False):
-        return "seq2seq"
-    architectures = getattr(config, "architectures", None) or []
-    if any(a.endswith("ForMaskedLM") for a in architectures) or config.model_type in MASKED_MODEL_TYPES:
-        return "masked"
-    return "causal"
+    return backends.detect_family(AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code))
 
 
 def base_reference(base: str) -> str:
@@ -74,7 +60,7 @@ def load_model(source: str, family: str, trust_remote_code: bool = False) -> Pre
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; use one of auto, {', '.join(FAMILIES)}")
     try:
-        return AUTO_CLASSES[family].from_pretrained(
+        return backends.MODEL_CLASSES[family].from_pretrained(
             source, dtype=torch.float32, trust_remote_code=trust_remote_code, use_safetensors=True
         )
     except (OSError, ValueError) as err:

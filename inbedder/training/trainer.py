@@ -24,9 +24,10 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from inbedder import models, tables
+from inbedder.backends import FAMILIES
 from inbedder.training import checkpoint as ckpt
 from inbedder.training.data import Columns, load_records, shuffle_split
-from inbedder.training.encoding import FAMILIES, Collator, Example, QAEncoder, pad_id
+from inbedder.training.encoding import Collator, Example, QAEncoder, pad_id
 from inbedder.training.modeling import (
     LoraSettings,
     add_lora,
