@@ -66,6 +66,9 @@ def encode(
     device: str = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    cache: Annotated[
+        bool, typer.Option(help="Reuse embeddings stored by earlier runs ($INBEDDER_CACHE) and store new ones.")
+    ] = False,
 ) -> None:
     """Embed every text of INPUT under an instruction and write the embeddings."""
     if instruction is not None and instruction_column is not None:
@@ -99,6 +102,7 @@ def encode(
         top_p=top_p,
         seed=seed,
         return_generations=return_generations,
+        cache=cache,
     )
     embeddings, answers = result if return_generations else (result, None)
     tables.write_embeddings(out, embeddings, table, answers)
@@ -336,6 +340,36 @@ def list_models() -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
         typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
+
+
+cache_app = typer.Typer(help="The persistent cache of embeddings and answers.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+CachePathOption = Annotated[
+    Path | None, typer.Option("--path", help="The store: a SQLite file or its directory (default: $INBEDDER_CACHE).")
+]
+
+
+@cache_app.command("info")
+def cache_info(path: CachePathOption = None) -> None:
+    """Show how many embeddings the cache holds, its size on disk, and entries per model."""
+    from inbedder.cache import open_cache
+
+    typer.echo(open_cache(path or True).info().summary())
+
+
+@cache_app.command("clear")
+def cache_clear(
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Only this model's entries (name, alias, path or hub id).")
+    ] = None,
+    path: CachePathOption = None,
+) -> None:
+    """Remove the cached embeddings, all of them or one model's."""
+    from inbedder.cache import open_cache
+
+    store = open_cache(path or True)
+    removed = store.clear(model)
+    typer.echo(f"removed {removed} entries{f' of {model}' if model else ''} from {store.path}")
 
 
 def main() -> None:

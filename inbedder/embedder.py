@@ -3,16 +3,19 @@
 One ``encode`` for every model family: texts become prompts (``inbedder.templates``), batches
 sorted by length go to the family's backend (``inbedder.backends``), whose states the readout
 pools (``inbedder.readout``) or whose answers a sentence embedder re-encodes; results come back
-in input order, post-processed and converted as asked.
+in input order, post-processed and converted as asked. With a persistent cache
+(``inbedder.cache``) only the texts it lacks reach the model.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import logging
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any, cast
 
 import numpy as np
@@ -23,6 +26,9 @@ from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedT
 from inbedder import models
 from inbedder.backends import MODEL_CLASSES, Generation, GenerationSettings, check_family, detect_family, make_backend
 from inbedder.backends.base import PrefixCacheBackend
+from inbedder.cache import CacheSession, EmbeddingCache, model_fingerprint, model_label, open_cache
+from inbedder.cache import settings_fingerprint as cache_settings
+from inbedder.cache import weights_fingerprint as module_fingerprint
 from inbedder.postprocess import check_postprocess
 from inbedder.postprocess import postprocess as postprocess_states
 from inbedder.readout import Readout, filter_mask, pool_generation
@@ -75,6 +81,11 @@ class InBedder:
             sentence-transformers model name or path, or any object with a
             sentence-transformers-like ``encode(list_of_texts)``. Loaded on first use.
         trust_remote_code: run model code from the hub; off unless you ask for it.
+        cache: the default persistent cache of ``encode``: False (none), True (the store
+            under ``$INBEDDER_CACHE``, else ``~/.cache/inbedder``), or a path (a SQLite file, or
+            a directory to hold one). Rows are keyed by the model's weights and every setting
+            that changes a result (see ``inbedder.cache``); a rerun embeds only the texts the
+            store lacks, and every finished batch is kept even if the run is interrupted.
     """
 
     def __init__(
@@ -93,6 +104,7 @@ class InBedder:
         mask_length: int | None = None,
         reencoder: Any = None,
         trust_remote_code: bool = False,
+        cache: bool | str | os.PathLike[str] | EmbeddingCache = False,
     ) -> None:
         self.name = model_name_or_path or models.DEFAULT_MODEL
         self.device = _resolve_device(device)
@@ -116,6 +128,8 @@ class InBedder:
             raise ValueError(f"max_batch_tokens must be a positive int or None, got {max_batch_tokens!r}")
         self.max_batch_tokens = max_batch_tokens
         self.reencoder = reencoder
+        open_cache(cache)  # checked now, opened (and resolved against $INBEDDER_CACHE) at each encode
+        self.cache = cache
 
     def __repr__(self) -> str:
         device, readout = str(self.device), self.readout
@@ -186,6 +200,7 @@ class InBedder:
         num_samples: int = 1,
         filter_words: Iterable[str] | None = None,
         return_generations: bool = False,
+        cache: bool | str | os.PathLike[str] | EmbeddingCache | None = None,
     ) -> Any:
         """Embed texts as the answer state to ``instruction`` about each of them.
 
@@ -211,6 +226,10 @@ class InBedder:
             return_generations: also return the answers (generating them for
                 single-pass readouts too); with ``num_samples > 1``, a list of the
                 ``num_samples`` answers per text.
+            cache: the persistent cache for this call: None for the model's default (its
+                ``cache``), False for none, True for the store under ``$INBEDDER_CACHE``, or a
+                path. Raw vectors and answers are stored, so post-processing and normalization
+                still apply to this call's texts. Sampling without a ``seed`` is never cached.
 
         Returns:
             An array (n, dim), or (dim,) for a single string; with
@@ -257,6 +276,7 @@ class InBedder:
         num_samples: int,
         filter_words: Iterable[str] | None,
         return_generations: bool,
+        cache: bool | str | os.PathLike[str] | EmbeddingCache | None,
     ) -> list:
         texts, single = _as_texts(sentences)
         n = len(texts)
@@ -282,9 +302,19 @@ class InBedder:
         shared = _shared_prefix_lengths(prompts) if prefix_cache else [0] * n
         embeddings = torch.empty((len(prompts), n, self._dimension(spec.name)), dtype=torch.float32)
         answers: list[list[Any]] = [[""] * n for _ in prompts]
+        session = self._cache_session(
+            self.cache if cache is None else cache, prompts, spec, layer_index, settings if generate else None, seed
+        )
+        todo, copies, n_prompts = list(range(n)), {}, len(prompts)
+        if session is not None:
+            found, todo, copies = session.lookup()
+            for i, rows in found.items():
+                for k, (vector, answer) in enumerate(rows):
+                    embeddings[k, i] = torch.from_numpy(vector.copy())
+                    answers[k][i] = answer
         # a batch's cost is its widest pass: the shared prefix when there is one, else the whole prompt
-        widths = [shared[i] or max(len(p[i]) for p in prompts) for i in range(n)]
-        batches = _length_sorted_batches(widths, batch_size, self.max_batch_tokens)
+        widths = [shared[i] or max(len(p[i]) for p in prompts) for i in todo]
+        batches = [[todo[j] for j in b] for b in _length_sorted_batches(widths, batch_size, self.max_batch_tokens)]
         with _seeded(seed if generate else None, self.device):
             for batch in tqdm(batches, desc="encode", unit="batch", disable=not show_progress_bar):
                 results = self._encode_batch(batch, prompts, shared, spec, layer_index, settings if generate else None)
@@ -292,6 +322,13 @@ class InBedder:
                     embeddings[k, batch] = vectors.float().cpu()
                     for i, answer in zip(batch, batch_answers):
                         answers[k][i] = answer
+                if session is not None:  # committed now: an interrupted run keeps every finished batch
+                    done = [(embeddings[k, batch].numpy(), [answers[k][i] for i in batch]) for k in range(n_prompts)]
+                    session.save(batch, done)
+        for i, source in copies.items():  # a prompt the call repeats ran once
+            embeddings[:, i] = embeddings[:, source]
+            for k in range(n_prompts):
+                answers[k][i] = copy.deepcopy(answers[k][source])
 
         if n:
             embeddings = torch.stack([postprocess_states(e, post) for e in embeddings])
@@ -302,6 +339,43 @@ class InBedder:
             result = _convert(embeddings[k, 0] if single else embeddings[k], convert_to_numpy, convert_to_tensor)
             outputs.append((result, answers[k][0] if single else answers[k]) if return_generations else result)
         return outputs
+
+    def _cache_session(
+        self,
+        cache: Any,
+        prompts: list[list[list[int]]],
+        spec: Readout,
+        layer: int,
+        settings: GenerationSettings | None,
+        seed: int | None,
+    ) -> CacheSession | None:
+        """The persistent cache's view of this call, or None: no cache asked for, or results not reproducible.
+
+        The key's settings are the readout (with its resolved layer and filter words) and, when the
+        call generates, the decoding settings; the prompt's token ids stand for text, instruction,
+        template, fields and truncation. Sampling without a seed, and ``re_encode`` with a re-encoder
+        that is not a torch module, are not cached.
+        """
+        store = open_cache(cache)
+        if store is None:
+            return None
+        parts: dict[str, Any] = {"readout": spec.name, "layer": layer, "filter_words": sorted(spec.filter_words)}
+        parts["generation"] = None  # a single pass
+        if settings is not None:
+            if settings.sampling and seed is None:
+                logger.info(
+                    "not cached: sampling (temperature %s) without a seed differs run by run", settings.temperature
+                )
+                return None
+            parts["generation"] = {**asdict(settings), "seed": seed if settings.sampling else None}
+        if spec.name == "re_encode":
+            embedder = self._sentence_embedder()
+            if not isinstance(embedder, torch.nn.Module):
+                logger.info("not cached: re-encoder %s is not a torch module to fingerprint", type(embedder).__name__)
+                return None
+            parts["reencoder"] = [type(embedder).__qualname__, module_fingerprint(embedder)]
+        model = model_fingerprint(self.backend.model, self.tokenizer, self.family)
+        return CacheSession(store, model, cache_settings(**parts), model_label(self.name), prompts)
 
     def _encode_batch(
         self,

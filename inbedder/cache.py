@@ -1,0 +1,380 @@
+"""A persistent store of embeddings and answers, so that no text is embedded twice the same way.
+
+One SQLite file (``$INBEDDER_CACHE/embeddings.sqlite`` unless another path is given), nothing to
+start. A row is one prompt's result under one model and one set of settings, keyed by three
+fingerprints:
+
+- ``model``: what the model computes (``model_fingerprint``): a sample of the loaded weights
+  (every tensor's name, shape and dtype and 4096 of its values spread over it), the config,
+  the generation config (its end-of-answer ids) and the vocabulary. Read from the model in
+  memory, not from its files, so the same weights loaded from another path (or a GGUF
+  converted twice) share entries, and weights changed in memory or on disk (a new training run,
+  a merged adapter: updates that touch nearly every value) never reuse stale ones. A change
+  that misses every sampled value would go unnoticed; no training step does that.
+- ``settings`` (``settings_fingerprint``): the readout, its resolved layer and filter words,
+  whether answers are generated and with which settings (max_new_tokens, temperature, top_p,
+  num_samples, and the seed when sampling), the re-encoder's fingerprint for ``re_encode``, the
+  package version and this store's format.
+- ``prompt``: a hash of the prompt's token ids. They are a function of the text, the
+  instruction, the template, per-text fields, ``max_length`` (truncation) and a masked LM's
+  mask slots, so all of those are in the key without being listed.
+
+Rows hold the RAW vector (float32, before corpus post-processing and normalization, which run
+over each call's texts after the cache) and the answer (JSON: a string, or the list of sampled
+answers with ``num_samples`` > 1). Post-processing and normalization are therefore not in the
+key: the same rows serve every ``postprocess`` and ``normalize_embeddings``.
+
+Not in the key: the device and the versions of torch and transformers (results agree to float
+noise); a release of inbedder or a new ``FORMAT`` starts afresh. Rows are filed under the name of
+the model that first wrote them (for ``clear(model=...)``); a model with the same weights under
+another name or path reads them too.
+
+Not cached: sampling (temperature > 0) without a seed, whose results are meant to differ run
+by run, and ``re_encode`` with a re-encoder that is not a torch module (nothing to fingerprint).
+With a seed, a sampled row is the draw of the call that computed it: seeded sampling depends on
+the batches of the call, so a later call that grew the corpus keeps the earlier draws.
+
+Writes are one transaction per batch, committed at once (an interrupted run keeps every
+finished batch); WAL mode and a busy timeout let several processes read and write one file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inbedder import models
+
+FILE_NAME = "embeddings.sqlite"
+FORMAT = 1
+"""Bump when what a row means changes (readout code, storage): older rows then never match."""
+BUSY_TIMEOUT_S = 120.0
+SAMPLE_VALUES = 4096
+_MAX_VARIABLES = 500  # keys per SELECT, well under SQLite's limit on bound parameters
+_INHERITED: list[sqlite3.Connection] = []  # connections a forked child must not close
+_VOCABULARIES: weakref.WeakKeyDictionary[Any, tuple[int, str]] = weakref.WeakKeyDictionary()
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS embeddings (
+        model TEXT NOT NULL,
+        settings TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        model_name TEXT NOT NULL,
+        dim INTEGER NOT NULL,
+        vector BLOB NOT NULL,
+        answer TEXT NOT NULL,
+        created REAL NOT NULL,
+        PRIMARY KEY (model, settings, prompt)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS embeddings_model_name ON embeddings (model_name)",
+)
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    """What a store holds: rows, bytes on disk (with its WAL), rows per model name."""
+
+    path: Path
+    exists: bool
+    entries: int = 0
+    size_bytes: int = 0
+    per_model: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line for the CLI."""
+        if not self.exists:
+            return f"{self.path}: no cache yet"
+        models_part = ", ".join(f"{name} ({count})" for name, count in sorted(self.per_model.items())) or "none"
+        size = self.size_bytes / 2**20
+        return f"{self.path}: {self.entries} entries, {size:.1f} MiB; models: {models_part}"
+
+
+class EmbeddingCache:
+    """Embeddings and answers in one SQLite file, safe to share between processes.
+
+    Each thread of each process gets its own connection, opened on first use and kept (closing
+    the last connection checkpoints the file, which would cost a sync per batch); a forked child
+    opens its own. Pickles as its path.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).expanduser()
+        self._ready = False
+        self._local = threading.local()
+
+    def __repr__(self) -> str:
+        return f"EmbeddingCache({str(self.path)!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"])  # type: ignore[misc]
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their thread or this object goes)."""
+        connection = getattr(self._local, "connection", None)
+        if connection is not None and self._local.pid == os.getpid():
+            connection.close()
+        self._local.connection = None
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, in autocommit mode (transactions are explicit), with the schema in place."""
+        connection = getattr(self._local, "connection", None)
+        if connection is None or self._local.pid != os.getpid():
+            if connection is not None:  # opened before a fork: only its own process may close it
+                _INHERITED.append(connection)
+            connection = self._open()
+            self._local.connection, self._local.pid = connection, os.getpid()
+        yield connection
+
+    def _open(self) -> sqlite3.Connection:
+        if not self._ready:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        connection.execute("PRAGMA synchronous=NORMAL")  # with WAL: safe against crashes of the process
+        if not self._ready:
+            if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                connection.execute("PRAGMA journal_mode=WAL")  # persistent: set once per file
+            connection.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA:
+                connection.execute(statement)
+            connection.execute("COMMIT")
+            self._ready = True
+        return connection
+
+    def get_many(self, model: str, settings: str, prompts: Iterable[str]) -> dict[str, tuple[np.ndarray, str]]:
+        """The stored (raw vector, answer JSON) of each prompt key found, under one model and settings."""
+        wanted = list(dict.fromkeys(prompts))
+        found: dict[str, tuple[np.ndarray, str]] = {}
+        if not wanted:
+            return found
+        with self._connect() as connection:
+            for start in range(0, len(wanted), _MAX_VARIABLES):
+                chunk = wanted[start : start + _MAX_VARIABLES]
+                rows = connection.execute(
+                    "SELECT prompt, dim, vector, answer FROM embeddings WHERE model = ? AND settings = ? "
+                    f"AND prompt IN ({', '.join('?' * len(chunk))})",
+                    [model, settings, *chunk],
+                )
+                for prompt, dim, blob, answer in rows:
+                    vector = np.frombuffer(blob, dtype="<f4")
+                    if vector.shape == (dim,):
+                        found[prompt] = (vector, answer)
+        return found
+
+    def put_many(self, model: str, settings: str, model_name: str, rows: Iterable[tuple[str, Any, Any]]) -> int:
+        """Store (prompt key, raw vector, answer) rows in one committed transaction; existing keys are kept.
+
+        Returns how many rows were new.
+        """
+        now = time.time()
+        records = []
+        for prompt, vector, answer in rows:
+            array = np.ascontiguousarray(np.asarray(vector, dtype="<f4").reshape(-1))
+            records.append((model, settings, prompt, model_name, array.size, array.tobytes(), json.dumps(answer), now))
+        if not records:
+            return 0
+        with self._connect() as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                before = connection.total_changes
+                connection.executemany("INSERT OR IGNORE INTO embeddings VALUES (?, ?, ?, ?, ?, ?, ?, ?)", records)
+                added = connection.total_changes - before
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        return added
+
+    def info(self) -> CacheInfo:
+        """Rows, size on disk and rows per model name; a missing file is reported, not created."""
+        if not self.path.is_file():
+            return CacheInfo(self.path, exists=False)
+        with self._connect() as connection:
+            per_model = dict(
+                connection.execute("SELECT model_name, COUNT(*) FROM embeddings GROUP BY model_name").fetchall()
+            )
+        size = sum(p.stat().st_size for p in _files(self.path) if p.is_file())
+        return CacheInfo(self.path, True, sum(per_model.values()), size, per_model)
+
+    def clear(self, model: str | None = None) -> int:
+        """Delete every row, or those filed under one model (a registered name, alias, path or hub id); how many went.
+
+        Rows are filed under the name of the model that wrote them first (see ``model_label``).
+        """
+        if not self.path.is_file():
+            return 0
+        with self._connect() as connection:
+            if model is None:
+                removed = connection.execute("DELETE FROM embeddings").rowcount
+            else:
+                names = sorted({model, model_label(model)})
+                removed = connection.execute(
+                    f"DELETE FROM embeddings WHERE model_name IN ({', '.join('?' * len(names))})", names
+                ).rowcount
+            if removed:
+                connection.execute("VACUUM")  # give the space back to the file system
+                connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return removed
+
+
+def default_path() -> Path:
+    """The store ``cache=True`` means: ``$INBEDDER_CACHE/embeddings.sqlite`` (see ``models.cache_dir``)."""
+    return models.cache_dir() / FILE_NAME
+
+
+def open_cache(spec: Any) -> EmbeddingCache | None:
+    """The store a ``cache=`` argument names: None for False/None, the default for True, else at the path.
+
+    A path to a directory (existing, or without a suffix) means ``FILE_NAME`` inside it.
+    """
+    if spec is None or spec is False:
+        return None
+    if isinstance(spec, EmbeddingCache):
+        return spec
+    if spec is True:
+        return EmbeddingCache(default_path())
+    if isinstance(spec, (str, os.PathLike)) and str(spec).strip():
+        path = Path(spec).expanduser()
+        return EmbeddingCache(path / FILE_NAME if path.is_dir() or not path.suffix else path)
+    raise ValueError(f"cache must be True, False, None, a path or an EmbeddingCache, got {spec!r}")
+
+
+def model_label(name: str) -> str:
+    """The model name rows are filed under: a registered model's canonical name, a local path made
+    absolute, or the hub id as given; ``clear(model=...)`` matches any of these spellings."""
+    registered = models.registered(name)
+    if registered is not None:
+        return registered.name
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
+
+
+def prompt_key(token_ids: Sequence[int]) -> str:
+    """A prompt's key: the hash of its token ids."""
+    return _digest(np.asarray(token_ids, dtype="<i8").tobytes())
+
+
+def weights_fingerprint(module: Any) -> str:
+    """A hash of a torch module's parameters: names, shapes, dtypes, and ``SAMPLE_VALUES`` values of each.
+
+    Reads a strided sample, not every weight, so it is cheap even for large models; the values are
+    taken exactly (as float32), so it is the same in every process.
+    """
+    import torch
+
+    digest = hashlib.sha256()
+    samples = []
+    with torch.no_grad():
+        for name, tensor in module.named_parameters():
+            flat = tensor.detach().reshape(-1)
+            step = max(1, flat.numel() // SAMPLE_VALUES)
+            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+            samples.append(flat[::step][:SAMPLE_VALUES].to(torch.float32))
+        if samples:
+            digest.update(torch.cat(samples).cpu().numpy().astype("<f4").tobytes())
+    return digest.hexdigest()[:32]
+
+
+def model_fingerprint(model: Any, tokenizer: Any, family: str) -> str:
+    """What the model computes: its weights (sampled), config, generation config, vocabulary and family."""
+    parts = {
+        "family": family,
+        "weights": weights_fingerprint(model),
+        "config": _public(model.config.to_dict()),
+        "generation": _public(getattr(model, "generation_config", None) and model.generation_config.to_dict()),
+        "vocabulary": _vocabulary_fingerprint(tokenizer),
+        "special": sorted(map(str, tokenizer.all_special_ids)),
+    }
+    return _digest(json.dumps(parts, sort_keys=True, default=str).encode())
+
+
+def settings_fingerprint(**settings: Any) -> str:
+    """A hash of the settings that change a row (with the package version and this store's format)."""
+    from inbedder import __version__
+
+    return _digest(json.dumps({**settings, "format": FORMAT, "inbedder": __version__}, sort_keys=True).encode())
+
+
+class CacheSession:
+    """One encode call's use of a store: which texts to run, what was found, and writing each batch.
+
+    ``prompts`` holds, per instruction, each text's token ids; a text is complete when its rows
+    under every instruction are stored. Among texts that miss, those with identical prompts run once.
+    """
+
+    def __init__(
+        self,
+        store: EmbeddingCache,
+        model: str,
+        settings: str,
+        model_name: str,
+        prompts: list[list[list[int]]],
+    ) -> None:
+        self.store, self.model, self.settings, self.model_name = store, model, settings, model_name
+        self.keys = [[prompt_key(ids) for ids in per_text] for per_text in prompts]
+
+    def lookup(self) -> tuple[dict[int, list[tuple[np.ndarray, Any]]], list[int], dict[int, int]]:
+        """Texts found ({text: [(vector, answer) per instruction]}), texts to run, and {duplicate: text it copies}."""
+        stored = self.store.get_many(self.model, self.settings, (key for keys in self.keys for key in keys))
+        found: dict[int, list[tuple[np.ndarray, Any]]] = {}
+        todo: list[int] = []
+        copies: dict[int, int] = {}
+        first: dict[tuple[str, ...], int] = {}
+        for i, keys in enumerate(zip(*self.keys)):
+            if all(key in stored for key in keys):
+                found[i] = [(stored[key][0], json.loads(stored[key][1])) for key in keys]
+            elif keys in first:
+                copies[i] = first[keys]
+            else:
+                first[keys] = i
+                todo.append(i)
+        return found, todo, copies
+
+    def save(self, batch: list[int], results: list[tuple[Any, list[Any]]]) -> int:
+        """Store one finished batch: per instruction, the raw vectors (B, dim) and answers of ``batch``."""
+        rows = [
+            (self.keys[k][i], vectors[row], answer)
+            for k, (vectors, answers) in enumerate(results)
+            for row, (i, answer) in enumerate(zip(batch, answers))
+        ]
+        return self.store.put_many(self.model, self.settings, self.model_name, rows)
+
+
+def _vocabulary_fingerprint(tokenizer: Any) -> str:
+    """A hash of the tokenizer's vocabulary (how answers decode), remembered while its size stays the same."""
+    size = len(tokenizer)
+    remembered = _VOCABULARIES.get(tokenizer)
+    if remembered is None or remembered[0] != size:
+        vocabulary = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+        remembered = _VOCABULARIES[tokenizer] = (size, _digest(json.dumps(vocabulary).encode()))
+    return remembered[1]
+
+
+def _public(settings: dict[str, Any] | None) -> dict[str, Any]:
+    """A config without the fields that name where it came from or which library wrote it."""
+    if not settings:
+        return {}
+    return {k: v for k, v in settings.items() if not k.startswith("_") and k not in ("transformers_version",)}
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def _files(path: Path) -> list[Path]:
+    return [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
