@@ -290,3 +290,18 @@ def test_shared_passes_keep_the_models_post_processing(tiny, crossed_dir):
         assert a.task == b.task and a.main == pytest.approx(b.main, abs=1e-6), a.task
     raw = run({"m": tiny}, tasks, postprocess="none")
     assert [r.main for r in raw] != [r.main for r in shared]  # post-processing changes the geometry
+
+
+def test_raw_text_baseline_ignores_the_question_and_embeds_a_corpus_once(tiny, monkeypatch):
+    from inbedder.eval.baselines import RawTextMean
+
+    texts = ["a red ball", "a blue cube"]
+    calls = []
+    baseline = RawTextMean(tiny, "raw")
+    original = tiny.encode
+    monkeypatch.setattr(tiny, "encode", lambda *a, **k: calls.append(a) or original(*a, **k))
+    first = baseline.encode(texts, "What colour?")
+    again = baseline.encode(texts, "What shape?")
+    assert len(calls) == 1 and calls[0][1] is None
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_allclose(first, original(texts, None, readout="avg_ppt"), atol=1e-6)

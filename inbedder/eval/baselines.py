@@ -51,10 +51,18 @@ class InstructionPrepended(WithoutInstruction):
 
 
 class RawTextMean:
-    """The base language model's mean-pooled states over the raw text (no prompt, no question)."""
+    """The base language model's mean-pooled states over the raw text (no prompt, no question).
+
+    The question changes nothing, so a corpus asked again (robustness reruns it under every
+    rewording) is embedded once.
+    """
 
     def __init__(self, inbedder: Any, name: str) -> None:
         self.inbedder, self.name = inbedder, name
+        self._done: dict[tuple, np.ndarray] = {}
 
     def encode(self, sentences: list[str], instruction: Any = None, **kwargs: Any) -> np.ndarray:
-        return self.inbedder.encode(sentences, None, readout="avg_ppt", **kwargs)
+        key = (tuple(sentences), repr(sorted(kwargs.items())))
+        if key not in self._done:
+            self._done[key] = self.inbedder.encode(sentences, None, readout="avg_ppt", **kwargs)
+        return self._done[key]
