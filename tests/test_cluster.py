@@ -68,6 +68,12 @@ def test_ctfidf_prefers_words_that_set_a_cluster_apart():
     assert keywords[1] == ["german", "text"]
     assert keywords[2] == []  # stop words only
     assert ctfidf_keywords(["the", "it is"], np.array([0, 1]), [0, 1]) == {0: [], 1: []}
+    # answers echo the question: its words say nothing about a cluster
+    echoed = ["the product reviewed is a book", "the product reviewed is a lamp"]
+    assert ctfidf_keywords(echoed, np.array([0, 1]), [0, 1], exclude="What product is reviewed?") == {
+        0: ["book"],
+        1: ["lamp"],
+    }
 
 
 def test_composition_purity_and_entropy_by_hand():

@@ -4,23 +4,34 @@ representative texts, and how the clusters split any known labels."""
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.feature_extraction.text import CountVectorizer
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
+
+WORD = r"(?u)\b[^\W\d_][\w'-]+\b"  # a word starts with a letter and has at least two characters
 
 
-def ctfidf_keywords(answers: Sequence[str], assignments: np.ndarray, clusters: Sequence[int], top: int = 8) -> dict:
+def ctfidf_keywords(
+    answers: Sequence[str],
+    assignments: np.ndarray,
+    clusters: Sequence[int],
+    top: int = 8,
+    exclude: str = "",
+) -> dict[int, list[str]]:
     """c-TF-IDF keywords per cluster: its answers joined into one document, weighed against the others.
 
     Weight of term t in cluster c: tf(t, c) / words(c) * log(1 + A / f(t)), where A is the mean
     number of words per cluster and f(t) the term's count over all clusters (as in BERTopic).
-    English stop words are left out. A cluster whose answers have no content words gets none.
+    English stop words and the words of ``exclude`` (the question, which answers echo) are left
+    out. A cluster whose answers have no content words gets none.
     """
     documents = [" ".join(a for a, c in zip(answers, assignments) if c == cluster) for cluster in clusters]
+    stop_words = sorted(ENGLISH_STOP_WORDS | set(re.findall(WORD, exclude.lower())))
     try:
-        vectorizer = CountVectorizer(stop_words="english", token_pattern=r"(?u)\b[^\W\d_][\w'-]+\b")
+        vectorizer = CountVectorizer(stop_words=stop_words, token_pattern=WORD)
         counts = vectorizer.fit_transform(documents).toarray().astype(float)
     except ValueError:  # no content words in any answer
         return {cluster: [] for cluster in clusters}

@@ -86,7 +86,16 @@ def cluster(
                 coords=np.asarray(project(space), dtype=np.float32),
                 answers=said,
                 clusters=_summaries(
-                    raw, assignments, distances, said, texts, labels or {}, head, top_keywords, top_examples
+                    raw,
+                    assignments,
+                    distances,
+                    said,
+                    texts,
+                    labels or {},
+                    head,
+                    top_keywords,
+                    top_examples,
+                    instruction,
                 ),
                 method=method,
                 k=k_used,
@@ -188,10 +197,11 @@ def _summaries(
     head: Any,
     top_keywords: int,
     top_examples: int,
+    instruction: str,
 ) -> list[ClusterSummary]:
     """A card per cluster, largest first, noise last; LM-head tokens when ``head`` is given."""
     ids = sorted(set(assignments.tolist()) - {NOISE}, key=lambda c: (-(assignments == c).sum(), c))
-    keywords = ctfidf_keywords(answers, assignments, ids, top_keywords)
+    keywords = ctfidf_keywords(answers, assignments, ids, top_keywords, exclude=instruction)
     head_tokens: dict[int, list[str]] = {}
     if head is not None:
         shifts = np.stack([raw[assignments == c].mean(0) - raw.mean(0) for c in ids])
