@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,20 @@ class GenerationSettings:
     @property
     def sampling(self) -> bool:
         return self.temperature > 0
+
+    def generation_config(self, pad_id: int, end_ids: torch.Tensor, **extra: Any) -> GenerationConfig:
+        """The transformers decoding config: these settings, all hidden states, the answer's end ids."""
+        sampling = {"temperature": self.temperature, "top_p": self.top_p} if self.sampling else {}
+        return GenerationConfig(
+            max_new_tokens=self.max_new_tokens,
+            do_sample=self.sampling,
+            pad_token_id=pad_id,
+            eos_token_id=end_ids.tolist(),
+            output_hidden_states=True,
+            return_dict_in_generate=True,
+            **sampling,
+            **extra,
+        )
 
 
 @dataclass

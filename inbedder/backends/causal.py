@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import DynamicCache, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from inbedder.backends.base import Generation, GenerationSettings, collect_answers, end_token_ids
 from inbedder.readout import READOUTS
@@ -140,16 +140,7 @@ class CausalBackend:
         With ``cache`` holding the first tokens of every row (run through all layers), only the
         rest of the prompt runs, and ``prompt_states`` cover only those tokens.
         """
-        sampling = {"temperature": settings.temperature, "top_p": settings.top_p} if settings.sampling else {}
-        config = GenerationConfig(
-            max_new_tokens=settings.max_new_tokens,
-            do_sample=settings.sampling,
-            pad_token_id=self.pad_id,
-            eos_token_id=self.end_ids.tolist(),
-            output_hidden_states=True,
-            return_dict_in_generate=True,
-            **sampling,
-        )
+        config = settings.generation_config(self.pad_id, self.end_ids)
         out = self.model.generate(
             input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache, generation_config=config
         )

@@ -21,7 +21,7 @@ the last layer is always the last layer of each.
 from __future__ import annotations
 
 import torch
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from inbedder.backends.base import (
     Generation,
@@ -98,17 +98,8 @@ class Seq2SeqBackend:
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int, settings: GenerationSettings
     ) -> Generation:
         """Decode answers; the decoder's states at ``layer`` along the way, the encoder's over the prompt."""
-        sampling = {"temperature": settings.temperature, "top_p": settings.top_p} if settings.sampling else {}
-        config = GenerationConfig(
-            max_new_tokens=settings.max_new_tokens,
-            do_sample=settings.sampling,
-            pad_token_id=self.pad_id,
-            eos_token_id=self.end_ids.tolist(),
-            decoder_start_token_id=self.start_id,
-            forced_bos_token_id=self.forced_bos_id,
-            output_hidden_states=True,
-            return_dict_in_generate=True,
-            **sampling,
+        config = settings.generation_config(
+            self.pad_id, self.end_ids, decoder_start_token_id=self.start_id, forced_bos_token_id=self.forced_bos_id
         )
         out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
         tokens = out.sequences[:, 1:]  # after the start token
