@@ -101,6 +101,25 @@ class CacheInfo:
         return f"{self.path}: {self.entries} entries, {size:.1f} MiB; models: {models_part}"
 
 
+def _enable_wal(connection: sqlite3.Connection) -> None:
+    """Switch the file to write-ahead logging (persistent: set once per file).
+
+    Switching needs the file to itself, and SQLite answers "database is locked" at once, without
+    waiting, while another process opens or switches the same new file; so retry until it is WAL.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            if connection.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal":
+                return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error):
+                raise
+        if time.monotonic() > deadline:
+            raise sqlite3.OperationalError(f"could not switch {connection} to WAL: the file stayed locked")
+        time.sleep(0.05)
+
+
 class EmbeddingCache:
     """Embeddings and answers in one SQLite file, safe to share between processes.
 
@@ -147,8 +166,7 @@ class EmbeddingCache:
         connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         connection.execute("PRAGMA synchronous=NORMAL")  # with WAL: safe against crashes of the process
         if not self._ready:
-            if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                connection.execute("PRAGMA journal_mode=WAL")  # persistent: set once per file
+            _enable_wal(connection)
             connection.execute("BEGIN IMMEDIATE")
             for statement in _SCHEMA:
                 connection.execute(statement)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -332,6 +333,34 @@ def test_killed_process_keeps_finished_batches(tiny_model_dir, model, store, tmp
         got = model.encode(TEXTS, INSTRUCTION, cache=store, batch_size=1)
     assert work.rows == len(TEXTS) - 3
     np.testing.assert_allclose(got, model.encode(TEXTS, INSTRUCTION, batch_size=1), atol=1e-6)
+
+
+def _open_and_write(path: Path, start: threading.Barrier, opener: int, errors: list[Exception]) -> None:
+    store = EmbeddingCache(path)
+    start.wait()
+    try:
+        for row in range(3):
+            store.put_many("m", "s", "name", [(f"{opener}-{row}", np.ones(64), None)])
+    except sqlite3.OperationalError as error:
+        errors.append(error)
+    finally:
+        store.close()
+
+
+def test_many_openers_of_one_new_file_all_get_in(tmp_path):
+    """Switching a new file to WAL fails at once, unretried by SQLite, while another opener holds it."""
+    openers, rounds = 8, 100  # the race lost about one round in 30 before the retry
+    for round_ in range(rounds):
+        path, start, errors = tmp_path / f"{round_}.sqlite", threading.Barrier(openers), []
+        threads = [
+            threading.Thread(target=_open_and_write, args=(path, start, opener, errors)) for opener in range(openers)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors, f"round {round_}: {errors[0]}"
+        assert rows_in(path) == openers * 3
 
 
 def test_two_processes_write_one_store_at_once(tiny_model_dir, model, store, tmp_path, monkeypatch):
