@@ -84,6 +84,11 @@ REGISTRY: dict[str, RegisteredModel] = {
             gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
             aliases=("smollm2", "default"),
         ),
+        RegisteredModel(
+            name="smollm2-135m-inbedder",
+            description="SmolLM2-135M-Instruct fine-tuned to answer at once and tersely (LoRA shipped in inbedder)",
+            adapter="smollm2-135m-inbedder",
+        ),
     ]
 }
 DEFAULT_MODEL = "smollm2-135m-instruct"

@@ -1,0 +1,52 @@
+"""Copy a trained LoRA adapter into the package (inbedder/adapters/NAME), its weights as float16.
+
+    python scripts/package_adapter.py /root/inbedder-train/run2 --name smollm2-135m-inbedder
+
+Keeps ``adapter_config.json`` and ``training.json`` (the run's settings, losses and time) as they
+are; the weights are stored at half size and cast back to the base model's dtype on loading. The
+adapter must name a registered base model, so that it loads on any machine. Register the name in
+``inbedder/models.py`` (``RegisteredModel(adapter=NAME)``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from inbedder import models
+
+WEIGHTS = "adapter_model.safetensors"
+
+
+def package(source: Path, name: str) -> Path:
+    base = models.adapter_base(str(source))
+    if base is None:
+        raise SystemExit(f"{source} is not an adapter directory (no {models.ADAPTER_CONFIG})")
+    if models.registered(base) is None:
+        raise SystemExit(f"{source} adapts {base!r}, not a registered model: it would not load elsewhere")
+    target = models.ADAPTERS_DIR / name
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source / models.ADAPTER_CONFIG, target / models.ADAPTER_CONFIG)
+    if (source / "training.json").is_file():
+        shutil.copy(source / "training.json", target / "training.json")
+    weights = {key: tensor.to(torch.float16).contiguous() for key, tensor in load_file(str(source / WEIGHTS)).items()}
+    save_file(weights, str(target / WEIGHTS), metadata={"format": "pt"})
+    return target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("source", type=Path, help="the directory `inbedder train` wrote")
+    parser.add_argument("--name", required=True, help="the registered name, and the folder under inbedder/adapters")
+    args = parser.parse_args()
+    target = package(args.source, args.name)
+    size = sum(f.stat().st_size for f in target.iterdir()) / 2**20
+    print(f"{target}: {size:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""The trained InBedder shipped in the package (smollm2-135m-inbedder). Slow: `make test-slow`."""
+
+import json
+
+import numpy as np
+import pytest
+
+from inbedder import InBedder, models
+
+pytestmark = pytest.mark.slow
+NAME = "smollm2-135m-inbedder"
+TEXTS = [
+    "Le nouveau film d'animation arrive bientôt au cinéma, avec des personnages adorés.",
+    "Der neue Animationsfilm kommt bald ins Kino, mit beliebten Figuren.",
+]
+LANGUAGE = "What language is this text written in?"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("inbedder-cache")  # the base model is converted there once
+
+
+def load(name: str, cache) -> InBedder:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("INBEDDER_CACHE", str(cache))
+        return InBedder(name)
+
+
+@pytest.fixture(scope="module")
+def trained(cache):
+    return load(NAME, cache)
+
+
+def test_the_adapter_is_packaged_with_its_training_record():
+    entry = models.registered(NAME)
+    assert entry is not None and entry.available_offline()
+    adapter = entry.packaged_adapter()
+    assert models.resolve(NAME) == str(adapter)
+    assert models.adapter_base(str(adapter)) == models.DEFAULT_MODEL
+    record = json.loads((adapter / "training.json").read_text())
+    assert record["base"] == models.DEFAULT_MODEL and record["steps"] > 0 and record["eval_loss"] < 2
+
+
+def test_it_answers_at_once_and_tersely(trained):
+    _, answers = trained.encode(TEXTS, LANGUAGE, readout="avg_gen", max_new_tokens=6, return_generations=True)
+    assert [answer.split()[0].strip(".") for answer in answers] == ["French", "German"]
+    assert all(len(answer.split()) <= 2 for answer in answers), answers
+
+
+def test_its_embeddings_are_not_the_untuned_models(trained, cache):
+    tuned = trained.encode(TEXTS, LANGUAGE)
+    assert tuned.shape == (2, 576) and np.isfinite(tuned).all()
+    assert np.abs(tuned - load(models.DEFAULT_MODEL, cache).encode(TEXTS, LANGUAGE)).max() > 0.1
