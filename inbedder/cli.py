@@ -277,7 +277,7 @@ def train_model(
     ],
     base: Annotated[
         str, typer.Option(help="Model to fine-tune: registered name, directory, .gguf file or hub id.")
-    ] = models.DEFAULT_MODEL,
+    ] = models.BASE_MODEL,
     family: Annotated[str, typer.Option(help="auto (from the model's config), causal, masked or seq2seq.")] = "auto",
     lora: Annotated[bool, typer.Option("--lora/--full", help="Train LoRA adapters, or every weight.")] = True,
     lora_rank: int = 8,

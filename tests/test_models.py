@@ -31,7 +31,7 @@ def test_empty_model_name(bad):
 
 
 def test_registered_name_prefers_the_converted_cache(isolated_cache):
-    spec = REGISTRY[models.DEFAULT_MODEL]
+    spec = REGISTRY[models.BASE_MODEL]
     target = spec.converted_dir()
     assert target == isolated_cache / "models" / spec.name
     target.mkdir(parents=True)
@@ -43,18 +43,18 @@ def test_registered_name_prefers_the_converted_cache(isolated_cache):
 
 def test_registered_name_without_package_or_cache_falls_back_to_the_hub(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    spec = REGISTRY[models.DEFAULT_MODEL]
+    spec = REGISTRY[models.BASE_MODEL]
     assert spec.packaged_gguf() is None and not spec.available_offline()
     assert resolve(spec.name) == spec.hub_id
 
 
 def test_half_written_conversion_is_not_taken_for_a_model(isolated_cache, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    spec = REGISTRY[models.DEFAULT_MODEL]
+    spec = REGISTRY[models.BASE_MODEL]
     spec.converted_dir().mkdir(parents=True)  # no marker: an interrupted conversion
     assert resolve(spec.name) == spec.hub_id
 
 
 def test_default_model_package_is_installed():
-    gguf = REGISTRY[models.DEFAULT_MODEL].packaged_gguf()
+    gguf = REGISTRY[models.BASE_MODEL].packaged_gguf()
     assert gguf is not None and gguf.suffix == ".gguf" and gguf.stat().st_size > 50_000_000

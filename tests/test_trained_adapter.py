@@ -37,9 +37,9 @@ def test_the_adapter_is_packaged_with_its_training_record():
     assert entry is not None and entry.available_offline()
     adapter = entry.packaged_adapter()
     assert models.resolve(NAME) == str(adapter)
-    assert models.adapter_base(str(adapter)) == models.DEFAULT_MODEL
+    assert models.adapter_base(str(adapter)) == models.BASE_MODEL
     record = json.loads((adapter / "training.json").read_text())
-    assert record["base"] == models.DEFAULT_MODEL and record["steps"] > 0 and record["eval_loss"] < 2
+    assert record["base"] == models.BASE_MODEL and record["steps"] > 0 and record["eval_loss"] < 2
 
 
 def test_it_answers_at_once_and_tersely(trained):
@@ -51,4 +51,4 @@ def test_it_answers_at_once_and_tersely(trained):
 def test_its_embeddings_are_not_the_untuned_models(trained, cache):
     tuned = trained.encode(TEXTS, LANGUAGE)
     assert tuned.shape == (2, 576) and np.isfinite(tuned).all()
-    assert np.abs(tuned - load(models.DEFAULT_MODEL, cache).encode(TEXTS, LANGUAGE)).max() > 0.1
+    assert np.abs(tuned - load(models.BASE_MODEL, cache).encode(TEXTS, LANGUAGE)).max() > 0.1

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from inbedder import InBedder, cli
+from inbedder import InBedder, cli, models
 from inbedder.tables import InputError
 from inbedder.training import (
     DEFAULT_HUB_DATA,
@@ -211,7 +211,8 @@ def test_family_detection(tiny_model_dir, bert_dir, t5_dir):
 
 
 def test_adapter_names_a_base_inbedder_can_resolve(tiny_model_dir):
-    assert base_reference("default") == base_reference("SmolLM2-135M-Instruct") == "smollm2-135m-instruct"
+    assert base_reference("smollm2") == base_reference("SmolLM2-135M-Instruct") == "smollm2-135m-instruct"
+    assert base_reference("default") == models.DEFAULT_MODEL
     assert base_reference(str(tiny_model_dir)) == str(tiny_model_dir.resolve())
     assert base_reference("org/some-model") == "org/some-model"
 
