@@ -265,10 +265,11 @@ def _int_option(name: str, value: str) -> int:
 @app.command("train")
 def train_model(
     data: Annotated[
-        str,
+        list[str],
         typer.Option(
             help="QA records: CSV, TSV, JSONL or Parquet file, or a hub dataset id (the paper's, "
-            "KomeijiForce/Inbedder-Pretrain-Data, has its columns as input, instruction, output).",
+            "KomeijiForce/Inbedder-Pretrain-Data, has its columns as input, instruction, output). Repeat it for "
+            "a mix, each as PATH:WEIGHT (e.g. --data qa-aspects.jsonl:0.7 --data qa-short-answers.jsonl:0.3).",
             show_default=False,
         ),
     ],
@@ -298,7 +299,15 @@ def train_model(
     warmup_steps: int | None = None,
     warmup_ratio: Annotated[float | None, typer.Option(help="Warm-up share of the steps (default 0.03).")] = None,
     weight_decay: float = 0.0,
-    max_length: Annotated[int, typer.Option(help="Longest prompt + answer in tokens; only the context is cut.")] = 512,
+    max_length: Annotated[
+        str,
+        typer.Option(
+            help="Longest prompt + answer in tokens; only the context is cut. 'auto': the 98th percentile of the data."
+        ),
+    ] = "512",
+    group_by_length: Annotated[
+        bool, typer.Option(help="Batch records of similar length together (less padding, faster steps).")
+    ] = True,
     max_answer_tokens: int = 32,
     template: Annotated[str, typer.Option(help="'qa' or 'chat': the prompt InBedder will use.")] = "qa",
     limit: Annotated[int | None, typer.Option(help="Train on a seeded random subset of N records.")] = None,
@@ -320,7 +329,8 @@ def train_model(
     from inbedder.training import train
 
     options = {k: v for k, v in locals().items() if k not in ("data", "out", "base", "train", "target_module")}
-    result = train(base, data, out, target_modules=target_module or None, **options)
+    options["max_length"] = _tokens_or_auto(max_length, "--max-length")
+    result = train(base, data[0] if len(data) == 1 else data, out, target_modules=target_module or None, **options)
     last = result.train_losses[-1] if result.train_losses else float("nan")
     held_out = "none" if result.eval_loss is None else f"{result.eval_loss:.4f}"
     typer.echo(
@@ -328,6 +338,15 @@ def train_model(
         f"last train loss {last:.4f}, held-out loss {held_out}",
     )
     typer.echo(f"wrote {out} (load it with InBedder({str(out)!r}))", err=True)
+
+
+def _tokens_or_auto(value: str, option: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise tables.InputError(f"{option} must be a number of tokens or 'auto', got {value!r}") from None
 
 
 @app.command("models")

@@ -29,6 +29,7 @@ from inbedder.backends.base import PrefixCacheBackend
 from inbedder.cache import CacheSession, EmbeddingCache, model_fingerprint, model_label, open_cache
 from inbedder.cache import settings_fingerprint as cache_settings
 from inbedder.cache import weights_fingerprint as module_fingerprint
+from inbedder.model_settings import read_settings
 from inbedder.postprocess import check_postprocess
 from inbedder.postprocess import postprocess as postprocess_states
 from inbedder.readout import Readout, filter_mask, pool_generation
@@ -65,10 +66,14 @@ class InBedder:
         template: ``"qa"`` (the default QA pattern), ``"chat"`` (the model's chat
             template), or a pattern with ``{input}``, ``{instruction}`` and other fields.
         readout, layer: the default readout and layer for ``encode``; the readout defaults
-            to ``avg_gen`` for masked LMs and ``fst_gen`` for the others.
+            to ``avg_gen`` for masked LMs and ``fst_gen`` for the others, the layer to -1.
         postprocess: the default post-processing of the states over the texts of one
             ``encode`` call: ``"none"``, ``"center"`` or ``"standardize"`` (see
             ``inbedder.postprocess``).
+
+        A model directory's ``inbedder.json`` (written by ``inbedder train``, see
+        ``inbedder.model_settings``) supplies template, readout, layer, postprocess,
+        mask_length and max_length where they are not given here.
         max_length: longest prompt in tokens (default 512, or the model's limit if smaller),
             a masked LM's mask slots included; longer inputs are cut, never the instruction.
         max_batch_tokens: at most this many (padded) tokens in one forward pass, whatever
@@ -95,10 +100,10 @@ class InBedder:
         device: str = "auto",
         dtype: str | torch.dtype | None = None,
         family: str = "auto",
-        template: str | PromptTemplate = "qa",
+        template: str | PromptTemplate | None = None,
         readout: str | None = None,
-        layer: int = -1,
-        postprocess: str = "none",
+        layer: int | None = None,
+        postprocess: str | None = None,
         max_length: int | None = None,
         max_batch_tokens: int | None = None,
         mask_length: int | None = None,
@@ -110,12 +115,24 @@ class InBedder:
         self.device = _resolve_device(device)
         self.dtype = _resolve_dtype(dtype, self.device)
         source = models.resolve(self.name)
+        saved = read_settings(source) if os.path.isdir(source) else {}
+        template, readout, layer, postprocess, mask_length, max_length = (
+            given if given is not None else saved.get(name)
+            for name, given in [
+                ("template", template),
+                ("readout", readout),
+                ("layer", layer),
+                ("postprocess", postprocess),
+                ("mask_length", mask_length),
+                ("max_length", max_length),
+            ]
+        )
         self.tokenizer, model, self.family = _load_model(source, check_family(family), self.dtype, trust_remote_code)
         self.backend = make_backend(self.family, model.to(self.device), self.tokenizer, mask_length=mask_length)
-        self.template = PromptTemplate.from_spec(template, self.tokenizer)
-        self.readout = Readout(readout or self.backend.default_readout, layer)
+        self.template = PromptTemplate.from_spec(template or "qa", self.tokenizer)
+        self.readout = Readout(readout or self.backend.default_readout, -1 if layer is None else layer)
         self._check_readout(self.readout)
-        self.postprocess = check_postprocess(postprocess)
+        self.postprocess = check_postprocess(postprocess or "none")
         limit = self.backend.max_positions or DEFAULT_MAX_LENGTH
         if max_length is None:
             max_length = min(DEFAULT_MAX_LENGTH, limit)

@@ -2,9 +2,10 @@
 
     python scripts/package_adapter.py /root/inbedder-train/run2 --name smollm2-135m-inbedder
 
-Keeps ``adapter_config.json`` and ``training.json`` (the run's settings, losses and time) as they
-are; the weights are stored at half size and cast back to the base model's dtype on loading. The
-adapter must name a registered base model, so that it loads on any machine. Register the name in
+Keeps ``adapter_config.json``, ``training.json`` (the run's settings, losses and time) and
+``inbedder.json`` (the template it was trained with; ``--readout``/``--layer`` add the readout
+chosen for it); the weights are stored at half size and cast back to the base model's dtype on
+loading. The adapter must name a registered base model, so that it loads on any machine. Register the name in
 ``inbedder/models.py`` (``RegisteredModel(adapter=NAME)``).
 """
 
@@ -13,16 +14,18 @@ from __future__ import annotations
 import argparse
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from inbedder import models
+from inbedder.model_settings import SETTINGS_FILE, write_settings
 
 WEIGHTS = "adapter_model.safetensors"
 
 
-def package(source: Path, name: str) -> Path:
+def package(source: Path, name: str, **settings: Any) -> Path:
     base = models.adapter_base(str(source))
     if base is None:
         raise SystemExit(f"{source} is not an adapter directory (no {models.ADAPTER_CONFIG})")
@@ -31,8 +34,10 @@ def package(source: Path, name: str) -> Path:
     target = models.ADAPTERS_DIR / name
     target.mkdir(parents=True, exist_ok=True)
     shutil.copy(source / models.ADAPTER_CONFIG, target / models.ADAPTER_CONFIG)
-    if (source / "training.json").is_file():
-        shutil.copy(source / "training.json", target / "training.json")
+    for name in ("training.json", SETTINGS_FILE):
+        if (source / name).is_file():
+            shutil.copy(source / name, target / name)
+    write_settings(target, **settings)
     weights = {key: tensor.to(torch.float16).contiguous() for key, tensor in load_file(str(source / WEIGHTS)).items()}
     save_file(weights, str(target / WEIGHTS), metadata={"format": "pt"})
     return target
@@ -42,8 +47,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("source", type=Path, help="the directory `inbedder train` wrote")
     parser.add_argument("--name", required=True, help="the registered name, and the folder under inbedder/adapters")
+    parser.add_argument("--readout", help="the readout InBedder uses for this model by default")
+    parser.add_argument("--layer", type=int, help="the layer it reads by default")
     args = parser.parse_args()
-    target = package(args.source, args.name)
+    target = package(args.source, args.name, readout=args.readout, layer=args.layer)
     size = sum(f.stat().st_size for f in target.iterdir()) / 2**20
     print(f"{target}: {size:.1f} MiB")
 

@@ -350,7 +350,9 @@ def test_cli_missing_column_is_one_line(tiny_model_dir, qa_file, tmp_path, monke
 def test_cli_defaults_match_the_config():
     config = TrainingConfig()
     for name, parameter in inspect.signature(cli.train_model).parameters.items():
-        if hasattr(config, name) and name != "target_modules":
+        if name == "max_length":
+            assert cli._tokens_or_auto(parameter.default, "--max-length") == config.max_length
+        elif hasattr(config, name) and name != "target_modules":
             assert parameter.default == getattr(config, name), name
 
 

@@ -23,6 +23,8 @@ from transformers import PreTrainedTokenizerBase
 from inbedder.training.modeling import save_model
 
 PREFIX = "checkpoint-"
+STEP_RECORDS = ("step_seconds", "step_tokens", "step_padded_tokens")
+"""Lists kept for every step besides the loss (the trainer fills them)."""
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
 
@@ -74,7 +76,7 @@ def restore_state(
     checkpoint: Path, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler
 ) -> dict[str, Any]:
     """Load the optimizer, schedule and random state saved in ``checkpoint``; return its progress record
-    (``step``, ``train_losses``, ``seconds``).
+    (``step``, ``train_losses``, ``seconds`` and the per-step records).
     """
     state = saved_progress(checkpoint)
     tensors = load_file(str(checkpoint / STATE_TENSORS))
@@ -84,7 +86,7 @@ def restore_state(
     cuda = [tensors[f"rng.cuda.{i}"] for i in range(len(tensors)) if f"rng.cuda.{i}" in tensors]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)
-    return {key: state[key] for key in ("step", "train_losses", "seconds")}
+    return {key: state[key] for key in ("step", "train_losses", "seconds", *STEP_RECORDS) if key in state}
 
 
 def saved_progress(checkpoint: Path) -> dict[str, Any]:

@@ -14,6 +14,7 @@ always survive.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -100,6 +101,19 @@ class QAEncoder:
         if errors:
             logger.warning("left out %d of %d records that do not fit: %s", len(errors), len(records), errors[0])
         return examples
+
+    def lengths(self, records: list[QARecord]) -> list[int]:
+        """The token length of each record that fits (prompt and answer, within ``max_length``)."""
+        return [len(example.input_ids) for example in self.encode_all(records)]
+
+
+def choose_max_length(lengths: list[int], quantile: float = 0.98, multiple: int = 8) -> int:
+    """The length that covers ``quantile`` of ``lengths`` untouched, rounded up to a multiple of ``multiple``."""
+    if not lengths:
+        raise ValueError("cannot choose max_length from no records")
+    ordered = sorted(lengths)
+    covered = ordered[min(len(ordered) - 1, math.ceil(quantile * len(ordered)) - 1)]
+    return multiple * math.ceil(covered / multiple)
 
 
 @dataclass(frozen=True)

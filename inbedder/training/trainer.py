@@ -8,12 +8,14 @@ a directory that ``InBedder(out)`` loads, plus ``training.json``.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -25,9 +27,12 @@ from transformers import get_linear_schedule_with_warmup
 
 from inbedder import models, tables
 from inbedder.backends import FAMILIES
+from inbedder.model_settings import write_settings
 from inbedder.training import checkpoint as ckpt
-from inbedder.training.data import Columns, load_records, shuffle_split
-from inbedder.training.encoding import Collator, Example, QAEncoder, pad_id
+from inbedder.training.checkpoint import STEP_RECORDS
+from inbedder.training.data import Columns
+from inbedder.training.encoding import IGNORE_INDEX, Collator, Example, QAEncoder, choose_max_length, pad_id
+from inbedder.training.mix import DataSpec, mix, parse_sources
 from inbedder.training.modeling import (
     LoraSettings,
     add_lora,
@@ -44,6 +49,10 @@ logger = logging.getLogger(__name__)
 
 TRAINING_JSON = "training.json"
 # settings that may change between a run and its resumption
+GROUP_BATCHES = 64
+"""With ``group_by_length``, records are sorted by length within runs of this many batches."""
+AUTO_LENGTH_CAP = 1024
+"""``max_length="auto"`` looks at each record's length up to this many tokens."""
 RESUMABLE_CHANGES = frozenset({"resume", "progress", "save_every", "keep_checkpoints", "device", "merge"})
 
 
@@ -52,15 +61,17 @@ class TrainingConfig:
     """Every option of a training run (``train`` takes them as keywords).
 
     Data: ``context_column``/``question_column``/``answer_column``, ``split`` (hub datasets),
-    ``limit`` (use a seeded random subset), ``eval_size`` or ``eval_fraction`` (held out).
+    ``limit`` (the size of the training mix), ``eval_size`` or ``eval_fraction`` (held out).
     Model: ``family`` (auto, causal, masked, seq2seq), ``lora`` (else full fine-tuning),
     ``lora_rank``/``lora_alpha``/``lora_dropout``/``target_modules`` (last names of linear
     layers; default all in the trained layers), ``train_layers`` (train only the top N layers:
     the backward pass stops there), ``merge`` (save the merged model rather than the adapter).
     Optimization: ``epochs`` or ``max_steps``, ``batch_size`` x ``grad_accum`` records a step,
     ``lr`` (default 2e-4 with LoRA, 2e-5 full), ``warmup_steps`` or ``warmup_ratio`` (default
-    0.03), ``weight_decay``, ``max_grad_norm``. Prompts: ``template``, ``max_length`` (prompt +
-    answer), ``max_answer_tokens``, ``answer_prefix`` (put between the prompt and the answer).
+    0.03), ``weight_decay``, ``max_grad_norm``, ``group_by_length`` (batch records of similar
+    length together, so a step costs what its tokens cost). Prompts: ``template``, ``max_length``
+    (prompt + answer; ``"auto"``: the 98th percentile of the records' lengths), ``max_answer_tokens``,
+    ``answer_prefix`` (put between the prompt and the answer).
     Checkpoints: ``save_every`` steps (0: never), ``keep_checkpoints`` newest, ``resume``.
     """
 
@@ -82,7 +93,8 @@ class TrainingConfig:
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
     template: str = "qa"
-    max_length: int = 512
+    max_length: int | str = 512
+    group_by_length: bool = True
     max_answer_tokens: int = 32
     answer_prefix: str = " "
     context_column: str = "context"
@@ -117,6 +129,8 @@ class TrainingConfig:
             raise ValueError(f"save_every must be 0 (never) or a number of steps, got {self.save_every}")
         if self.merge and not self.lora:
             raise ValueError("merge applies to LoRA training; full fine-tuning already saves the whole model")
+        if self.max_length != "auto" and not (isinstance(self.max_length, int) and self.max_length > 0):
+            raise ValueError(f"max_length must be a positive number of tokens or 'auto', got {self.max_length!r}")
         if self.target_modules is not None:
             self.target_modules = list(self.target_modules)
 
@@ -145,23 +159,27 @@ class TrainingResult:
     details: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
-def train(base: str, data: str | Path, out: str | Path, **options: Any) -> TrainingResult:
+def train(base: str, data: DataSpec | list[DataSpec], out: str | Path, **options: Any) -> TrainingResult:
     """Fine-tune ``base`` on the QA records in ``data`` and save the result in ``out``.
 
     Args:
         base: a registered model name, a local model directory, a ``.gguf`` file or a hub id.
-        data: a CSV/TSV/JSONL/Parquet file or a hub dataset id, with context, question and answer columns.
+        data: a CSV/TSV/JSONL/Parquet file or a hub dataset id, with context, question and answer
+            columns; or a weighted mix of several, each ``"path:weight"`` or ``(path, weight)``.
         out: the output directory: a peft adapter (with LoRA) or a model directory (full or
             ``merge=True``), loadable with ``InBedder(out)``; checkpoints go in ``out/checkpoint-STEP``.
         options: the fields of ``TrainingConfig``.
     """
     config = TrainingConfig(**options)
     out = Path(out)
-    settings = {"base": base, "data": str(data), **asdict(config)}
+    sources = parse_sources(data)
+    settings = {"base": base, "data": [asdict(s) for s in sources], **asdict(config)}
     resume_from = _prepare_output(out, config.resume, settings)
     columns = Columns(config.context_column, config.question_column, config.answer_column)
-    train_records, eval_records = shuffle_split(
-        load_records(data, columns, split=config.split),
+    mixed = mix(
+        sources,
+        columns,
+        split=config.split,
         seed=config.seed,
         limit=config.limit,
         eval_size=config.eval_size,
@@ -170,16 +188,21 @@ def train(base: str, data: str | Path, out: str | Path, **options: Any) -> Train
     source = models.resolve(base)
     family = detect_family(source, config.trust_remote_code) if config.family == "auto" else config.family
     tokenizer = load_tokenizer(source, config.trust_remote_code)
-    encoder = QAEncoder(
+    encode = partial(
+        QAEncoder,
         tokenizer,
         family,
         template=config.template,
-        max_length=config.max_length,
         max_answer_tokens=config.max_answer_tokens,
         answer_prefix=config.answer_prefix,
     )
-    train_set = encoder.encode_all(train_records)
-    eval_set = encoder.encode_all(eval_records) if eval_records else []
+    max_length = config.max_length
+    if max_length == "auto":
+        max_length = choose_max_length(encode(max_length=AUTO_LENGTH_CAP).lengths(mixed.train))
+        logger.info("max_length auto: %d tokens", max_length)
+    encoder = encode(max_length=max_length)
+    train_set = encoder.encode_all(mixed.train)
+    eval_set = encoder.encode_all(mixed.held_out) if mixed.held_out else []
 
     torch.manual_seed(config.seed)
     device = _device(config.device)
@@ -208,15 +231,20 @@ def train(base: str, data: str | Path, out: str | Path, **options: Any) -> Train
         "steps": loop.total_steps,
         "train_records": len(train_set),
         "eval_records": len(eval_set),
-        "skipped_records": len(train_records) + len(eval_records) - len(train_set) - len(eval_set),
+        "skipped_records": len(mixed.train) + len(mixed.held_out) - len(train_set) - len(eval_set),
+        "data_mix": mixed.sources,
+        "max_length_used": max_length,
+        "train_tokens": sum(len(e.input_ids) for e in train_set),
         "trainable_parameters": sum(p.numel() for p in loop.trainable),
         "seconds": round(seconds, 3),
         "seconds_per_step": round(seconds / max(loop.total_steps, 1), 4),
         "train_losses": losses,
+        **{key: progress[key] for key in STEP_RECORDS},
         "eval_loss": eval_loss,
         "versions": {name: version(name) for name in ("inbedder", "torch", "transformers", "peft")},
     }
     (out / TRAINING_JSON).write_text(json.dumps(details, indent=2))
+    write_settings(out, template=config.template)  # InBedder(out) prompts the way the model was trained
     return TrainingResult(
         out, family, loop.total_steps, losses, eval_loss, seconds, len(train_set), len(eval_set), details
     )
@@ -247,12 +275,18 @@ class _Loop:
         ``save(step)`` every ``save_every`` steps (not after the last: the output follows).
         """
         losses, every = progress["train_losses"], self.config.save_every
+        for key in STEP_RECORDS:
+            progress.setdefault(key, [])
         show = self.config.progress
         bar = tqdm(total=self.total_steps, initial=progress["step"], desc="train", unit="step", disable=not show)
         for step in range(progress["step"], self.total_steps):
             started = time.perf_counter()
-            losses.append(self.step(step))
-            progress["step"], progress["seconds"] = step + 1, progress["seconds"] + time.perf_counter() - started
+            loss, tokens, padded = self.step(step)
+            seconds = time.perf_counter() - started
+            losses.append(loss)
+            for key, value in zip(STEP_RECORDS, (round(seconds, 4), tokens, padded)):
+                progress[key].append(value)
+            progress["step"], progress["seconds"] = step + 1, progress["seconds"] + seconds
             bar.update()
             bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")
             if every and (step + 1) % every == 0 and step + 1 < self.total_steps:
@@ -262,27 +296,46 @@ class _Loop:
     def batch(self, index: int) -> dict[str, torch.Tensor]:
         epoch, position = divmod(index, self.per_epoch)
         if self._order[0] != epoch:
-            generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
-            self._order = (epoch, torch.randperm(len(self.examples), generator=generator).tolist())
-        size = self.config.batch_size
-        chosen = self._order[1][position * size : (position + 1) * size]
+            self._order = (epoch, self.epoch_batches(epoch))
+        chosen = self._order[1][position]
         return {k: v.to(self.device) for k, v in self.collate([self.examples[i] for i in chosen]).items()}
 
-    def step(self, step: int) -> float:
-        """Run optimizer step ``step``; return its mean training loss."""
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The example indices of every batch of ``epoch``, in training order (a function of seed and epoch).
+
+        With ``group_by_length``, each run of ``GROUP_BATCHES`` batches of the shuffled order is
+        sorted by length before it is cut into batches, and the batches are shuffled again: a
+        batch pads to lengths close to its own, and which records meet in a batch stays random.
+        """
+        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+        order = torch.randperm(len(self.examples), generator=generator).tolist()
+        size = self.config.batch_size
+        if not self.config.group_by_length:
+            return [order[start : start + size] for start in range(0, len(order), size)]
+        group, batches = size * GROUP_BATCHES, []
+        for start in range(0, len(order), group):
+            chunk = sorted(order[start : start + group], key=lambda i: len(self.examples[i].input_ids))
+            batches.extend(chunk[i : i + size] for i in range(0, len(chunk), size))
+        return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+    def step(self, step: int) -> tuple[float, int, int]:
+        """Run optimizer step ``step``; return its mean training loss, its tokens and its padded tokens."""
         self.model.train()
         accum = self.config.grad_accum
-        total = 0.0
+        total, tokens, padded = 0.0, 0, 0
         for index in range(step * accum, (step + 1) * accum):
-            loss = self.model(**self.batch(index)).loss
+            batch = self.batch(index)
+            loss = answer_loss(self.model, batch)
             (loss / accum).backward()
             total += loss.item()
+            tokens += int(batch["attention_mask"].sum())
+            padded += batch["attention_mask"].numel()
         if self.config.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return total / accum
+        return total / accum, tokens, padded
 
 
 @torch.no_grad()
@@ -294,10 +347,34 @@ def evaluate(
     total, tokens = 0.0, 0
     for start in range(0, len(examples), batch_size):
         batch = {k: v.to(device) for k, v in collate(examples[start : start + batch_size]).items()}
-        count = int((batch["labels"] != -100).sum())
-        total += model(**batch).loss.item() * count
+        count = int((batch["labels"] != IGNORE_INDEX).sum())
+        total += answer_loss(model, batch).item() * count
         tokens += count
     return total / tokens
+
+
+def answer_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over the answer tokens: the loss the model computes from ``labels``.
+
+    A causal LM that takes ``logits_to_keep`` projects only the states that predict an answer
+    token onto its vocabulary, not every prompt position: the same loss for a fraction of the
+    LM head's cost, which on a small model is a large part of a step.
+    """
+    if not _keeps_logits(model):
+        return model(**batch).loss
+    labels = batch["labels"]
+    predicts = torch.zeros_like(labels, dtype=torch.bool)
+    predicts[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=predicts).logits
+    return nn.functional.cross_entropy(logits.float(), labels[:, 1:][predicts[:, :-1]])
+
+
+def _keeps_logits(model: nn.Module) -> bool:
+    """A causal LM whose forward takes a boolean ``logits_to_keep`` mask (transformers' recent causal LMs)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base.config, "is_encoder_decoder", False) or type(base).__name__.endswith("MaskedLM"):
+        return False
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
 def _trainable_model(base: str, source: str, family: str, config: TrainingConfig, checkpoint: Path | None) -> nn.Module:

@@ -1,0 +1,227 @@
+"""Which readout works best for a trained model: clustering and triplets of the local suite, one run.
+
+    python benchmarks/readouts.py --model /root/inbedder-train/run3 --limit 200 --out out/readouts.json
+
+For each corpus and question of the suite this computes, once, what every readout is made from:
+the fst_gen state (one forward pass), a greedy answer of at most ``--max-new-tokens`` tokens with
+its avg_gen state, and ``--samples`` sampled answers (temperature ``--temperature``, seeded). The
+readouts compared:
+
+- ``fst_gen``, ``avg_gen``: the hidden states;
+- ``head prob``, ``head sqrt``, ``head top-k``, ``head mean embedding``: the LM head over the
+  fst_gen state: the distribution of the first answer token, its square root, the top ``--top-k``
+  logits (minus the k-th, zero elsewhere), or the distribution's mean of the output embeddings;
+- ``re_encode``: all-MiniLM-L6-v2 over the greedy answer; ``re_encode K=3`` / ``K=5``: the mean
+  over the first 3 or 5 sampled answers;
+- ``fst_gen + re_encode``: the L2-normalised fst_gen and greedy re_encode vectors side by side.
+
+Each readout is timed by what it needs (``--speed-texts`` texts of the first corpus, one
+question, nothing cached): texts/s and the ratio to fst_gen, measured in this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from inbedder import InBedder
+from inbedder.eval import baselines
+from inbedder.eval.suite import LOCAL_SUITE, local_tasks, results_table, run
+from inbedder.eval.tasks import ClusteringTask, per_text_instructions
+
+Key = tuple[str, str]
+
+
+class Readouts:
+    """Everything the readouts are made from, per (text, instruction), computed in one pass per question."""
+
+    def __init__(self, model: InBedder, minilm: Any, args: argparse.Namespace) -> None:
+        self.model, self.minilm, self.args = model, minilm, args
+        self.fst: dict[Key, np.ndarray] = {}
+        self.avg: dict[Key, np.ndarray] = {}
+        self.greedy: dict[Key, str] = {}
+        self.sampled: dict[Key, list[str]] = {}
+
+    def add(self, texts: list[str], instruction: Any) -> None:
+        asked = instruction if isinstance(instruction, list) else [instruction] * len(texts)
+        keys = [(t, repr(i)) for t, i in zip(texts, asked)]
+        if all(k in self.fst for k in keys):
+            return
+        a = self.args
+        fst = self.model.encode(texts, instruction, readout="fst_gen", batch_size=a.batch_size)
+        avg, greedy = self.model.encode(
+            texts, instruction, readout="avg_gen", max_new_tokens=a.max_new_tokens, return_generations=True
+        )
+        _, sampled = self.model.encode(
+            texts,
+            instruction,
+            readout="re_encode",
+            max_new_tokens=a.max_new_tokens,
+            temperature=a.temperature,
+            seed=0,
+            num_samples=a.samples,
+            return_generations=True,
+        )
+        for i, key in enumerate(keys):
+            self.fst[key], self.avg[key], self.greedy[key] = fst[i], avg[i], greedy[i]
+            self.sampled[key] = sampled[i]
+
+    def head(self, states: np.ndarray, kind: str) -> np.ndarray:
+        logits = self.model.backend.vocabulary_logits(torch.as_tensor(states))
+        if kind == "prob":
+            return logits.softmax(-1).numpy()
+        if kind == "sqrt":
+            return logits.softmax(-1).sqrt().numpy()
+        if kind == "mean embedding":
+            weight = self.model.backend.model.get_output_embeddings().weight.detach().float()
+            return (logits.softmax(-1) @ weight).numpy()
+        top = logits.topk(self.args.top_k, dim=-1)
+        out = torch.zeros_like(logits)
+        out.scatter_(-1, top.indices, top.values - top.values[:, -1:])
+        return out.numpy()
+
+    def reencode(self, answers: list[list[str]]) -> np.ndarray:
+        flat = [answer for per_text in answers for answer in per_text]
+        vectors = np.asarray(self.minilm.encode(flat, batch_size=64), dtype=np.float32)
+        return vectors.reshape(len(answers), len(answers[0]), -1).mean(1)
+
+    def readouts(self) -> dict[str, Callable[[list[Key]], np.ndarray]]:
+        def stack(table: dict[Key, Any]) -> Callable[[list[Key]], np.ndarray]:
+            return lambda keys: np.stack([table[k] for k in keys])
+
+        def normalised(x: np.ndarray) -> np.ndarray:
+            return x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
+
+        fst, avg = stack(self.fst), stack(self.avg)
+        greedy = lambda keys: self.reencode([[self.greedy[k]] for k in keys])  # noqa: E731
+        return {
+            "fst_gen": fst,
+            "avg_gen": avg,
+            "head prob": lambda keys: self.head(fst(keys), "prob"),
+            "head sqrt": lambda keys: self.head(fst(keys), "sqrt"),
+            f"head top-{self.args.top_k}": lambda keys: self.head(fst(keys), "top"),
+            "head mean embedding": lambda keys: self.head(fst(keys), "mean embedding"),
+            "re_encode": greedy,
+            "re_encode K=3": lambda keys: self.reencode([self.sampled[k][:3] for k in keys]),
+            f"re_encode K={self.args.samples}": lambda keys: self.reencode([self.sampled[k] for k in keys]),
+            "fst_gen + re_encode": lambda keys: np.hstack([normalised(fst(keys)), normalised(greedy(keys))]),
+        }
+
+
+class Readout:
+    """One readout as a model the suite can evaluate: ``encode`` looks its vectors up."""
+
+    def __init__(self, make: Callable[[list[Key]], np.ndarray], store: Readouts) -> None:
+        self.make, self.store = make, store
+
+    def encode(self, sentences: list[str], instruction: Any = None, **_: Any) -> np.ndarray:
+        if not sentences:
+            return np.zeros((0, 1), dtype=np.float32)
+        self.store.add(list(sentences), instruction)
+        asked = instruction if isinstance(instruction, list) else [instruction] * len(sentences)
+        return self.make([(t, repr(i)) for t, i in zip(sentences, asked)])
+
+
+def speed(
+    model: InBedder, minilm: Any, texts: list[str], instruction: str, args: argparse.Namespace
+) -> dict[str, float]:
+    """Texts a second for what each readout needs, on the same texts, nothing cached."""
+    a = args
+
+    def timed(work: Callable[[], Any]) -> float:
+        started = time.perf_counter()
+        work()
+        return len(texts) / (time.perf_counter() - started)
+
+    def sampled_answers(k: int) -> Any:
+        return model.encode(
+            texts,
+            instruction,
+            readout="re_encode",
+            max_new_tokens=a.max_new_tokens,
+            temperature=a.temperature,
+            seed=0,
+            num_samples=k,
+            return_generations=True,
+        )
+
+    def greedy_reencode() -> Any:
+        _, answers = model.encode(
+            texts, instruction, readout="avg_gen", max_new_tokens=a.max_new_tokens, return_generations=True
+        )
+        return minilm.encode(answers)
+
+    def head() -> Any:
+        states = model.encode(texts, instruction, readout="fst_gen", batch_size=a.batch_size)
+        return model.backend.vocabulary_logits(torch.as_tensor(states)).softmax(-1).sqrt()
+
+    rates = {
+        "fst_gen": timed(lambda: model.encode(texts, instruction, readout="fst_gen", batch_size=a.batch_size)),
+        "head sqrt": timed(head),
+        "avg_gen": timed(lambda: model.encode(texts, instruction, readout="avg_gen", max_new_tokens=a.max_new_tokens)),
+        "re_encode": timed(greedy_reencode),
+        "re_encode K=3": timed(lambda: sampled_answers(3)),
+        f"re_encode K={a.samples}": timed(lambda: sampled_answers(a.samples)),
+    }
+    rates["fst_gen (again)"] = timed(
+        lambda: model.encode(texts, instruction, readout="fst_gen", batch_size=a.batch_size)
+    )
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="an InBedder model (default: the default model)")
+    parser.add_argument("--datasets", nargs="+", default=list(LOCAL_SUITE[:5]))
+    parser.add_argument("--kinds", nargs="+", default=["clustering", "triplets"])
+    parser.add_argument("--limit", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-new-tokens", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=5)
+    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--top-k", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--speed-texts", type=int, default=64, help="0: skip the speed measurement")
+    parser.add_argument("--out", type=Path, default=Path("out/readouts.json"))
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    model = InBedder(args.model)
+    minilm = baselines.load_sentence_embedder()
+    tasks = local_tasks(args.datasets, args.kinds, None, args.limit, args.seed)
+    store = Readouts(model, minilm, args)
+    for task in tasks:  # every question once, in corpus order
+        if isinstance(task, ClusteringTask):
+            store.add(task.texts, per_text_instructions(task.instruction, task.fields))
+    computed = time.perf_counter() - started
+    encoders = {name: Readout(make, store) for name, make in store.readouts().items()}
+    encoders["all-MiniLM-L6-v2"] = baselines.WithoutInstruction(minilm, "all-MiniLM-L6-v2")
+    encoders["all-MiniLM-L6-v2 + instruction"] = baselines.InstructionPrepended(minilm, "MiniLM + instruction")
+    results = run(encoders, tasks)
+    table = results_table(results)
+    print(table)
+    rates = {}
+    if args.speed_texts:
+        first = next(t for t in tasks if isinstance(t, ClusteringTask) and t.fields is None)
+        rates = speed(model, minilm, first.texts[: args.speed_texts], first.instruction, args)
+        base = rates["fst_gen"]
+        print("\n| readout | texts/s | ratio to fst_gen |\n|---|---|---|")
+        for name, rate in rates.items():
+            print(f"| {name} | {rate:.2f} | {rate / base:.2f} |")
+    minutes = (time.perf_counter() - started) / 60
+    print(f"\n{minutes:.1f} minutes ({computed / 60:.1f} computing the states and answers)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    answers = {f"{t[:60]} | {q}": a for (t, q), a in list(store.greedy.items())[:40]}
+    payload = {"args": vars(args) | {"out": str(args.out)}, "table": table, "speed": rates, "sample_answers": answers}
+    args.out.write_text(json.dumps(payload, indent=1))
+
+
+if __name__ == "__main__":
+    main()
