@@ -1,16 +1,52 @@
-"""inbedder: instruction-following text embeddings from the language model's answer state."""
+"""inbedder: instruction-following text embeddings from the language model's answer state.
 
-from inbedder.clustering import ClusteringResult, cluster
-from inbedder.embedder import InBedder
-from inbedder.models import DEFAULT_MODEL, REGISTRY
-from inbedder.readout import READOUTS, Readout
-from inbedder.templates import QA_PATTERN, PromptTemplate
+The names below load on first use, so that ``import inbedder`` and the command line's help do
+not pay for torch, transformers and scikit-learn until something needs them.
+"""
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from inbedder._version import __version__
+
+if TYPE_CHECKING:
+    from inbedder.clustering import ClusteringResult, cluster
+    from inbedder.embedder import InBedder
+    from inbedder.models import DEFAULT_MODEL, REGISTRY
+    from inbedder.readout import READOUTS, Readout
+    from inbedder.templates import QA_PATTERN, PromptTemplate
+
+_LAZY = {
+    "ClusteringResult": "inbedder.clustering",
+    "cluster": "inbedder.clustering",
+    "InBedder": "inbedder.embedder",
+    "DEFAULT_MODEL": "inbedder.models",
+    "REGISTRY": "inbedder.models",
+    "READOUTS": "inbedder.readout",
+    "Readout": "inbedder.readout",
+    "QA_PATTERN": "inbedder.templates",
+    "PromptTemplate": "inbedder.templates",
+}
 
 
-def load(model_name_or_path: str | None = None, **kwargs) -> InBedder:
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'inbedder' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+def load(model_name_or_path: str | None = None, **kwargs: Any) -> InBedder:
     """Load an InBedder by registered name, directory, GGUF file or hub id (see ``InBedder``)."""
+    from inbedder.embedder import InBedder
+
     return InBedder(model_name_or_path, **kwargs)
 
 

@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from inbedder import models
+from inbedder._version import __version__
 
 FILE_NAME = "embeddings.sqlite"
 FORMAT = 1
@@ -323,8 +324,6 @@ def model_fingerprint(model: Any, tokenizer: Any, family: str) -> str:
 
 def settings_fingerprint(**settings: Any) -> str:
     """A hash of the settings that change a row (with the package version and this store's format)."""
-    from inbedder import __version__
-
     return _digest(json.dumps({**settings, "format": FORMAT, "inbedder": __version__}, sort_keys=True).encode())
 
 

@@ -11,7 +11,8 @@ from typing import Annotated
 
 import typer
 
-from inbedder import models, tables
+from inbedder import models
+from inbedder.errors import InputError
 from inbedder.postprocess import POSTPROCESSING
 from inbedder.readout import READOUTS
 
@@ -71,8 +72,10 @@ def encode(
     ] = False,
 ) -> None:
     """Embed every text of INPUT under an instruction and write the embeddings."""
+    from inbedder import tables
+
     if instruction is not None and instruction_column is not None:
-        raise tables.InputError("give --instruction or --instruction-column, not both")
+        raise InputError("give --instruction or --instruction-column, not both")
     out = tables.check_output(out, overwrite)
     table = tables.read_table(input)
     texts = tables.column_texts(table, tables.pick_column(table, text_column, input), input)
@@ -82,7 +85,7 @@ def encode(
         )
     clashes = {"embedding", *(["answer"] if return_generations else [])} & set(map(str, table.columns))
     if clashes and out.suffix == ".parquet":
-        raise tables.InputError(f"{input} already has column(s) {sorted(clashes)}, which the output would add")
+        raise InputError(f"{input} already has column(s) {sorted(clashes)}, which the output would add")
 
     from inbedder.embedder import InBedder  # heavy imports only once the inputs are known to be good
 
@@ -144,7 +147,7 @@ def evaluate(
     from inbedder.eval import suite as eval_suite
 
     if out.exists() and not overwrite:
-        raise tables.InputError(f"{out} exists; pass --overwrite to replace it")
+        raise InputError(f"{out} exists; pass --overwrite to replace it")
     if suite == "local":
         chosen = eval_suite.local_tasks(
             tasks or eval_suite.LOCAL_SUITE, kinds or eval_suite.KINDS, data_dir, limit, seed
@@ -154,7 +157,7 @@ def evaluate(
 
         chosen = [load_hub_task(name) for name in tasks or HUB_TASKS]
     else:
-        raise tables.InputError(f"unknown suite {suite!r}; available: 'local', 'hub'")
+        raise InputError(f"unknown suite {suite!r}; available: 'local', 'hub'")
 
     from inbedder.embedder import InBedder
 
@@ -206,6 +209,7 @@ def cluster(
 
     Embeddings are saved in OUT/embeddings as they are computed: a rerun reuses them.
     """
+    from inbedder import tables
     from inbedder.clustering.pipeline import check_inputs
     from inbedder.clustering.pipeline import cluster as run_cluster
 
@@ -259,7 +263,7 @@ def _int_option(name: str, value: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise tables.InputError(f"--{name} must be an integer or 'auto', got {value!r}") from None
+        raise InputError(f"--{name} must be an integer or 'auto', got {value!r}") from None
 
 
 @app.command("train")
@@ -346,7 +350,7 @@ def _tokens_or_auto(value: str, option: str) -> int | str:
     try:
         return int(value)
     except ValueError:
-        raise tables.InputError(f"{option} must be a number of tokens or 'auto', got {value!r}") from None
+        raise InputError(f"{option} must be a number of tokens or 'auto', got {value!r}") from None
 
 
 @app.command("models")
@@ -396,7 +400,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         app()
-    except (tables.InputError, ValueError, TypeError, FileNotFoundError, OSError) as err:
+    except (InputError, ValueError, TypeError, FileNotFoundError, OSError) as err:
         if os.environ.get("INBEDDER_DEBUG"):
             raise
         typer.echo(f"error: {err}", err=True)

@@ -21,18 +21,19 @@ from typing import Any, cast
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from inbedder import models
-from inbedder.backends import MODEL_CLASSES, Generation, GenerationSettings, check_family, detect_family, make_backend
+from inbedder.backends import Generation, GenerationSettings, make_backend
 from inbedder.backends.base import PrefixCacheBackend
 from inbedder.cache import CacheSession, EmbeddingCache, model_fingerprint, model_label, open_cache
 from inbedder.cache import settings_fingerprint as cache_settings
 from inbedder.cache import weights_fingerprint as module_fingerprint
+from inbedder.loading import load_language_model, resolve_device, resolve_dtype
 from inbedder.model_settings import read_settings
+from inbedder.pooling import filter_mask, pool_generation
 from inbedder.postprocess import check_postprocess
 from inbedder.postprocess import postprocess as postprocess_states
-from inbedder.readout import Readout, filter_mask, pool_generation
+from inbedder.readout import Readout
 from inbedder.templates import PromptTemplate, PromptTokenizer, one_per_text
 
 logger = logging.getLogger(__name__)
@@ -112,8 +113,8 @@ class InBedder:
         cache: bool | str | os.PathLike[str] | EmbeddingCache = False,
     ) -> None:
         self.name = model_name_or_path or models.DEFAULT_MODEL
-        self.device = _resolve_device(device)
-        self.dtype = _resolve_dtype(dtype, self.device)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
         source = models.resolve(self.name)
         saved = read_settings(source) if os.path.isdir(source) else {}
         template, readout, layer, postprocess, mask_length, max_length = (
@@ -127,7 +128,9 @@ class InBedder:
                 ("max_length", max_length),
             ]
         )
-        self.tokenizer, model, self.family = _load_model(source, check_family(family), self.dtype, trust_remote_code)
+        self.tokenizer, model, self.family = load_language_model(
+            source, family, dtype=self.dtype, trust_remote_code=trust_remote_code
+        )
         self.backend = make_backend(self.family, model.to(self.device), self.tokenizer, mask_length=mask_length)
         self.template = PromptTemplate.from_spec(template or "qa", self.tokenizer)
         self.readout = Readout(readout or self.backend.default_readout, -1 if layer is None else layer)
@@ -493,7 +496,7 @@ class InBedder:
     def _sentence_embedder(self) -> Any:
         """The ``re_encode`` readout's sentence embedder, loaded on first use."""
         if self.reencoder is None or isinstance(self.reencoder, str):
-            from inbedder.eval.baselines import load_sentence_embedder
+            from inbedder.reencoder import load_sentence_embedder
 
             self.reencoder = load_sentence_embedder(self.reencoder, device=str(self.device))
         return self.reencoder
@@ -512,53 +515,6 @@ def _embedding_size(embedder: Any) -> int:
         if size:
             return int(size)
     return int(np.asarray(embedder.encode(["probe"])).shape[-1])
-
-
-def _load_model(
-    source: str, family: str, dtype: torch.dtype, trust_remote_code: bool
-) -> tuple[PreTrainedTokenizerBase, PreTrainedModel, str]:
-    """Tokenizer, model with its LM head, and family (``family="auto"``: read from the config)."""
-    base = models.adapter_base(source)
-    if base is not None:  # a LoRA adapter directory: its base model, resolved as usual, with the adapter merged in
-        tokenizer, model, family = _load_model(models.resolve(base), family, dtype, trust_remote_code)
-        return tokenizer, models.merge_adapter(model, source), family
-    try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
-        family = detect_family(config) if family == "auto" else family
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-        model = MODEL_CLASSES[family].from_pretrained(
-            source, config=config, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True
-        )
-    except OSError as err:
-        raise OSError(
-            f"could not load model {source!r}: not a registered name ({', '.join(sorted(models.REGISTRY))}), "
-            f"a local model directory with safetensors weights, or a reachable hub id. {err}"
-        ) from err
-    except ValueError as err:  # an auto class that does not know the config: the wrong family
-        raise ValueError(f"could not load {source!r} as a {family} language model: {err}") from err
-    return tokenizer, model, family
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
-    return resolved
-
-
-def _resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    if dtype is None:
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    resolved = getattr(torch, str(dtype), None)
-    if not isinstance(resolved, torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r}; use e.g. 'float32', 'bfloat16' or 'float16'")
-    return resolved
 
 
 def _as_texts(sentences: Any) -> tuple[list[str], bool]:

@@ -8,7 +8,10 @@ variance, so that no dimension outweighs the others.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 POSTPROCESSING: dict[str, str] = {
     "none": "the raw hidden states",

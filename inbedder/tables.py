@@ -12,6 +12,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from inbedder.errors import InputError
+
 TABLE_SUFFIXES = {
     ".csv": "csv",
     ".tsv": "tsv",
@@ -22,10 +24,6 @@ TABLE_SUFFIXES = {
 }
 OUTPUT_SUFFIXES = (".npy", ".parquet")
 TEXT_COLUMN = "text"
-
-
-class InputError(ValueError):
-    """A problem with the user's files or columns, told in one line."""
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:

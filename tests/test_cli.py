@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -232,3 +234,13 @@ def test_cluster_refuses_an_output_that_is_a_file_or_unwritable(corpus, tmp_path
     assert code == 2 and "not a directory" in err
     code, err = main_exit(monkeypatch, capsys, "cluster", corpus, "-i", "Why?", "--out", blocker / "sub")
     assert code == 2 and "cannot create output directory" in err
+
+
+def test_the_command_line_and_the_package_import_nothing_heavy():
+    """`inbedder --help`, `models` and `cache` must not pay for torch, transformers, scikit-learn or pandas."""
+    code = (
+        "import sys, inbedder, inbedder.cli; "
+        "print(sorted(m for m in ('torch', 'transformers', 'sklearn', 'pandas', 'pyarrow') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout

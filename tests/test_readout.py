@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from inbedder.readout import Readout, filter_mask, masked_mean, pool_generation
+from inbedder.pooling import filter_mask, masked_mean, pool_generation
+from inbedder.readout import Readout
 
 
 def test_unknown_readout_names_the_choices():

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from inbedder import InBedder, cli, models
+from inbedder.loading import read_family
 from inbedder.tables import InputError
 from inbedder.training import (
     DEFAULT_HUB_DATA,
@@ -23,7 +24,6 @@ from inbedder.training import (
     QAEncoder,
     QARecord,
     TrainingConfig,
-    detect_family,
     load_records,
     shuffle_split,
     train,
@@ -207,7 +207,8 @@ def test_unreachable_hub_is_one_clear_error(monkeypatch):
 
 
 def test_family_detection(tiny_model_dir, bert_dir, t5_dir):
-    assert [detect_family(str(d)) for d in (tiny_model_dir, bert_dir, t5_dir)] == ["causal", "masked", "seq2seq"]
+    assert [read_family(str(d)) for d in (tiny_model_dir, bert_dir, t5_dir)] == ["causal", "masked", "seq2seq"]
+    assert read_family(str(bert_dir), "causal") == "causal"  # given, not read
 
 
 def test_adapter_names_a_base_inbedder_can_resolve(tiny_model_dir):

@@ -4,8 +4,10 @@
 - ``masked`` (BERT/RoBERTa family, ``AutoModelForMaskedLM``): ``MaskedBackend``;
 - ``seq2seq`` (T5, Flan-T5, BART, ``AutoModelForSeq2SeqLM``): ``Seq2SeqBackend``.
 
-``detect_family`` reads the family from a model's config; ``make_backend`` builds the backend
-for a loaded model. Every backend offers the ``Backend`` interface ``InBedder`` uses.
+This is the one registry of what inbedder knows per family: the auto class that loads it
+(``MODEL_CLASSES``), its LoRA task type for training (``LORA_TASK_TYPES``), how a config shows
+it (``detect_family``) and its backend (``make_backend``; each backend lists the readouts it
+offers and its default). Every backend offers the ``Backend`` interface ``InBedder`` uses.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ MODEL_CLASSES: dict[str, Any] = {
     "seq2seq": AutoModelForSeq2SeqLM,
 }
 """The transformers auto class that loads each family with its LM head."""
+LORA_TASK_TYPES: dict[str, str | None] = {"causal": "CAUSAL_LM", "masked": None, "seq2seq": "SEQ_2_SEQ_LM"}
+"""peft's ``TaskType`` for LoRA on each family (None: a plain model, as peft wraps a masked LM)."""
 
 
 def detect_family(config: PretrainedConfig) -> str:
@@ -69,6 +73,7 @@ def make_backend(
 
 __all__ = [
     "FAMILIES",
+    "LORA_TASK_TYPES",
     "MODEL_CLASSES",
     "Backend",
     "CausalBackend",

@@ -7,10 +7,14 @@ piece of text from the corpus or the model is HTML-escaped.
 from __future__ import annotations
 
 from html import escape
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from inbedder.clustering.result import NOISE, ClusteringResult, ClusterSummary, InstructionClustering
+from inbedder.clustering.summary import NOISE, ClusterSummary, InstructionClustering
+
+if TYPE_CHECKING:
+    from inbedder.clustering.result import ClusteringResult
 
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#2f4b7c")
 NOISE_COLOUR = "#b4b4b4"

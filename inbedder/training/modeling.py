@@ -7,16 +7,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import (
-    AutoConfig,
-    AutoTokenizer,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.pytorch_utils import Conv1D
 
-from inbedder import backends, models
-from inbedder.backends import FAMILIES
+from inbedder import models
+from inbedder.backends import LORA_TASK_TYPES
+from inbedder.loading import load_language_model
 
 STACK_NAMES = ("layers", "layer", "h", "block", "blocks")
 """Attribute names under which transformers keep a model's stack of transformer blocks."""
@@ -33,11 +29,6 @@ class LoraSettings:
     target_modules: tuple[str, ...] | None = None
 
 
-def detect_family(source: str, trust_remote_code: bool = False) -> str:
-    """``seq2seq`` for encoder-decoders, ``masked`` for BERT-like encoders, else ``causal``."""
-    return backends.detect_family(AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code))
-
-
 def base_reference(base: str) -> str:
     """How an adapter names its base model so that ``InBedder`` can find it again.
 
@@ -51,20 +42,9 @@ def base_reference(base: str) -> str:
     return str(path.resolve()) if path.exists() else base
 
 
-def load_tokenizer(source: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-
-
 def load_model(source: str, family: str, trust_remote_code: bool = False) -> PreTrainedModel:
-    """The model at ``source`` (a directory or hub id) with the head its family trains, in float32."""
-    if family not in FAMILIES:
-        raise ValueError(f"unknown model family {family!r}; use one of auto, {', '.join(FAMILIES)}")
-    try:
-        return backends.MODEL_CLASSES[family].from_pretrained(
-            source, dtype=torch.float32, trust_remote_code=trust_remote_code, use_safetensors=True
-        )
-    except (OSError, ValueError) as err:
-        raise OSError(f"could not load {source!r} as a {family} language model: {err}") from err
+    """The model at ``source`` with the head its family trains, in float32 (an adapter comes merged in)."""
+    return load_language_model(source, family, dtype=torch.float32, trust_remote_code=trust_remote_code)[1]
 
 
 def top_blocks(model: nn.Module, train_layers: int | None) -> list[str]:
@@ -118,7 +98,7 @@ def add_lora(model: PreTrainedModel, family: str, blocks: list[str], lora: LoraS
     """``model`` wrapped with fresh LoRA adapters on the linear layers of ``blocks``."""
     from peft import LoraConfig, TaskType, get_peft_model
 
-    task = {"causal": TaskType.CAUSAL_LM, "seq2seq": TaskType.SEQ_2_SEQ_LM}.get(family)
+    task = LORA_TASK_TYPES[family] and TaskType[LORA_TASK_TYPES[family]]
     config = LoraConfig(
         r=lora.rank,
         lora_alpha=lora.alpha,

@@ -27,6 +27,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from inbedder import models, tables
 from inbedder.backends import FAMILIES
+from inbedder.loading import load_tokenizer, read_family, resolve_device
 from inbedder.model_settings import write_settings
 from inbedder.training import checkpoint as ckpt
 from inbedder.training.checkpoint import STEP_RECORDS
@@ -36,11 +37,9 @@ from inbedder.training.mix import DataSpec, mix, parse_sources
 from inbedder.training.modeling import (
     LoraSettings,
     add_lora,
-    detect_family,
     freeze_below,
     load_lora,
     load_model,
-    load_tokenizer,
     save_model,
     top_blocks,
 )
@@ -186,7 +185,7 @@ def train(base: str, data: DataSpec | list[DataSpec], out: str | Path, **options
         eval_fraction=config.eval_fraction,
     )
     source = models.resolve(base)
-    family = detect_family(source, config.trust_remote_code) if config.family == "auto" else config.family
+    family = read_family(source, config.family, config.trust_remote_code)
     tokenizer = load_tokenizer(source, config.trust_remote_code)
     encode = partial(
         QAEncoder,
@@ -205,7 +204,7 @@ def train(base: str, data: DataSpec | list[DataSpec], out: str | Path, **options
     eval_set = encoder.encode_all(mixed.held_out) if mixed.held_out else []
 
     torch.manual_seed(config.seed)
-    device = _device(config.device)
+    device = resolve_device(config.device)
     model = _trainable_model(base, source, family, config, resume_from).to(device)
     collate = Collator(pad_id(tokenizer))
     loop = _Loop(model, train_set, collate, config, device)
@@ -416,9 +415,3 @@ def _prepare_output(out: Path, resume: bool, settings: dict[str, Any]) -> Path |
         diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {settings[k]!r}" for k in changed)
         raise ValueError(f"cannot resume from {checkpoint}: settings differ ({diffs})")
     return checkpoint
-
-
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
