@@ -141,6 +141,11 @@ def evaluate(
     ] = None,
     batch_size: int = 16,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing results file.")] = False,
+    readout: ReadoutOption = None,
+    layer: LayerOption = None,
+    template: TemplateOption = None,
+    postprocess: PostprocessOption = None,
+    device: str = "auto",
 ) -> None:
     """Evaluate instruction awareness on a task suite; print a table and write JSON."""
     from inbedder.eval import baselines as base
@@ -162,7 +167,8 @@ def evaluate(
     from inbedder.embedder import InBedder
 
     model = model or [models.DEFAULT_MODEL]
-    encoders = {name: InBedder(name) for name in model}
+    settings = _given(template=template, readout=readout, layer=layer, postprocess=postprocess)
+    encoders = {name: InBedder(name, device=device, **settings) for name in model}
     if baselines:
         minilm = base.load_sentence_embedder()
         encoders["all-MiniLM-L6-v2"] = base.WithoutInstruction(minilm, "all-MiniLM-L6-v2")
@@ -170,7 +176,13 @@ def evaluate(
         encoders[f"{model[0]} mean over raw text"] = base.RawTextMean(encoders[model[0]], model[0])
     results = eval_suite.run(encoders, chosen, batch_size=batch_size)
     typer.echo(eval_suite.results_table(results))
-    payload = {"suite": suite, "limit": limit, "seed": seed, "results": eval_suite.results_json(results)}
+    payload = {
+        "suite": suite,
+        "limit": limit,
+        "seed": seed,
+        "models": {name: repr(encoder) for name, encoder in encoders.items()},
+        "results": eval_suite.results_json(results),
+    }
     out.write_text(json.dumps(payload, indent=2))
     typer.echo(f"wrote {len(results)} results to {out}", err=True)
 
@@ -303,6 +315,7 @@ def train_model(
     warmup_steps: int | None = None,
     warmup_ratio: Annotated[float | None, typer.Option(help="Warm-up share of the steps (default 0.03).")] = None,
     weight_decay: float = 0.0,
+    max_grad_norm: Annotated[float | None, typer.Option(help="Clip gradients to this norm (default 1.0).")] = 1.0,
     max_length: Annotated[
         str,
         typer.Option(
@@ -313,6 +326,7 @@ def train_model(
         bool, typer.Option(help="Batch records of similar length together (less padding, faster steps).")
     ] = True,
     max_answer_tokens: int = 32,
+    answer_prefix: Annotated[str, typer.Option(help="Put between the prompt and the answer.")] = " ",
     template: Annotated[str, typer.Option(help="'qa' or 'chat': the prompt InBedder will use.")] = "qa",
     limit: Annotated[int | None, typer.Option(help="Train on a seeded random subset of N records.")] = None,
     eval_size: Annotated[int | None, typer.Option(help="Held-out records (default: --eval-fraction).")] = None,
@@ -328,6 +342,7 @@ def train_model(
     split: Annotated[str, typer.Option(help="Split of a hub dataset.")] = "train",
     device: str = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    trust_remote_code: Annotated[bool, typer.Option(help="Run model code from the hub (off unless asked).")] = False,
 ) -> None:
     """Fine-tune a model to answer questions about texts tersely; InBedder(OUT) then loads it."""
     from inbedder.training import train

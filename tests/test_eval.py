@@ -305,3 +305,17 @@ def test_raw_text_baseline_ignores_the_question_and_embeds_a_corpus_once(tiny, m
     assert len(calls) == 1 and calls[0][1] is None
     np.testing.assert_array_equal(first, again)
     np.testing.assert_allclose(first, original(texts, None, readout="avg_ppt"), atol=1e-6)
+
+
+def test_eval_command_passes_the_readout_settings(tiny_model_dir, crossed_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from inbedder import cli
+
+    out = tmp_path / "results.json"
+    args = ["eval", "--model", str(tiny_model_dir), "--data-dir", str(crossed_dir), "--tasks", "toys"]
+    args += ["--kind", "clustering", "--readout", "avg_ppt", "--layer", "1", "--device", "cpu", "--out", str(out)]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    described = json.loads(out.read_text())["models"][str(tiny_model_dir)]
+    assert "readout='avg_ppt'" in described and "layer=1" in described and "device='cpu'" in described

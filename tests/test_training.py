@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import shutil
@@ -346,6 +347,12 @@ def test_cli_missing_column_is_one_line(tiny_model_dir, qa_file, tmp_path, monke
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1
     assert "has no column 'response'; its columns are ['context', 'question', 'answer']" in err
+
+
+def test_every_training_option_is_on_the_command_line():
+    fields = {f.name for f in dataclasses.fields(TrainingConfig)} - {"target_modules"}
+    assert fields <= set(inspect.signature(cli.train_model).parameters)
+    assert "target_module" in inspect.signature(cli.train_model).parameters
 
 
 def test_cli_defaults_match_the_config():
