@@ -216,10 +216,15 @@ def cluster(
     batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 16,
     max_new_tokens: Annotated[int, typer.Option(help="Answer length, for the keywords.")] = 8,
     device: str = "auto",
+    cache: Annotated[
+        bool,
+        typer.Option(help="Keep the embeddings in the user cache ($INBEDDER_CACHE) rather than OUT/embeddings.sqlite."),
+    ] = False,
 ) -> None:
     """Cluster INPUT under each instruction; write assignments, explained clusters and an HTML report.
 
-    Embeddings are saved in OUT/embeddings as they are computed: a rerun reuses them.
+    Embeddings and answers are saved in OUT/embeddings.sqlite batch by batch as they are
+    computed: an interrupted run loses at most one batch, and a rerun does no model work.
     """
     from inbedder import tables
     from inbedder.clustering.pipeline import check_inputs
@@ -253,6 +258,7 @@ def cluster(
         min_cluster_size=min_cluster_size,
         map_method=map,
         work_dir=out,
+        cache=True if cache else None,
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
         show_progress_bar=True,

@@ -208,8 +208,19 @@ def test_cluster_writes_assignments_clusters_and_report(tiny_model_dir, corpus, 
     saved = json.loads((out / "clusters.json").read_text())
     assert [len(i["clusters"]) for i in saved["instructions"]] == [2, 2]
     assert "mood" in saved["instructions"][0]["clusters"][0]["composition"]
-    assert (out / "report.html").stat().st_size > 0 and list((out / "embeddings").glob("chunk-*.npz"))
+    assert (out / "report.html").stat().st_size > 0 and (out / "embeddings.sqlite").stat().st_size > 0
     assert "'Is it good?': 2 clusters" in result.output
+
+
+def test_cluster_cache_keeps_embeddings_in_the_user_store(tiny_model_dir, corpus, tmp_path, monkeypatch):
+    from inbedder.cache import EmbeddingCache
+
+    monkeypatch.setenv("INBEDDER_CACHE", str(tmp_path / "user-cache"))
+    out = tmp_path / "clusters"
+    args = ["cluster", corpus, "-i", "Is it good?", "-k", 2, "--model", tiny_model_dir, "--out", out, "--cache"]
+    assert run(*args).exit_code == 0
+    assert not (out / "embeddings.sqlite").exists()
+    assert EmbeddingCache(tmp_path / "user-cache" / "embeddings.sqlite").info().entries == 9
 
 
 @pytest.mark.parametrize(

@@ -155,23 +155,35 @@ def test_bad_input_is_refused_before_any_model_work(kwargs, message):
     assert model.calls == []
 
 
-def test_an_interrupted_run_keeps_finished_chunks(tmp_path):
-    with pytest.raises(KeyboardInterrupt):
-        cluster(TEXTS, ["colour?", "shape?"], HandMadeModel(fail_after=2), work_dir=tmp_path, chunk_size=5)
-    assert len(list((tmp_path / "embeddings").glob("chunk-*.npz"))) == 2
-    rerun = HandMadeModel()
-    resumed = cluster(TEXTS, ["colour?", "shape?"], rerun, work_dir=tmp_path, chunk_size=5)
-    assert rerun.calls == [TEXTS[10:15], TEXTS[15:]]  # only the chunks not saved
-    fresh = cluster(TEXTS, ["colour?", "shape?"], HandMadeModel(), chunk_size=5)
-    for a, b in zip(resumed.clusterings, fresh.clusterings):
+def test_precomputed_embeddings_need_no_model():
+    model = HandMadeModel()
+    (colour, colour_answers), (shape, shape_answers) = model.encode_multi(TEXTS, ["colour?", "shape?"])
+    given = cluster(TEXTS, ["colour?", "shape?"], embeddings=[colour, shape], answers=[colour_answers, shape_answers])
+    computed = cluster(TEXTS, ["colour?", "shape?"], HandMadeModel())
+    for a, b in zip(given.clusterings, computed.clusterings):
         np.testing.assert_array_equal(a.assignments, b.assignments)
-        assert a.answers == b.answers
-    again = HandMadeModel()
-    cluster(TEXTS, ["colour?", "shape?"], again, work_dir=tmp_path, chunk_size=5)
-    assert again.calls == []  # everything reused
-    other = HandMadeModel()
-    cluster(TEXTS, ["colour?"], other, work_dir=tmp_path, chunk_size=5)
-    assert len(other.calls) == 4  # other instructions: another fingerprint, all recomputed
+        assert [c.keywords for c in a.clusters] == [c.keywords for c in b.clusters]
+        assert all(c.lm_head_tokens is None for c in a.clusters) and "model" in a.lm_head_note
+    assert given.model == "precomputed embeddings"
+    alone = cluster(TEXTS, "shape?", embeddings=shape)["shape?"]  # no answers: keywords from the texts
+    assert alone.k == 3 and alone.answers == [""] * 18
+    assert {c.keywords[0] for c in alone.clusters} == set(SHAPES)
+    with_model = cluster(TEXTS, "shape?", model, embeddings=[shape])
+    assert model.calls == [TEXTS] and with_model.model == "hand-made"  # only the first call above ran it
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"embeddings": [np.zeros((18, 4))] * 3}, "3 arrays for 2 instructions"),
+        ({"embeddings": [np.zeros((17, 4))] * 2}, r"shape \(17, 4\); expected \(18, dim\)"),
+        ({"embeddings": [np.zeros((18, 4))] * 2, "answers": [["a"] * 18]}, "18 answers for each of the 2"),
+        ({"answers": [["a"] * 18] * 2}, "answers come with embeddings"),
+    ],
+)
+def test_bad_precomputed_embeddings_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        cluster(TEXTS, ["colour?", "shape?"], HandMadeModel(), **kwargs)
 
 
 def test_lm_head_tokens_of_the_tiny_model_match_a_direct_computation(tiny):
@@ -198,3 +210,82 @@ def test_pipeline_and_files_on_a_tiny_model(tiny, tmp_path):
     assert [i["instruction"] for i in saved["instructions"]] == ["Is it good?", "What product?"]
     assert saved["instructions"][0]["clusters"][0]["size"] >= saved["instructions"][0]["clusters"][-1]["size"]
     assert paths["report.html"].read_text().startswith("<!DOCTYPE html>")
+
+
+REVIEWS = [f"review {i}: {'great' if i % 2 else 'awful'} {'book' if i % 3 else 'lamp'}" for i in range(12)]
+QUESTIONS = ["Is it good?", "What product?"]
+
+
+class Passes:
+    """Counts the model's forward passes (a hook on its embedding layer); raises after ``stop_after`` of them."""
+
+    def __init__(self, model, stop_after: int | None = None) -> None:
+        self.count, self.stop_after = 0, stop_after
+        self.hook = model.backend.model.get_input_embeddings().register_forward_pre_hook(self)
+
+    def __call__(self, _module, _args):
+        if self.stop_after is not None and self.count >= self.stop_after:
+            raise KeyboardInterrupt
+        self.count += 1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.hook.remove()
+
+
+def same_clusterings(a, b):
+    for x, y in zip(a.clusterings, b.clusterings):
+        np.testing.assert_array_equal(x.assignments, y.assignments)
+        assert x.answers == y.answers
+
+
+def test_an_interrupted_run_keeps_finished_batches_in_the_work_dir(tiny_model_dir, tmp_path):
+    from inbedder import InBedder
+    from inbedder.cache import EmbeddingCache
+
+    model = InBedder(str(tiny_model_dir), max_length=64)
+    with Passes(model) as full:
+        fresh = cluster(REVIEWS, QUESTIONS, model, k=2, batch_size=4, max_new_tokens=3)
+    with Passes(model, stop_after=full.count // 2), pytest.raises(KeyboardInterrupt):
+        cluster(REVIEWS, QUESTIONS, model, k=2, batch_size=4, max_new_tokens=3, work_dir=tmp_path)
+    kept = EmbeddingCache(tmp_path / "embeddings.sqlite").info().entries
+    assert 0 < kept < len(REVIEWS) * len(QUESTIONS)
+    with Passes(model) as rerun:
+        resumed = cluster(REVIEWS, QUESTIONS, model, k=2, batch_size=4, max_new_tokens=3, work_dir=tmp_path)
+    assert 0 < rerun.count < full.count
+    same_clusterings(resumed, fresh)
+    with Passes(model) as again:
+        cluster(REVIEWS, QUESTIONS, model, k=3, batch_size=4, max_new_tokens=3, work_dir=tmp_path)
+    assert again.count == 0  # another k: everything reused
+
+
+def test_weights_retrained_in_place_are_not_served_stale_vectors(tiny_model_dir, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from inbedder import InBedder
+
+    path = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    before = cluster(REVIEWS, QUESTIONS, InBedder(str(path), max_length=64), k=2, work_dir=tmp_path / "out")
+    weights = load_file(str(path / "model.safetensors"))
+    save_file({name: t + 0.05 * torch.randn_like(t) for name, t in weights.items()}, str(path / "model.safetensors"))
+    retrained = InBedder(str(path), max_length=64)  # same name, other weights
+    with Passes(retrained) as passes:
+        after = cluster(REVIEWS, QUESTIONS, retrained, k=2, work_dir=tmp_path / "out")
+    assert passes.count > 0
+    same_clusterings(after, cluster(REVIEWS, QUESTIONS, retrained, k=2))
+    assert before.model == after.model
+
+
+def test_corpora_that_join_alike_are_told_apart(tiny_model_dir, tmp_path):
+    from inbedder import InBedder
+
+    model = InBedder(str(tiny_model_dir), max_length=64)
+    first = ["a cat\0a dog", "a bird", "a fish", "a cow"]
+    second = ["a cat", "a dog\0a bird", "a fish", "a cow"]
+    cluster(first, QUESTIONS, model, k=2, work_dir=tmp_path)
+    reused = cluster(second, QUESTIONS, model, k=2, work_dir=tmp_path)
+    same_clusterings(reused, cluster(second, QUESTIONS, model, k=2))

@@ -12,14 +12,16 @@ from sklearn.cluster import HDBSCAN, KMeans
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score, v_measure_score
 
+from inbedder.cache import FILE_NAME
 from inbedder.clustering.explain import composition, ctfidf_keywords, representatives
 from inbedder.clustering.result import NOISE, ClusteringResult, ClusterSummary, InstructionClustering
-from inbedder.clustering.store import EmbeddingStore
 from inbedder.postprocess import postprocess
 
 METHODS = ("kmeans", "hdbscan")
 MAPS = ("auto", "pca", "umap")
 AUTO_K = range(2, 11)
+PRECOMPUTED = "precomputed embeddings"
+"""The model name a result records when it was given embeddings and no model."""
 
 
 def cluster(
@@ -37,8 +39,10 @@ def cluster(
     top_keywords: int = 8,
     top_examples: int = 3,
     work_dir: str | Path | None = None,
+    cache: Any = None,
+    embeddings: Sequence[Any] | None = None,
+    answers: Sequence[Sequence[str]] | None = None,
     batch_size: int = 16,
-    chunk_size: int = 64,
     max_new_tokens: int = 8,
     show_progress_bar: bool | None = None,
 ) -> ClusteringResult:
@@ -47,7 +51,8 @@ def cluster(
     Args:
         texts: the corpus.
         instructions: one question or several; each clusters the corpus its own way.
-        model: an ``InBedder`` (or a model name; default: the default model).
+        model: an ``InBedder`` (or a model name; default: the default model). Not needed with
+            ``embeddings``; given, it still post-processes them and names the LM-head tokens.
         k: the number of clusters, or ``"auto"`` to pick it by silhouette over 2..10
             (k-means only; HDBSCAN finds its own number and may leave noise points).
         method: ``"kmeans"`` (seeded) or ``"hdbscan"``.
@@ -56,26 +61,46 @@ def cluster(
         ids: an id per text for the assignments table (default: the row number).
         map_method: the 2-D map: ``"pca"``, ``"umap"`` (needs umap-learn), or ``"auto"``
             (UMAP when installed, else PCA).
-        work_dir: where the embeddings and answers are kept, chunk by chunk, as they are
-            computed: an interrupted run loses at most one chunk, and a rerun with the same
-            corpus, model and settings reuses them.
-        chunk_size: texts per saved chunk; each chunk embeds under all instructions at once.
+        work_dir: keeps the embeddings and answers in ``WORK_DIR/embeddings.sqlite`` (the
+            persistent cache, see ``inbedder.cache``) as each batch finishes: an interrupted run
+            loses at most one batch, and a rerun with the same texts, model weights and settings
+            does no model work.
+        cache: the store to use instead (True: the user cache under ``$INBEDDER_CACHE``; a path).
+        embeddings, answers: vectors computed elsewhere, one (n, dim) array per instruction, as
+            BERTopic's ``fit_transform(docs, embeddings=...)`` takes them; with them no model
+            runs. Without ``answers`` the keywords come from the texts themselves.
     """
-    from inbedder.embedder import InBedder
-
     instructions = [instructions] if isinstance(instructions, str) else list(instructions)
     texts = list(texts)
     check_inputs(texts, instructions, k, method, map_method, labels, ids)
-    if model is None or isinstance(model, str):
-        model = InBedder(model)
-    store = EmbeddingStore(work_dir, model, texts, instructions, max_new_tokens)
-    states, answers = store.compute(chunk_size, batch_size=batch_size, show_progress_bar=show_progress_bar)
-    reads_last = model.readout.layer_index(model.num_layers) == model.num_layers
+    if embeddings is not None:
+        states, said = _precomputed(embeddings, answers, instructions, len(texts))
+        if isinstance(model, str):
+            model = _load(model)
+    else:
+        if answers is not None:
+            raise ValueError("answers come with embeddings; without embeddings the model generates them")
+        model = _load(model) if model is None or isinstance(model, str) else model
+        store = cache if cache is not None else (Path(work_dir) / FILE_NAME if work_dir is not None else None)
+        results = model.encode_multi(
+            texts,
+            instructions,
+            postprocess="none",
+            return_generations=True,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+            cache=store,
+        )
+        states = [np.asarray(vectors, dtype=np.float32) for vectors, _ in results]
+        said = [list(generated) for _, generated in results]
+    reads_last = model is not None and model.readout.layer_index(model.num_layers) == model.num_layers
+    post = model.postprocess if model is not None else "none"
     map_name, project = _mapper(map_method, seed)
     head = model if reads_last else None
     clusterings = []
-    for instruction, raw, said in zip(instructions, states, answers):
-        space = postprocess(torch.from_numpy(raw), model.postprocess).numpy()
+    for instruction, raw, generated in zip(instructions, states, said):
+        space = postprocess(torch.from_numpy(raw), post).numpy()
         assignments, k_used = _assign(space, k, method, seed, min_cluster_size)
         distances = _centroid_distances(space, assignments)
         clusterings.append(
@@ -84,12 +109,12 @@ def cluster(
                 assignments=assignments.astype(np.int64),
                 distances=distances,
                 coords=np.asarray(project(space), dtype=np.float32),
-                answers=said,
+                answers=generated if generated is not None else [""] * len(texts),
                 clusters=_summaries(
                     raw,
                     assignments,
                     distances,
-                    said,
+                    generated if generated is not None else texts,
                     texts,
                     labels or {},
                     head,
@@ -99,7 +124,7 @@ def cluster(
                 ),
                 method=method,
                 k=k_used,
-                lm_head_note=None if head is not None else "LM-head tokens need a readout at the last layer",
+                lm_head_note=None if head is not None else _no_head_note(model),
                 v_measure={
                     name: float(v_measure_score([str(v) for v in values], assignments))
                     for name, values in (labels or {}).items()
@@ -109,11 +134,43 @@ def cluster(
     return ClusteringResult(
         texts=texts,
         ids=[str(i) for i in (ids if ids is not None else range(len(texts)))],
-        model=model.name,
+        model=model.name if model is not None else PRECOMPUTED,
         map_method=map_name,
         clusterings=clusterings,
         labels={name: [str(v) for v in values] for name, values in (labels or {}).items()},
     )
+
+
+def _load(name: str | None) -> Any:
+    from inbedder.embedder import InBedder
+
+    return InBedder(name)
+
+
+def _no_head_note(model: Any) -> str:
+    if model is None:
+        return "LM-head tokens need the model that computed the embeddings"
+    return "LM-head tokens need a readout at the last layer"
+
+
+def _precomputed(
+    embeddings: Sequence[Any], answers: Sequence[Sequence[str]] | None, instructions: list[str], n: int
+) -> tuple[list[np.ndarray], list[list[str] | None]]:
+    """The given vectors (and answers) checked: one (n, dim) array (and n answers) per instruction."""
+    if isinstance(embeddings, np.ndarray) and embeddings.ndim == 2:
+        embeddings = [embeddings]
+    states = [np.asarray(e, dtype=np.float32) for e in embeddings]
+    if len(states) != len(instructions):
+        raise ValueError(f"embeddings has {len(states)} arrays for {len(instructions)} instructions; give one each")
+    for instruction, array in zip(instructions, states):
+        if array.ndim != 2 or array.shape[0] != n:
+            raise ValueError(f"the embeddings for {instruction!r} have shape {array.shape}; expected ({n}, dim)")
+    if answers is None:
+        return states, [None] * len(states)
+    said = [list(a) for a in answers]
+    if len(said) != len(instructions) or any(len(a) != n for a in said):
+        raise ValueError(f"answers must hold {n} answers for each of the {len(instructions)} instructions")
+    return states, said
 
 
 def check_inputs(
