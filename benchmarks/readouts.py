@@ -39,8 +39,13 @@ from inbedder.eval.tasks import ClusteringTask, per_text_instructions
 Key = tuple[str, str]
 
 
+def _keys(texts: list[str], instruction: Any) -> list[Key]:
+    asked = instruction if isinstance(instruction, list) else [instruction] * len(texts)
+    return [(t, repr(i)) for t, i in zip(texts, asked)]
+
+
 class Readouts:
-    """Everything the readouts are made from, per (text, instruction), computed in one pass per question."""
+    """Everything the readouts are made from, per (text, instruction): each corpus runs once per kind of pass."""
 
     def __init__(self, model: InBedder, minilm: Any, args: argparse.Namespace) -> None:
         self.model, self.minilm, self.args = model, minilm, args
@@ -49,19 +54,17 @@ class Readouts:
         self.greedy: dict[Key, str] = {}
         self.sampled: dict[Key, list[str]] = {}
 
-    def add(self, texts: list[str], instruction: Any) -> None:
-        asked = instruction if isinstance(instruction, list) else [instruction] * len(texts)
-        keys = [(t, repr(i)) for t, i in zip(texts, asked)]
-        if all(k in self.fst for k in keys):
+    def add(self, texts: list[str], instructions: list[Any]) -> None:
+        """Compute what is missing for ``texts`` under each of ``instructions`` (one ``encode_multi`` per kind)."""
+        missing = [i for i in instructions if not all(k in self.fst for k in _keys(texts, i))]
+        if not missing:
             return
-        a = self.args
-        fst = self.model.encode(texts, instruction, readout="fst_gen", batch_size=a.batch_size)
-        avg, greedy = self.model.encode(
-            texts, instruction, readout="avg_gen", max_new_tokens=a.max_new_tokens, return_generations=True
-        )
-        _, sampled = self.model.encode(
+        a, multi = self.args, self.model.encode_multi
+        fst = multi(texts, missing, readout="fst_gen", batch_size=a.batch_size)
+        greedy = multi(texts, missing, readout="avg_gen", max_new_tokens=a.max_new_tokens, return_generations=True)
+        sampled = multi(
             texts,
-            instruction,
+            missing,
             readout="re_encode",
             max_new_tokens=a.max_new_tokens,
             temperature=a.temperature,
@@ -69,9 +72,10 @@ class Readouts:
             num_samples=a.samples,
             return_generations=True,
         )
-        for i, key in enumerate(keys):
-            self.fst[key], self.avg[key], self.greedy[key] = fst[i], avg[i], greedy[i]
-            self.sampled[key] = sampled[i]
+        for instruction, f, (avg, answers), (_, samples) in zip(missing, fst, greedy, sampled):
+            for row, key in enumerate(_keys(texts, instruction)):
+                self.fst[key], self.avg[key], self.greedy[key] = f[row], avg[row], answers[row]
+                self.sampled[key] = samples[row]
 
     def head(self, states: np.ndarray, kind: str) -> np.ndarray:
         logits = self.model.backend.vocabulary_logits(torch.as_tensor(states))
@@ -124,9 +128,8 @@ class Readout:
     def encode(self, sentences: list[str], instruction: Any = None, **_: Any) -> np.ndarray:
         if not sentences:
             return np.zeros((0, 1), dtype=np.float32)
-        self.store.add(list(sentences), instruction)
-        asked = instruction if isinstance(instruction, list) else [instruction] * len(sentences)
-        return self.make([(t, repr(i)) for t, i in zip(sentences, asked)])
+        self.store.add(list(sentences), [instruction])
+        return self.make(_keys(list(sentences), instruction))
 
 
 def speed(
@@ -197,9 +200,12 @@ def main() -> None:
     minilm = baselines.load_sentence_embedder()
     tasks = local_tasks(args.datasets, args.kinds, None, args.limit, args.seed)
     store = Readouts(model, minilm, args)
-    for task in tasks:  # every question once, in corpus order
+    corpora: dict[tuple[str, ...], list[Any]] = {}
+    for task in tasks:  # every question of a corpus at once, in corpus order
         if isinstance(task, ClusteringTask):
-            store.add(task.texts, per_text_instructions(task.instruction, task.fields))
+            corpora.setdefault(tuple(task.texts), []).append(per_text_instructions(task.instruction, task.fields))
+    for texts, questions in corpora.items():
+        store.add(list(texts), questions)
     computed = time.perf_counter() - started
     encoders = {name: Readout(make, store) for name, make in store.readouts().items()}
     encoders["all-MiniLM-L6-v2"] = baselines.WithoutInstruction(minilm, "all-MiniLM-L6-v2")

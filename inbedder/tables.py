@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -41,10 +42,30 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         if kind == "parquet":
             return pd.read_parquet(path)
         if kind == "jsonl":
-            return pd.read_json(path, lines=True, dtype=False)
+            return _read_jsonl(path)
         return pd.read_csv(path, sep="\t" if kind == "tsv" else ",", dtype=str, keep_default_na=False)
     except (OSError, ValueError, UnicodeDecodeError, pa.ArrowException) as err:
         raise InputError(f"cannot read {path}: {err}") from err
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    """One record a line (blank lines skipped); errors name the line."""
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                message = f"line {number} is not valid JSON ({err.msg}, column {err.colno})"
+                raise InputError(f"cannot read {path}: {message}") from None
+            if not isinstance(row, dict):
+                raise InputError(f"cannot read {path}: line {number} is {type(row).__name__}, not a JSON object")
+            rows.append(row)
+    if not rows:
+        raise InputError(f"{path} is empty: it holds no records")
+    return pd.DataFrame.from_records(rows)
 
 
 def pick_column(table: pd.DataFrame, column: str | None, path: str | os.PathLike, role: str = "text") -> str:
@@ -137,8 +158,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the result gets the mode any new file gets
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it; it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -255,3 +255,39 @@ def test_the_command_line_and_the_package_import_nothing_heavy():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_jsonl_errors_name_the_line_and_an_empty_file_says_so(tmp_path, monkeypatch, capsys):
+    from inbedder.tables import InputError, read_table
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n\n{"text": "broken"\n')
+    with pytest.raises(InputError, match=r"bad.jsonl: line 3 is not valid JSON"):
+        read_table(bad)
+    bad.write_text('{"text": "fine"}\n["a list"]\n')
+    with pytest.raises(InputError, match=r"line 2 is list, not a JSON object"):
+        read_table(bad)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(InputError, match=r"empty.jsonl is empty: it holds no records"):
+        read_table(empty)
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"text": "a", "n": 1}\n\n{"text": "b\\u0000c", "n": 2}\n')
+    table = read_table(good)
+    assert table["text"].tolist() == ["a", "b\0c"] and table["n"].tolist() == [1, 2]
+
+
+def test_written_files_get_the_mode_the_umask_gives(tmp_path):
+    import os
+
+    from inbedder.tables import write_embeddings
+
+    previous = os.umask(0o022)
+    try:
+        write_embeddings(tmp_path / "a.npy", np.zeros((2, 3)))
+        os.umask(0o077)
+        write_embeddings(tmp_path / "b.npy", np.zeros((2, 3)))
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "a.npy").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.npy").stat().st_mode & 0o777 == 0o600

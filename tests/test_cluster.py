@@ -145,6 +145,7 @@ def test_fixed_k_hdbscan_noise_and_no_head_at_lower_layers():
         ({"labels": {"colour": ["red"]}}, "'colour' has 1 values for 18 texts"),
         ({"instructions": ["colour?", "colour?"]}, "repeat"),
         ({"instructions": [""]}, "non-empty"),
+        ({"ids": ["a", "b", "c", "b"] + [f"x{i}" for i in range(14)]}, r"id 'b' repeats \(first again at row 3\)"),
     ],
 )
 def test_bad_input_is_refused_before_any_model_work(kwargs, message):

@@ -205,6 +205,12 @@ def check_inputs(
             raise ValueError(f"label column {name!r} has {len(values)} values for {len(texts)} texts")
     if ids is not None and len(ids) != len(texts):
         raise ValueError(f"ids has {len(ids)} values for {len(texts)} texts")
+    if ids is not None:
+        seen: set[str] = set()
+        for position, value in enumerate(map(str, ids)):
+            if value in seen:
+                raise ValueError(f"id {value!r} repeats (first again at row {position}); every text needs its own id")
+            seen.add(value)
 
 
 def _assign(space: np.ndarray, k: int | str, method: str, seed: int, min_cluster_size: int) -> tuple[np.ndarray, int]:
