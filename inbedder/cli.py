@@ -77,6 +77,10 @@ def encode(
     if instruction is not None and instruction_column is not None:
         raise InputError("give --instruction or --instruction-column, not both")
     out = tables.check_output(out, overwrite)
+    kind = out.suffix.lower()
+    answers_out = out.with_suffix(".answers.txt") if return_generations and kind == ".npy" else None
+    if answers_out is not None and answers_out.exists() and not overwrite:
+        raise InputError(f"{answers_out} exists; pass --overwrite to replace it")
     table = tables.read_table(input)
     texts = tables.column_texts(table, tables.pick_column(table, text_column, input), input)
     if instruction_column is not None:
@@ -84,7 +88,7 @@ def encode(
             table, tables.pick_column(table, instruction_column, input, "instruction"), input
         )
     clashes = {"embedding", *(["answer"] if return_generations else [])} & set(map(str, table.columns))
-    if clashes and out.suffix == ".parquet":
+    if clashes and kind == ".parquet":
         raise InputError(f"{input} already has column(s) {sorted(clashes)}, which the output would add")
 
     from inbedder.embedder import InBedder  # heavy imports only once the inputs are known to be good
@@ -109,10 +113,10 @@ def encode(
     )
     embeddings, answers = result if return_generations else (result, None)
     tables.write_embeddings(out, embeddings, table, answers)
-    if answers is not None and out.suffix == ".npy":
-        answers_path = out.with_suffix(".answers.txt")
-        answers_path.write_text("".join(a.replace("\n", " ") + "\n" for a in answers), encoding="utf-8")
-        typer.echo(f"wrote answers to {answers_path}", err=True)
+    if answers is not None and answers_out is not None:
+        lines = "".join(a.replace("\n", " ") + "\n" for a in answers)
+        tables.atomic_write(answers_out, lambda p: p.write_text(lines, encoding="utf-8"))
+        typer.echo(f"wrote answers to {answers_out}", err=True)
     typer.echo(f"wrote {embeddings.shape[0]} embeddings of size {embeddings.shape[1]} to {out}", err=True)
 
 
@@ -220,6 +224,9 @@ def cluster(
         bool,
         typer.Option(help="Keep the embeddings in the user cache ($INBEDDER_CACHE) rather than OUT/embeddings.sqlite."),
     ] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace the results of an earlier run in OUT (an unfinished run resumes anyway).")
+    ] = False,
 ) -> None:
     """Cluster INPUT under each instruction; write assignments, explained clusters and an HTML report.
 
@@ -229,6 +236,7 @@ def cluster(
     from inbedder import tables
     from inbedder.clustering.pipeline import check_inputs
     from inbedder.clustering.pipeline import cluster as run_cluster
+    from inbedder.clustering.result import RESULT_FILES
 
     table = tables.read_table(input)
     texts = tables.column_texts(table, tables.pick_column(table, text_column, input), input)
@@ -240,6 +248,9 @@ def cluster(
     k_value: int | str = k if k == "auto" else _int_option("k", k)
     check_inputs(texts, instruction, k_value, method, map, labels, ids)
     tables.check_directory(out)
+    finished = [name for name in RESULT_FILES if (out / name).exists()]
+    if finished and not overwrite:
+        raise InputError(f"{out} already holds a clustering ({', '.join(finished)}); pass --overwrite to replace it")
 
     from inbedder.embedder import InBedder
 

@@ -291,3 +291,36 @@ def test_written_files_get_the_mode_the_umask_gives(tmp_path):
         os.umask(previous)
     assert (tmp_path / "a.npy").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "b.npy").stat().st_mode & 0o777 == 0o600
+
+
+def test_upper_case_suffixes_and_the_answers_file_obey_the_same_rules(tiny_model_dir, reviews, tmp_path):
+    out = tmp_path / "r.NPY"
+    args = ["encode", reviews, "--text-column", "review", "-i", "Feeling?", "--model", tiny_model_dir]
+    args += ["--return-generations", "--max-new-tokens", 2, "--no-progress"]
+    assert run(*args, "--out", out).exit_code == 0
+    answers = tmp_path / "r.answers.txt"
+    assert np.load(out).shape[0] == len(answers.read_text().splitlines()) > 0
+    (tmp_path / "s.answers.txt").write_text("mine\n")
+    kept = run(*args, "--out", tmp_path / "s.npy")
+    assert kept.exit_code != 0 and "s.answers.txt exists; pass --overwrite" in str(kept.exception)
+    assert (tmp_path / "s.answers.txt").read_text() == "mine\n" and not (tmp_path / "s.npy").exists()
+    table = pd.read_csv(reviews)
+    table["answer"] = "x"
+    clash = tmp_path / "clash.csv"
+    table.to_csv(clash, index=False)
+    refused = run(*["encode", clash, *args[2:]], "--out", tmp_path / "c.PARQUET")
+    assert refused.exit_code != 0 and "already has column(s) ['answer']" in str(refused.exception)
+
+
+def test_cluster_keeps_an_earlier_result_unless_asked(tiny_model_dir, corpus, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "clusters"
+    args = ["cluster", corpus, "-i", "Is it good?", "-k", 2, "--model", tiny_model_dir, "--out", out]
+    assert run(*args).exit_code == 0
+    (out / "report.html").write_text("my notes")
+    code, err = main_exit(monkeypatch, capsys, *args)
+    assert code == 2 and "already holds a clustering (assignments.parquet, clusters.json, report.html)" in err
+    assert (out / "report.html").read_text() == "my notes"
+    assert run(*args, "--overwrite").exit_code == 0 and (out / "report.html").read_text() != "my notes"
+    for name in ("assignments.parquet", "clusters.json", "report.html"):  # an unfinished run: only the store
+        (out / name).unlink()
+    assert run(*args).exit_code == 0

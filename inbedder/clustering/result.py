@@ -14,7 +14,10 @@ from inbedder.clustering.report import render_report
 from inbedder.clustering.summary import NOISE, ClusterSummary, InstructionClustering
 from inbedder.tables import atomic_write
 
-__all__ = ["NOISE", "ClusterSummary", "ClusteringResult", "InstructionClustering"]
+__all__ = ["NOISE", "RESULT_FILES", "ClusterSummary", "ClusteringResult", "InstructionClustering"]
+
+RESULT_FILES = ("assignments.parquet", "clusters.json", "report.html")
+"""What ``ClusteringResult.save`` writes."""
 
 
 @dataclass
@@ -64,7 +67,7 @@ class ClusteringResult:
     def save(self, directory: str | Path) -> dict[str, Path]:
         """Write ``assignments.parquet``, ``clusters.json`` and ``report.html`` into ``directory``."""
         directory = Path(directory)
-        paths = {name: directory / name for name in ("assignments.parquet", "clusters.json", "report.html")}
+        paths = {name: directory / name for name in RESULT_FILES}
         atomic_write(paths["assignments.parquet"], lambda p: self.assignments().to_parquet(p, index=False))
         atomic_write(paths["clusters.json"], lambda p: Path(p).write_text(json.dumps(self.clusters_json(), indent=1)))
         atomic_write(paths["report.html"], lambda p: Path(p).write_text(render_report(self), encoding="utf-8"))
