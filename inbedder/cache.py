@@ -57,8 +57,10 @@ import numpy as np
 
 from inbedder import models
 from inbedder._version import __version__
+from inbedder.errors import InputError
 
 FILE_NAME = "embeddings.sqlite"
+APPLICATION_ID = 0x494E4244  # "INBD" in the SQLite header: this file is an inbedder store
 FORMAT = 1
 """Bump when what a row means changes (readout code, storage): older rows then never match."""
 BUSY_TIMEOUT_S = 120.0
@@ -81,6 +83,59 @@ _SCHEMA = (
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS embeddings_model_name ON embeddings (model_name)",
 )
+
+
+class CacheError(InputError):
+    """A store that cannot be used: not an inbedder store, unreadable, or in a place that cannot be written."""
+
+
+_COLUMNS = ["model", "settings", "prompt", "model_name", "dim", "vector", "answer", "created"]
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _header_says_ours(path: Path) -> bool:
+    """The file's SQLite header carries inbedder's application id (readable even if the rest is damaged)."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(100)
+    except OSError:
+        return False
+    return header.startswith(_SQLITE_MAGIC) and int.from_bytes(header[68:72], "big") == APPLICATION_ID
+
+
+def check_store(path: Path) -> None:
+    """Refuse, touching nothing, a file that is not an inbedder store or cannot be read.
+
+    A missing or empty file, or a SQLite file with no tables yet, is fine (it becomes a store). A
+    store written before stores carried their id is recognised by its one table's columns.
+    """
+    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
+        return
+    if not path.is_file():
+        raise CacheError(f"the cache {path} is not a file; give a SQLite file or a directory to hold one")
+    if _header_says_ours(path):
+        try:
+            with contextlib.closing(
+                sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+            ) as connection:
+                connection.execute("SELECT COUNT(*) FROM embeddings").fetchone()
+        except sqlite3.DatabaseError as err:
+            raise CacheError(
+                f"the cache {path} is damaged ({err}); `inbedder cache clear --path {path}` removes it"
+            ) from None
+        return
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+        ) as connection:
+            tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            columns = [row[1] for row in connection.execute("PRAGMA table_info(embeddings)")]
+    except sqlite3.DatabaseError as err:
+        raise CacheError(f"{path} is not an inbedder cache: it cannot be read as SQLite ({err})") from None
+    if tables and (tables != ["embeddings"] or columns != _COLUMNS):  # no tables: a store another opener is creating
+        raise CacheError(
+            f"{path} is not an inbedder cache (its tables are {tables}); give a path of its own for the cache"
+        )
 
 
 @dataclass(frozen=True)
@@ -161,18 +216,38 @@ class EmbeddingCache:
             self._local.connection, self._local.pid = connection, os.getpid()
         yield connection
 
+    @property
+    def damaged(self) -> bool:
+        """An inbedder store (by its header) that SQLite can no longer read; ``clear()`` removes it."""
+        return self.path.is_file() and _header_says_ours(self.path) and _unreadable(self.path)
+
+    def check(self) -> EmbeddingCache:
+        """Refuse now, naming the file, a store that cannot be used (see ``check_store``); return self."""
+        check_store(self.path)
+        return self
+
     def _open(self) -> sqlite3.Connection:
         if not self._ready:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        connection.execute("PRAGMA synchronous=NORMAL")  # with WAL: safe against crashes of the process
-        if not self._ready:
-            _enable_wal(connection)
-            connection.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA:
-                connection.execute(statement)
-            connection.execute("COMMIT")
-            self._ready = True
+            self.check()
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise CacheError(f"cannot create the cache's folder {self.path.parent}: {err.strerror}") from None
+        try:
+            connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            connection.execute("PRAGMA synchronous=NORMAL")  # with WAL: safe against crashes of the process
+            if not self._ready:
+                _enable_wal(connection)
+                connection.execute("BEGIN IMMEDIATE")
+                for statement in _SCHEMA:
+                    connection.execute(statement)
+                connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                connection.execute("COMMIT")
+                self._ready = True
+        except sqlite3.OperationalError as err:
+            if "unable to open" in str(err) or "readonly" in str(err):
+                raise CacheError(f"cannot open the cache {self.path}: {err}; give a writable path") from None
+            raise
         return connection
 
     def get_many(self, model: str, settings: str, prompts: Iterable[str]) -> dict[str, tuple[np.ndarray, str]]:
@@ -223,6 +298,7 @@ class EmbeddingCache:
         """Rows, size on disk and rows per model name; a missing file is reported, not created."""
         if not self.path.is_file():
             return CacheInfo(self.path, exists=False)
+        self.check()
         with self._connect() as connection:
             per_model = dict(
                 connection.execute("SELECT model_name, COUNT(*) FROM embeddings GROUP BY model_name").fetchall()
@@ -233,10 +309,17 @@ class EmbeddingCache:
     def clear(self, model: str | None = None) -> int:
         """Delete every row, or those filed under one model (a registered name, alias, path or hub id); how many went.
 
+        A damaged store (``damaged``) is removed whole when every row is cleared.
+
         Rows are filed under the name of the model that wrote them first (see ``model_label``).
         """
         if not self.path.is_file():
             return 0
+        if model is None and self.damaged:
+            self.close()
+            for part in _files(self.path):
+                part.unlink(missing_ok=True)
+            return 0  # a damaged store's rows cannot be counted: the file is gone
         with self._connect() as connection:
             if model is None:
                 removed = connection.execute("DELETE FROM embeddings").rowcount
@@ -251,26 +334,37 @@ class EmbeddingCache:
         return removed
 
 
+def _unreadable(path: Path) -> bool:
+    try:
+        check_store(path)
+    except CacheError:
+        return True
+    return False
+
+
 def default_path() -> Path:
     """The store ``cache=True`` means: ``$INBEDDER_CACHE/embeddings.sqlite`` (see ``models.cache_dir``)."""
     return models.cache_dir() / FILE_NAME
 
 
-def open_cache(spec: Any) -> EmbeddingCache | None:
+def open_cache(spec: Any, check: bool = True) -> EmbeddingCache | None:
     """The store a ``cache=`` argument names: None for False/None, the default for True, else at the path.
 
-    A path to a directory (existing, or without a suffix) means ``FILE_NAME`` inside it.
+    A path to a directory (existing, or without a suffix) means ``FILE_NAME`` inside it. With
+    ``check``, a file that is not a usable inbedder store is refused now (``CacheError``).
     """
     if spec is None or spec is False:
         return None
     if isinstance(spec, EmbeddingCache):
-        return spec
+        return spec.check() if check else spec
     if spec is True:
-        return EmbeddingCache(default_path())
-    if isinstance(spec, (str, os.PathLike)) and str(spec).strip():
+        store = EmbeddingCache(default_path())
+    elif isinstance(spec, (str, os.PathLike)) and str(spec).strip():
         path = Path(spec).expanduser()
-        return EmbeddingCache(path / FILE_NAME if path.is_dir() or not path.suffix else path)
-    raise ValueError(f"cache must be True, False, None, a path or an EmbeddingCache, got {spec!r}")
+        store = EmbeddingCache(path / FILE_NAME if path.is_dir() or not path.suffix else path)
+    else:
+        raise ValueError(f"cache must be True, False, None, a path or an EmbeddingCache, got {spec!r}")
+    return store.check() if check else store
 
 
 def model_label(name: str) -> str:

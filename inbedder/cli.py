@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from inbedder import models
-from inbedder.errors import InputError
+from inbedder.errors import InputError, Interrupted
 from inbedder.postprocess import POSTPROCESSING
 from inbedder.readout import READOUTS
 
@@ -91,6 +93,8 @@ def encode(
     if clashes and kind == ".parquet":
         raise InputError(f"{input} already has column(s) {sorted(clashes)}, which the output would add")
 
+    store = _checked_store(True) if cache else None
+
     from inbedder.embedder import InBedder  # heavy imports only once the inputs are known to be good
 
     embedder = InBedder(
@@ -98,19 +102,25 @@ def encode(
         device=device,
         **_given(template=template, readout=readout, layer=layer, postprocess=postprocess, max_length=max_length),
     )
-    result = embedder.encode(
-        texts,
-        instruction,
-        batch_size=batch_size,
-        show_progress_bar=progress,
-        normalize_embeddings=normalize,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        seed=seed,
-        return_generations=return_generations,
-        cache=cache,
+    kept = (
+        f"every finished batch is kept in the cache {store.path}; run the same command again to go on from there"
+        if store is not None
+        else f"nothing was written to {out}; with --cache an interrupted run keeps its finished batches"
     )
+    with _interruptible(kept):
+        result = embedder.encode(
+            texts,
+            instruction,
+            batch_size=batch_size,
+            show_progress_bar=progress,
+            normalize_embeddings=normalize,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            return_generations=return_generations,
+            cache=store if store is not None else False,
+        )
     embeddings, answers = result if return_generations else (result, None)
     tables.write_embeddings(out, embeddings, table, answers)
     if answers is not None and answers_out is not None:
@@ -251,29 +261,31 @@ def cluster(
     finished = [name for name in RESULT_FILES if (out / name).exists()]
     if finished and not overwrite:
         raise InputError(f"{out} already holds a clustering ({', '.join(finished)}); pass --overwrite to replace it")
+    store = _checked_store(True if cache else out)
 
     from inbedder.embedder import InBedder
 
     embedder = InBedder(
         model, device=device, **_given(template=template, readout=readout, layer=layer, postprocess=postprocess)
     )
-    result = run_cluster(
-        texts,
-        instruction,
-        embedder,
-        k=k_value,
-        method=method,
-        labels=labels,
-        ids=ids,
-        seed=seed,
-        min_cluster_size=min_cluster_size,
-        map_method=map,
-        work_dir=out,
-        cache=True if cache else None,
-        batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
-        show_progress_bar=True,
-    )
+    kept = f"every finished batch is kept in {store.path}; run the same command again to go on from there"
+    with _interruptible(kept):
+        result = run_cluster(
+            texts,
+            instruction,
+            embedder,
+            k=k_value,
+            method=method,
+            labels=labels,
+            ids=ids,
+            seed=seed,
+            min_cluster_size=min_cluster_size,
+            map_method=map,
+            cache=store,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            show_progress_bar=True,
+        )
     paths = result.save(out)
     for clustering in result.clusterings:
         typer.echo(f"{clustering.instruction!r}: {clustering.k} clusters")
@@ -281,6 +293,22 @@ def cluster(
             words = ", ".join(summary.keywords[:5]) or "-"
             typer.echo(f"  cluster {summary.cluster} ({summary.size} texts): {words}")
     typer.echo(f"report: {paths['report.html']}", err=True)
+
+
+def _checked_store(spec: object) -> Any:
+    """The persistent cache ``spec`` names, refused now (one line) if it cannot be used."""
+    from inbedder.cache import open_cache
+
+    return open_cache(spec)
+
+
+@contextlib.contextmanager
+def _interruptible(kept: str) -> Iterator[None]:
+    """Turn Ctrl-C inside the block into ``Interrupted``, whose message says ``kept``."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted: {kept}") from None
 
 
 def _given(**options: object) -> dict[str, object]:
@@ -422,8 +450,12 @@ def cache_clear(
     """Remove the cached embeddings, all of them or one model's."""
     from inbedder.cache import open_cache
 
-    store = open_cache(path or True)
-    removed = store.clear(model)
+    store = open_cache(path or True, check=False)
+    if model is None and store.damaged:
+        store.clear()
+        typer.echo(f"removed the damaged cache {store.path}")
+        return
+    removed = store.check().clear(model)
     typer.echo(f"removed {removed} entries{f' of {model}' if model else ''} from {store.path}")
 
 
@@ -437,6 +469,9 @@ def main() -> None:
             raise
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
+    except Interrupted as interrupted:
+        typer.echo(str(interrupted), err=True)
+        sys.exit(130)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)

@@ -113,6 +113,7 @@ class InBedder:
         cache: bool | str | os.PathLike[str] | EmbeddingCache = False,
     ) -> None:
         self.name = model_name_or_path or models.DEFAULT_MODEL
+        open_cache(cache)  # checked before any loading, opened (and resolved against $INBEDDER_CACHE) at each encode
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         source = models.resolve(self.name)
@@ -148,7 +149,6 @@ class InBedder:
             raise ValueError(f"max_batch_tokens must be a positive int or None, got {max_batch_tokens!r}")
         self.max_batch_tokens = max_batch_tokens
         self.reencoder = reencoder
-        open_cache(cache)  # checked now, opened (and resolved against $INBEDDER_CACHE) at each encode
         self.cache = cache
 
     def __repr__(self) -> str:

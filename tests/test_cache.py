@@ -341,7 +341,7 @@ def _open_and_write(path: Path, start: threading.Barrier, opener: int, errors: l
     try:
         for row in range(3):
             store.put_many("m", "s", "name", [(f"{opener}-{row}", np.ones(64), None)])
-    except sqlite3.OperationalError as error:
+    except Exception as error:  # any failure of an opener fails the round
         errors.append(error)
     finally:
         store.close()
