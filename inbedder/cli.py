@@ -93,6 +93,9 @@ def encode(
     if clashes and kind == ".parquet":
         raise InputError(f"{input} already has column(s) {sorted(clashes)}, which the output would add")
 
+    _check_readout(readout)
+    if isinstance(batch_size, bool) or batch_size < 1:
+        raise InputError(f"--batch-size must be a positive number of texts, got {batch_size}")
     store = _checked_store(True) if cache else None
 
     from inbedder.embedder import InBedder  # heavy imports only once the inputs are known to be good
@@ -256,12 +259,13 @@ def cluster(
     }
     ids = table[tables.pick_column(table, id_column, input, "id")].tolist() if id_column else None
     k_value: int | str = k if k == "auto" else _int_option("k", k)
-    check_inputs(texts, instruction, k_value, method, map, labels, ids)
-    tables.check_directory(out)
+    check_inputs(texts, instruction, k_value, method, map, labels, ids, min_cluster_size, batch_size)
+    _check_readout(readout)
+    tables.check_directory(out, create=False)
     finished = [name for name in RESULT_FILES if (out / name).exists()]
     if finished and not overwrite:
         raise InputError(f"{out} already holds a clustering ({', '.join(finished)}); pass --overwrite to replace it")
-    store = _checked_store(True if cache else out)
+    store = _checked_store(True if cache else out / "embeddings.sqlite")
 
     from inbedder.embedder import InBedder
 
@@ -286,13 +290,18 @@ def cluster(
             max_new_tokens=max_new_tokens,
             show_progress_bar=True,
         )
-    paths = result.save(out)
+    paths = result.save(tables.check_directory(out))
     for clustering in result.clusterings:
         typer.echo(f"{clustering.instruction!r}: {clustering.k} clusters")
         for summary in clustering.clusters:
             words = ", ".join(summary.keywords[:5]) or "-"
             typer.echo(f"  cluster {summary.cluster} ({summary.size} texts): {words}")
     typer.echo(f"report: {paths['report.html']}", err=True)
+
+
+def _check_readout(readout: str | None) -> None:
+    if readout is not None and readout not in READOUTS:
+        raise InputError(f"unknown readout {readout!r}; choose one of {', '.join(READOUTS)}")
 
 
 def _checked_store(spec: object) -> Any:
@@ -464,7 +473,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         app()
-    except (InputError, ValueError, TypeError, FileNotFoundError, OSError) as err:
+    except (InputError, ValueError, TypeError, ImportError, OSError) as err:
         if os.environ.get("INBEDDER_DEBUG"):
             raise
         typer.echo(f"error: {err}", err=True)

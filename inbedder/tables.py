@@ -105,11 +105,17 @@ def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
     return path
 
 
-def check_directory(path: str | os.PathLike) -> Path:
-    """An output directory that exists (created if missing) and can be written."""
+def check_directory(path: str | os.PathLike, create: bool = True) -> Path:
+    """An output directory that can be written: created if missing (with ``create=False``, only
+    checked to be creatable, so that a command refused later leaves nothing behind)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"output {path} exists and is not a directory")
+    if not create and not path.exists():
+        ancestor = next(p for p in path.absolute().parents if p.exists())
+        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
+            raise InputError(f"cannot create output directory {path}: {ancestor} is not a writable directory")
+        return path
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:

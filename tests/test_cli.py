@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import subprocess
 import sys
@@ -324,3 +325,44 @@ def test_cluster_keeps_an_earlier_result_unless_asked(tiny_model_dir, corpus, tm
     for name in ("assignments.parquet", "clusters.json", "report.html"):  # an unfinished run: only the store
         (out / name).unlink()
     assert run(*args).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--map", "umap"], "map 'umap' needs umap-learn"),
+        (["--readout", "nope"], "unknown readout 'nope'; choose one of fst_gen"),
+        (["--batch-size", "0"], "batch_size must be a positive int, got 0"),
+        (["--min-cluster-size", "0"], "min_cluster_size must be a positive int, got 0"),
+    ],
+)
+def test_cluster_refuses_bad_options_before_loading_anything(corpus, tmp_path, monkeypatch, capsys, extra, message):
+    if extra[:2] == ["--map", "umap"] and importlib.util.find_spec("umap") is not None:
+        pytest.skip("umap-learn is installed")
+    out = tmp_path / "never"
+    args = ["cluster", corpus, "-i", "Why?", "--model", tmp_path / "no-such-model", "--out", out, *extra]
+    code, err = main_exit(monkeypatch, capsys, *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()  # nothing left behind
+
+
+def test_encode_refuses_bad_options_before_loading_anything(reviews, tmp_path, monkeypatch, capsys):
+    args = ["encode", reviews, "--text-column", "review", "-i", "Why?", "--model", tmp_path / "no-such-model"]
+    for extra, message in ((["--readout", "nope"], "unknown readout 'nope'"), (["--batch-size", "0"], "--batch-size")):
+        code, err = main_exit(monkeypatch, capsys, *args, "--out", tmp_path / "e.npy", *extra)
+        assert code == 2 and message in err and "no-such-model" not in err
+
+
+def test_data_only_errors_come_in_inbedders_words(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    same = tmp_path / "same.txt"
+    same.write_text("one review\n" * 6)
+    args = ["cluster", same, "-i", "Why?", "--model", tiny_model_dir, "--out", tmp_path / "o"]
+    code, err = main_exit(monkeypatch, capsys, *args)
+    assert code == 2 and "all 6 texts are the same text" in err
+    long_question = "Why " * 1500
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("great book\nawful lamp\nfine chair\n")
+    args = ["cluster", reviews, "-i", long_question, "--model", tiny_model_dir, "--out", tmp_path / "long"]
+    code, err = main_exit(monkeypatch, capsys, *args)
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("error: ") and "instruction" in last and not (tmp_path / "long").exists()

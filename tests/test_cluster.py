@@ -290,3 +290,12 @@ def test_corpora_that_join_alike_are_told_apart(tiny_model_dir, tmp_path):
     cluster(first, QUESTIONS, model, k=2, work_dir=tmp_path)
     reused = cluster(second, QUESTIONS, model, k=2, work_dir=tmp_path)
     same_clusterings(reused, cluster(second, QUESTIONS, model, k=2))
+
+
+def test_texts_the_model_cannot_tell_apart_get_inbedders_words():
+    with pytest.raises(ValueError, match=r"'colour\?': only 1 distinct embedding\(s\) among 18 texts"):
+        cluster(TEXTS, "colour?", embeddings=np.ones((18, 4)))
+    with pytest.raises(ValueError, match=r"only 2 distinct embedding\(s\) among 18 texts.*k=3"):
+        cluster(TEXTS, "colour?", k=3, embeddings=np.repeat(np.eye(2), 9, axis=0))
+    two = cluster(TEXTS, "colour?", embeddings=np.repeat(np.eye(2), 9, axis=0))["colour?"]
+    assert two.k == 2  # auto tries no more clusters than there are distinct points

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,7 @@ def cluster(
     """
     instructions = [instructions] if isinstance(instructions, str) else list(instructions)
     texts = list(texts)
-    check_inputs(texts, instructions, k, method, map_method, labels, ids)
+    check_inputs(texts, instructions, k, method, map_method, labels, ids, min_cluster_size, batch_size)
     if embeddings is not None:
         states, said = _precomputed(embeddings, answers, instructions, len(texts))
         if isinstance(model, str):
@@ -101,7 +102,10 @@ def cluster(
     clusterings = []
     for instruction, raw, generated in zip(instructions, states, said):
         space = postprocess(torch.from_numpy(raw), post).numpy()
-        assignments, k_used = _assign(space, k, method, seed, min_cluster_size)
+        try:
+            assignments, k_used = _assign(space, k, method, seed, min_cluster_size)
+        except ValueError as err:
+            raise ValueError(f"{instruction!r}: {err}") from None
         distances = _centroid_distances(space, assignments)
         clusterings.append(
             InstructionClustering(
@@ -181,6 +185,8 @@ def check_inputs(
     map_method: str,
     labels: Mapping[str, Sequence[str]] | None,
     ids: Sequence[Any] | None,
+    min_cluster_size: int = 5,
+    batch_size: int = 16,
 ) -> None:
     """Refuse bad arguments to ``cluster`` before any model work, naming the value."""
     if not texts:
@@ -193,6 +199,11 @@ def check_inputs(
         raise ValueError(f"unknown clustering method {method!r}; choose one of {list(METHODS)}")
     if map_method not in MAPS:
         raise ValueError(f"unknown map {map_method!r}; choose one of {list(MAPS)}")
+    if map_method == "umap" and importlib.util.find_spec("umap") is None:
+        raise ImportError("map 'umap' needs umap-learn (pip install umap-learn); or use 'pca' or 'auto'")
+    for name, value in (("min_cluster_size", min_cluster_size), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
     if k != "auto":
         if isinstance(k, bool) or not isinstance(k, int) or k < 2:
             raise ValueError(f"k must be an int of at least 2 or 'auto', got {k!r}")
@@ -200,6 +211,8 @@ def check_inputs(
             raise ValueError(f"k={k} is larger than the number of texts ({len(texts)})")
     if len(texts) < 3:
         raise ValueError(f"clustering needs at least 3 texts, got {len(texts)}")
+    if len(set(texts)) < 2:
+        raise ValueError(f"all {len(texts)} texts are the same text: there is nothing to cluster")
     for name, values in (labels or {}).items():
         if len(values) != len(texts):
             raise ValueError(f"label column {name!r} has {len(values)} values for {len(texts)} texts")
@@ -218,8 +231,15 @@ def _assign(space: np.ndarray, k: int | str, method: str, seed: int, min_cluster
     if method == "hdbscan":
         found = HDBSCAN(min_cluster_size=min(min_cluster_size, len(space))).fit_predict(space)
         return found, len(set(found) - {NOISE})
+    distinct = len(np.unique(space.round(6), axis=0))
+    if method == "kmeans" and distinct < (2 if k == "auto" else k):
+        wanted = "2 for k='auto'" if k == "auto" else f"k={k}"
+        raise ValueError(
+            f"only {distinct} distinct embedding(s) among {len(space)} texts under this instruction: the model "
+            f"sees them as the same, and k-means needs at least {wanted}; ask another question or lower k"
+        )
     if k == "auto":
-        candidates = [c for c in AUTO_K if c < len(space)]
+        candidates = [c for c in AUTO_K if c < min(len(space), distinct + 1)]
         fits = {c: KMeans(c, n_init=10, random_state=seed).fit_predict(space) for c in candidates}
         sample = min(len(space), 2000)
         scores = {c: silhouette_score(space, a, sample_size=sample, random_state=seed) for c, a in fits.items()}
