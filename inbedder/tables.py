@@ -37,7 +37,9 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         raise InputError(f"input file not found: {path}")
     try:
         if kind == "txt":
-            lines = path.read_text(encoding="utf-8").splitlines()
+            # lines end at "\n" (or "\r\n") only: str.splitlines would also split a text at a form feed,
+            # a vertical tab or a Unicode line separator inside it
+            lines = [line.removesuffix("\r") for line in path.read_text(encoding="utf-8").split("\n")]
             return pd.DataFrame({TEXT_COLUMN: [line for line in lines if line.strip()]})
         if kind == "parquet":
             return pd.read_parquet(path)
