@@ -195,7 +195,20 @@ def adapter_base(source: str) -> str | None:
 
 
 def merge_adapter(model: PreTrainedModel, adapter_dir: str) -> PreTrainedModel:
-    """``model`` with the LoRA adapter in ``adapter_dir`` merged into its weights (as fast as the base)."""
-    from peft import PeftModel
+    """``model`` with the LoRA adapter in ``adapter_dir`` merged into its weights (as fast as the base).
 
-    return PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    The adapter's weights are peft's ``adapter_model.safetensors``, or int8 ones
+    (``inbedder.adapter_storage``) as small packaged adapters ship them.
+    """
+    from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
+
+    from inbedder.adapter_storage import INT8_WEIGHTS, load_int8
+
+    if not (Path(adapter_dir) / INT8_WEIGHTS).is_file():
+        return PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    adapted = get_peft_model(model, LoraConfig.from_pretrained(adapter_dir))
+    dtype = next(model.parameters()).dtype
+    result = set_peft_model_state_dict(adapted, load_int8(adapter_dir, dtype))
+    if result.unexpected_keys:
+        raise ValueError(f"{adapter_dir}: weights that fit no LoRA layer: {result.unexpected_keys[:3]}")
+    return adapted.merge_and_unload()

@@ -1,11 +1,12 @@
-"""Copy a trained LoRA adapter into the package (inbedder/adapters/NAME), its weights as float16.
+"""Copy a trained LoRA adapter into the package (inbedder/adapters/NAME), its weights as float16 (or int8).
 
     python scripts/package_adapter.py /root/inbedder-train/run2 --name smollm2-135m-inbedder
 
 Keeps ``adapter_config.json``, ``training.json`` (the run's settings, losses and time) and
 ``inbedder.json`` (the template it was trained with; ``--readout``/``--layer`` add the readout
 chosen for it); the weights are stored at half size and cast back to the base model's dtype on
-loading. The adapter must name a registered base model, so that it loads on any machine. Register the name in
+loading, or with ``--int8`` at about a quarter (``inbedder.adapter_storage``). The adapter must
+name a registered base model, so that it loads on any machine. Register the name in
 ``inbedder/models.py`` (``RegisteredModel(adapter=NAME)``).
 """
 
@@ -20,12 +21,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from inbedder import models
+from inbedder.adapter_storage import INT8_WEIGHTS, save_int8
 from inbedder.model_settings import SETTINGS_FILE, write_settings
 
 WEIGHTS = "adapter_model.safetensors"
 
 
-def package(source: Path, name: str, **settings: Any) -> Path:
+def package(source: Path, name: str, int8: bool = False, **settings: Any) -> Path:
     base = models.adapter_base(str(source))
     if base is None:
         raise SystemExit(f"{source} is not an adapter directory (no {models.ADAPTER_CONFIG})")
@@ -38,8 +40,14 @@ def package(source: Path, name: str, **settings: Any) -> Path:
         if (source / name).is_file():
             shutil.copy(source / name, target / name)
     write_settings(target, **settings)
-    weights = {key: tensor.to(torch.float16).contiguous() for key, tensor in load_file(str(source / WEIGHTS)).items()}
-    save_file(weights, str(target / WEIGHTS), metadata={"format": "pt"})
+    tensors = load_file(str(source / WEIGHTS))
+    for old in (WEIGHTS, INT8_WEIGHTS):  # a re-packaged adapter keeps one form of its weights
+        (target / old).unlink(missing_ok=True)
+    if int8:
+        save_int8(tensors, target)
+    else:
+        weights = {key: tensor.to(torch.float16).contiguous() for key, tensor in tensors.items()}
+        save_file(weights, str(target / WEIGHTS), metadata={"format": "pt"})
     return target
 
 
@@ -49,8 +57,9 @@ def main() -> None:
     parser.add_argument("--name", required=True, help="the registered name, and the folder under inbedder/adapters")
     parser.add_argument("--readout", help="the readout InBedder uses for this model by default")
     parser.add_argument("--layer", type=int, help="the layer it reads by default")
+    parser.add_argument("--int8", action="store_true", help="store the weights as int8 with a scale per row")
     args = parser.parse_args()
-    target = package(args.source, args.name, readout=args.readout, layer=args.layer)
+    target = package(args.source, args.name, int8=args.int8, readout=args.readout, layer=args.layer)
     size = sum(f.stat().st_size for f in target.iterdir()) / 2**20
     print(f"{target}: {size:.1f} MiB")
 

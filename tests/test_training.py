@@ -387,3 +387,24 @@ def test_an_adapter_shipped_in_the_package_loads_by_its_registered_name(adapter_
     assert not entry.available_offline()
     with pytest.raises(FileNotFoundError, match="not installed and it has no hub id"):
         registry.resolve("tiny-inbedder")
+
+
+def test_an_adapter_stored_as_int8_loads_close_to_the_float_one(adapter_run, tmp_path):
+    from inbedder.adapter_storage import INT8_WEIGHTS, dequantize_int8, quantize_int8, save_int8
+
+    result, _ = adapter_run
+    weights = load_file(str(result.out / "adapter_model.safetensors"))
+    packed = quantize_int8(weights)
+    restored = dequantize_int8(packed)
+    for name, tensor in weights.items():  # within half a step, plus what the float16 scale rounds off
+        step = tensor.abs().amax(dim=1, keepdim=True) / 127
+        assert packed[name].dtype == torch.int8 and (restored[name] - tensor).abs().le(0.6 * step).all()
+    small = tmp_path / "int8"
+    small.mkdir()
+    shutil.copy(result.out / "adapter_config.json", small / "adapter_config.json")
+    save_int8(weights, small)
+    assert (small / INT8_WEIGHTS).stat().st_size < 0.5 * (result.out / "adapter_model.safetensors").stat().st_size
+    texts = ["I love my cat", "the lazy dog"]
+    as_int8 = InBedder(str(small), max_length=64).encode(texts, "What animal?", normalize_embeddings=True)
+    as_float = InBedder(str(result.out), max_length=64).encode(texts, "What animal?", normalize_embeddings=True)
+    assert (as_int8 * as_float).sum(1).min() > 0.9999

@@ -1,0 +1,55 @@
+"""Shipping LoRA adapters small: int8 weights with one float16 scale per row, dequantized on loading.
+
+A LoRA matrix's rows are short and their values of one scale, so symmetric per-row int8 keeps
+each weight within about half a step of ``max |row| / 127`` (0.6 of one, with the float16
+scale's rounding); merged into the base model the change is
+far below what moves an embedding (BENCHMARKS.md measures it for the shipped adapter).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+INT8_WEIGHTS = "adapter_int8.safetensors"
+"""An adapter directory's weights stored as int8 (instead of peft's ``adapter_model.safetensors``)."""
+_SCALE = ".int8_scale"
+
+
+def quantize_int8(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each 2-D tensor as int8 plus a float16 scale per row (key + ``.int8_scale``); others as float16."""
+    packed = {}
+    for name, tensor in tensors.items():
+        tensor = tensor.detach().float().cpu()
+        if tensor.dim() != 2:
+            packed[name] = tensor.to(torch.float16).contiguous()
+            continue
+        scale = (tensor.abs().amax(dim=1, keepdim=True) / 127).clamp(min=1e-12)
+        packed[name] = torch.round(tensor / scale).clamp(-127, 127).to(torch.int8).contiguous()
+        packed[name + _SCALE] = scale.to(torch.float16).contiguous()
+    return packed
+
+
+def dequantize_int8(packed: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """The tensors ``quantize_int8`` stored, back in ``dtype``."""
+    tensors = {}
+    for name, tensor in packed.items():
+        if name.endswith(_SCALE):
+            continue
+        if tensor.dtype == torch.int8:
+            tensors[name] = (tensor.float() * packed[name + _SCALE].float()).to(dtype)
+        else:
+            tensors[name] = tensor.to(dtype)
+    return tensors
+
+
+def save_int8(tensors: dict[str, torch.Tensor], directory: str | Path) -> Path:
+    path = Path(directory) / INT8_WEIGHTS
+    save_file(quantize_int8(tensors), str(path), metadata={"format": "pt", "inbedder": "int8 per-row"})
+    return path
+
+
+def load_int8(directory: str | Path, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    return dequantize_int8(load_file(str(Path(directory) / INT8_WEIGHTS)), dtype)
