@@ -41,5 +41,6 @@ def write_settings(directory: str | Path, **settings: Any) -> Path:
         raise ValueError(f"unknown model settings {unknown}; a model directory may set {list(KEYS)}")
     path = Path(directory) / SETTINGS_FILE
     merged = read_settings(directory) | {k: v for k, v in settings.items() if v is not None}
-    path.write_text(json.dumps(merged, indent=2) + "\n")
+    if merged or path.exists():  # nothing to say: no file
+        path.write_text(json.dumps(merged, indent=2) + "\n")
     return path

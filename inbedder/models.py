@@ -90,6 +90,12 @@ REGISTRY: dict[str, RegisteredModel] = {
             adapter="smollm2-135m-inbedder",
             aliases=("default",),
         ),
+        RegisteredModel(
+            name="smollm2-135m-inbedder-v2",
+            description="SmolLM2-135M-Instruct trained on 20,000 holistic and reading-comprehension questions "
+            "(int8 LoRA in inbedder); tells sentiment apart, still weak on topic (BENCHMARKS.md)",
+            adapter="smollm2-135m-inbedder-v2",
+        ),
     ]
 }
 DEFAULT_MODEL = "smollm2-135m-inbedder"  # chosen by the evaluation suite (BENCHMARKS.md, "Training")

@@ -1,4 +1,4 @@
-"""The trained InBedder shipped in the package (smollm2-135m-inbedder). Slow: `make test-slow`."""
+"""The trained InBedders shipped in the package (smollm2-135m-inbedder, -v2). Slow: `make test-slow`."""
 
 import json
 
@@ -8,7 +8,7 @@ import pytest
 from inbedder import InBedder, models
 
 pytestmark = pytest.mark.slow
-NAME = "smollm2-135m-inbedder"
+NAMES = ["smollm2-135m-inbedder", "smollm2-135m-inbedder-v2"]
 TEXTS = [
     "Le nouveau film d'animation arrive bientôt au cinéma, avec des personnages adorés.",
     "Der neue Animationsfilm kommt bald ins Kino, mit beliebten Figuren.",
@@ -27,16 +27,21 @@ def load(name: str, cache) -> InBedder:
         return InBedder(name)
 
 
+@pytest.fixture(scope="module", params=NAMES)
+def name(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def trained(cache):
-    return load(NAME, cache)
+def trained(name, cache):
+    return load(name, cache)
 
 
-def test_the_adapter_is_packaged_with_its_training_record():
-    entry = models.registered(NAME)
+def test_the_adapter_is_packaged_with_its_training_record(name):
+    entry = models.registered(name)
     assert entry is not None and entry.available_offline()
     adapter = entry.packaged_adapter()
-    assert models.resolve(NAME) == str(adapter)
+    assert models.resolve(name) == str(adapter)
     assert models.adapter_base(str(adapter)) == models.BASE_MODEL
     record = json.loads((adapter / "training.json").read_text())
     assert record["base"] == models.BASE_MODEL and record["steps"] > 0 and record["eval_loss"] < 2
@@ -44,7 +49,7 @@ def test_the_adapter_is_packaged_with_its_training_record():
 
 def test_it_answers_at_once_and_tersely(trained):
     _, answers = trained.encode(TEXTS, LANGUAGE, readout="avg_gen", max_new_tokens=6, return_generations=True)
-    assert [answer.split()[0].strip(".") for answer in answers] == ["French", "German"]
+    assert [answer.split()[0].strip(".").lower() for answer in answers] == ["french", "german"]
     assert all(len(answer.split()) <= 2 for answer in answers), answers
 
 
