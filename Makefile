@@ -22,7 +22,7 @@ demo: $(STAMP)
 		--instruction "What kind of product is being reviewed?" \
 		--instruction "Is the reviewer satisfied or dissatisfied?" \
 		--instruction "What does the reviewer complain about or praise most?" \
-		--label-column domain --label-column sentiment -k auto --out out/demo
+		--label-column domain --label-column sentiment -k auto --out out/demo --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest
