@@ -39,6 +39,18 @@ from inbedder.eval.tasks import ClusteringTask, per_text_instructions
 Key = tuple[str, str]
 
 
+def sampling(args: argparse.Namespace, samples: int) -> dict[str, Any]:
+    """``encode`` keywords for ``samples`` seeded answers re-encoded, with their texts."""
+    return {
+        "readout": "re_encode",
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": args.temperature,
+        "seed": 0,
+        "num_samples": samples,
+        "return_generations": True,
+    }
+
+
 def _keys(texts: list[str], instruction: Any) -> list[Key]:
     asked = instruction if isinstance(instruction, list) else [instruction] * len(texts)
     return [(t, repr(i)) for t, i in zip(texts, asked)]
@@ -62,16 +74,7 @@ class Readouts:
         a, multi = self.args, self.model.encode_multi
         fst = multi(texts, missing, readout="fst_gen", batch_size=a.batch_size)
         greedy = multi(texts, missing, readout="avg_gen", max_new_tokens=a.max_new_tokens, return_generations=True)
-        sampled = multi(
-            texts,
-            missing,
-            readout="re_encode",
-            max_new_tokens=a.max_new_tokens,
-            temperature=a.temperature,
-            seed=0,
-            num_samples=a.samples,
-            return_generations=True,
-        )
+        sampled = multi(texts, missing, **sampling(a, a.samples))
         for instruction, f, (avg, answers), (_, samples) in zip(missing, fst, greedy, sampled):
             for row, key in enumerate(_keys(texts, instruction)):
                 self.fst[key], self.avg[key], self.greedy[key] = f[row], avg[row], answers[row]
@@ -144,16 +147,7 @@ def speed(
         return len(texts) / (time.perf_counter() - started)
 
     def sampled_answers(k: int) -> Any:
-        return model.encode(
-            texts,
-            instruction,
-            readout="re_encode",
-            max_new_tokens=a.max_new_tokens,
-            temperature=a.temperature,
-            seed=0,
-            num_samples=k,
-            return_generations=True,
-        )
+        return model.encode(texts, instruction, **sampling(a, k))
 
     def greedy_reencode() -> Any:
         _, answers = model.encode(

@@ -1,8 +1,9 @@
-"""Shipping LoRA adapters small: int8 weights with one float16 scale per row, dequantized on loading.
+"""Shipping LoRA adapters small: int8 weights with one float16 scale per rank component.
 
-A LoRA matrix's rows are short and their values of one scale, so symmetric per-row int8 keeps
-each weight within about half a step of ``max |row| / 127`` (0.6 of one, with the float16
-scale's rounding); merged into the base model the change is
+Each rank component of a LoRA pair (a row of A, a column of B) gets its own symmetric int8
+scale, so every weight stays within about half a step of ``max |component| / 127`` (0.6 of one,
+with the float16 scale's rounding), and the scales cost 2 bytes per component, not per row of B;
+merged into the base model the change is
 far below what moves an embedding (BENCHMARKS.md measures it for the shipped adapter).
 """
 
@@ -19,14 +20,16 @@ _SCALE = ".int8_scale"
 
 
 def quantize_int8(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Each 2-D tensor as int8 plus a float16 scale per row (key + ``.int8_scale``); others as float16."""
+    """Each 2-D tensor as int8 plus a float16 scale per slice along its short side, the LoRA rank
+    (key + ``.int8_scale``: a row of A, a column of B); other tensors as float16."""
     packed = {}
     for name, tensor in tensors.items():
         tensor = tensor.detach().float().cpu()
         if tensor.dim() != 2:
             packed[name] = tensor.to(torch.float16).contiguous()
             continue
-        scale = (tensor.abs().amax(dim=1, keepdim=True) / 127).clamp(min=1e-12)
+        across = 1 if tensor.shape[0] <= tensor.shape[1] else 0  # one scale per rank component
+        scale = (tensor.abs().amax(dim=across, keepdim=True) / 127).clamp(min=1e-12)
         packed[name] = torch.round(tensor / scale).clamp(-127, 127).to(torch.int8).contiguous()
         packed[name + _SCALE] = scale.to(torch.float16).contiguous()
     return packed

@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--name", required=True, help="the registered name, and the folder under inbedder/adapters")
     parser.add_argument("--readout", help="the readout InBedder uses for this model by default")
     parser.add_argument("--layer", type=int, help="the layer it reads by default")
-    parser.add_argument("--int8", action="store_true", help="store the weights as int8 with a scale per row")
+    parser.add_argument("--int8", action="store_true", help="store the weights as int8 with a scale per rank component")
     args = parser.parse_args()
     target = package(args.source, args.name, int8=args.int8, readout=args.readout, layer=args.layer)
     size = sum(f.stat().st_size for f in target.iterdir()) / 2**20
