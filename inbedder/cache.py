@@ -186,7 +186,7 @@ class EmbeddingCache:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path).expanduser()
-        self._ready = False
+        self._ready = self._checked = False
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -224,11 +224,13 @@ class EmbeddingCache:
     def check(self) -> EmbeddingCache:
         """Refuse now, naming the file, a store that cannot be used (see ``check_store``); return self."""
         check_store(self.path)
+        self._checked = True
         return self
 
     def _open(self) -> sqlite3.Connection:
         if not self._ready:
-            self.check()
+            if not self._checked:  # open_cache usually checked it a moment ago
+                self.check()
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as err:
@@ -298,7 +300,6 @@ class EmbeddingCache:
         """Rows, size on disk and rows per model name; a missing file is reported, not created."""
         if not self.path.is_file():
             return CacheInfo(self.path, exists=False)
-        self.check()
         with self._connect() as connection:
             per_model = dict(
                 connection.execute("SELECT model_name, COUNT(*) FROM embeddings GROUP BY model_name").fetchall()
