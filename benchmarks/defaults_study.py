@@ -19,42 +19,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from inbedder import InBedder
 from inbedder.eval.suite import local_tasks, run
-from inbedder.postprocess import POSTPROCESSING, postprocess
-
-
-class _RawMemo:
-    """Raw (un-post-processed) embeddings of one configuration, computed once per (text, instruction)."""
-
-    def __init__(self, model: InBedder, **config: Any) -> None:
-        self.model, self.config, self.vectors = model, config, {}
-
-    def get(self, texts: Sequence[str], instructions: list[Any]) -> list[np.ndarray]:
-        asked = [i if isinstance(i, list) else [i] * len(texts) for i in instructions]
-        if any((t, q[j]) not in self.vectors for q in asked for j, t in enumerate(texts)):
-            fresh = self.model.encode_multi(list(texts), instructions, postprocess="none", **self.config)
-            for q, vectors in zip(asked, fresh):
-                self.vectors.update({(t, q[j]): v for j, (t, v) in enumerate(zip(texts, vectors))})
-        return [np.stack([self.vectors[(t, q[j])] for j, t in enumerate(texts)]) for q in asked]
+from inbedder.options import EncodeOptions
+from inbedder.postprocess import POSTPROCESSING
 
 
 class _Variant:
-    """One post-processing over a configuration's raw embeddings, as an encoder the suite can run."""
+    """One configuration and post-processing as an encoder the suite runs: the suite's options (its
+    store) with this variant's settings, so the variants of a configuration share its raw rows."""
 
-    def __init__(self, memo: _RawMemo, method: str) -> None:
-        self.memo, self.method = memo, method
+    def __init__(self, model: InBedder, **settings: Any) -> None:
+        self.model, self.settings = model, settings
 
-    def _post(self, raw: np.ndarray) -> np.ndarray:
-        return postprocess(torch.from_numpy(raw), self.method).numpy()
+    def encode(self, sentences: Sequence[str], instruction: Any = None, options: EncodeOptions | None = None) -> Any:
+        return self.model.encode(sentences, instruction, EncodeOptions.build(options, **self.settings))
 
-    def encode(self, sentences: Sequence[str], instruction: Any = None, **_: Any) -> np.ndarray:
-        return self._post(self.memo.get(sentences, [instruction])[0])
-
-    def encode_multi(self, sentences: Sequence[str], instructions: Sequence[Any], **_: Any) -> list[np.ndarray]:
-        return [self._post(raw) for raw in self.memo.get(sentences, list(instructions))]
+    def encode_multi(self, sentences: Sequence[str], instructions: Sequence[Any], options: EncodeOptions | None = None):
+        return self.model.encode_multi(sentences, instructions, EncodeOptions.build(options, **self.settings))
 
 
 def main() -> None:
@@ -80,9 +63,9 @@ def main() -> None:
         methods = [m for m in args.postprocess if (template, readout, layer, m) not in finished]
         if not methods:
             continue
-        memo = _RawMemo(model, template=template, readout=readout, layer=layer)
+        config = dict(template=template, readout=readout, layer=layer)
         start = time.perf_counter()
-        results = run({m: _Variant(memo, m) for m in methods}, tasks)
+        results = run({m: _Variant(model, postprocess=m, **config) for m in methods}, tasks)
         seconds = time.perf_counter() - start
         for method in methods:
             scores = {r.task: r.main for r in results if r.model == method}

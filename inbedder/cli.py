@@ -99,7 +99,19 @@ def encode(
     store = _checked_store(True) if cache else None
 
     from inbedder.embedder import InBedder  # heavy imports only once the inputs are known to be good
+    from inbedder.options import EncodeOptions
 
+    options = EncodeOptions(
+        batch_size=batch_size,
+        show_progress_bar=progress,
+        normalize_embeddings=normalize,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        return_generations=return_generations,
+        cache=store if store is not None else False,
+    )
     embedder = InBedder(
         model,
         device=device,
@@ -111,19 +123,7 @@ def encode(
         else f"nothing was written to {out}; with --cache an interrupted run keeps its finished batches"
     )
     with _interruptible(kept):
-        result = embedder.encode(
-            texts,
-            instruction,
-            batch_size=batch_size,
-            show_progress_bar=progress,
-            normalize_embeddings=normalize,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
-            return_generations=return_generations,
-            cache=store if store is not None else False,
-        )
+        result = embedder.encode(texts, instruction, options)
     embeddings, answers = result if return_generations else (result, None)
     tables.write_embeddings(out, embeddings, table, answers)
     if answers is not None and answers_out is not None:
@@ -191,7 +191,9 @@ def evaluate(
         encoders["all-MiniLM-L6-v2"] = base.WithoutInstruction(minilm, "all-MiniLM-L6-v2")
         encoders["all-MiniLM-L6-v2 + instruction"] = base.InstructionPrepended(minilm, "all-MiniLM-L6-v2 + instruction")
         encoders[f"{model[0]} mean over raw text"] = base.RawTextMean(encoders[model[0]], model[0])
-    results = eval_suite.run(encoders, chosen, batch_size=batch_size)
+    from inbedder.options import EncodeOptions
+
+    results = eval_suite.run(encoders, chosen, EncodeOptions(batch_size=batch_size))
     typer.echo(eval_suite.results_table(results))
     payload = {
         "suite": suite,

@@ -1,44 +1,45 @@
 """InBedder: load a language model and embed texts as its hidden state at the answer.
 
-One ``encode`` for every model family: texts become prompts (``inbedder.templates``), batches
-sorted by length go to the family's backend (``inbedder.backends``), whose states the readout
-pools (``inbedder.readout``) or whose answers a sentence embedder re-encodes; results come back
-in input order, post-processed and converted as asked. With a persistent cache
-(``inbedder.cache``) only the texts it lacks reach the model.
+One ``encode`` for every model family, a pipeline of stages that ``InBedder`` only wires:
+texts become prompts (``inbedder.templates``); the runner (``inbedder.runner``) takes batches
+sorted by length through the family's backend (``inbedder.backends``); a readout stage
+(``inbedder.pooling``) pools the states as the readout says (``inbedder.readout``) or
+re-encodes the answers; head readouts then go through the LM head; post-processing
+(``inbedder.postprocess``), normalisation and conversion follow. The options of a call are one
+``EncodeOptions`` (``inbedder.options``). With a persistent cache (``inbedder.cache``) only the
+texts it lacks reach the model.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import inspect
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, replace
-from typing import Any, cast
+from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from inbedder import models
-from inbedder.backends import Generation, GenerationSettings, make_backend
-from inbedder.backends.base import PrefixCacheBackend
+from inbedder.backends import Generation, GenerationSettings, make_backend, offered_readouts
 from inbedder.cache import CacheSession, EmbeddingCache, model_fingerprint, model_label, open_cache
 from inbedder.cache import settings_fingerprint as cache_settings
 from inbedder.cache import weights_fingerprint as module_fingerprint
 from inbedder.loading import load_language_model, resolve_device, resolve_dtype
 from inbedder.model_settings import read_settings
-from inbedder.pooling import filter_mask, pool_generation
+from inbedder.options import EncodeOptions, Fields, takes_encode_options
+from inbedder.pooling import HeadDistribution, ReadoutStage, ReEncoding, StatePooling, embedding_size
 from inbedder.postprocess import check_postprocess
 from inbedder.postprocess import postprocess as postprocess_states
-from inbedder.readout import Readout
+from inbedder.readout import KINDS, Readout
+from inbedder.runner import Prompts, Runner
 from inbedder.templates import PromptTemplate, PromptTokenizer, one_per_text
 
 logger = logging.getLogger(__name__)
 
-Fields = Mapping[str, Sequence[str]] | Sequence[Mapping[str, str]]
 CPU_BATCH_TOKENS = 1024
 DEFAULT_MAX_LENGTH = 512
 
@@ -145,9 +146,8 @@ class InBedder:
         self.prompts = PromptTokenizer(self.tokenizer, max_length, self.backend.answer_slots)
         if max_batch_tokens is None and self.device.type == "cpu":
             max_batch_tokens = CPU_BATCH_TOKENS
-        if max_batch_tokens is not None and max_batch_tokens < 1:
-            raise ValueError(f"max_batch_tokens must be a positive int or None, got {max_batch_tokens!r}")
-        self.max_batch_tokens = max_batch_tokens
+        self.runner = Runner(self.backend, max_batch_tokens)
+        self.head = HeadDistribution(self.backend)
         self.reencoder = reencoder
         self.cache = cache
 
@@ -165,8 +165,18 @@ class InBedder:
 
     @property
     def embedding_dim(self) -> int:
-        """The size of the default readout's embeddings (the re-encoder's for ``re_encode``)."""
+        """The size of the default readout's embeddings: the hidden size, the re-encoder's for ``re_encode``,
+        the vocabulary's for ``fst_head``."""
         return self._dimension(self.readout.name)
+
+    @property
+    def max_batch_tokens(self) -> int | None:
+        """At most this many padded tokens in one forward pass (None: no limit)."""
+        return self.runner.max_batch_tokens
+
+    @max_batch_tokens.setter
+    def max_batch_tokens(self, value: int | None) -> None:
+        self.runner = Runner(self.backend, value)
 
     @property
     def num_layers(self) -> int:
@@ -175,12 +185,11 @@ class InBedder:
     def top_tokens(self, states: Any, top: int = 10) -> list[list[str]]:
         """For each row of ``states`` (n, dim), the words the LM head ranks highest.
 
-        Meaningful for states read at the last layer, the head's input. Tokens are decoded,
+        Meaningful for states read at the last layer, the head's input, or for vectors of a
+        head readout (``fst_head``), which already hold one number per token. Tokens are decoded,
         stripped, kept when they hold a letter, and deduplicated ignoring case.
         """
-        logits = self.backend.vocabulary_logits(
-            torch.as_tensor(states, dtype=torch.float32).reshape(-1, self.backend.hidden_size)
-        )
+        logits = self._vocabulary_scores(torch.as_tensor(states, dtype=torch.float32))
         special = set(self.tokenizer.all_special_ids)
         words = []
         for row in logits.topk(min(top * 10, logits.shape[-1])).indices.tolist():
@@ -198,29 +207,13 @@ class InBedder:
         """The embedding size (the sentence-transformers name)."""
         return self.embedding_dim
 
+    @takes_encode_options
     def encode(
         self,
         sentences: str | Sequence[str],
         instruction: str | Sequence[str | None] | None = None,
-        *,
-        batch_size: int = 16,
-        show_progress_bar: bool | None = None,
-        normalize_embeddings: bool = False,
-        convert_to_numpy: bool = True,
-        convert_to_tensor: bool = False,
-        readout: str | None = None,
-        layer: int | None = None,
-        template: str | PromptTemplate | None = None,
-        postprocess: str | None = None,
-        fields: Fields | None = None,
-        max_new_tokens: int = 8,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        seed: int | None = None,
-        num_samples: int = 1,
-        filter_words: Iterable[str] | None = None,
-        return_generations: bool = False,
-        cache: bool | str | os.PathLike[str] | EmbeddingCache | None = None,
+        options: EncodeOptions | None = None,
+        **overrides: Any,
     ) -> Any:
         """Embed texts as the answer state to ``instruction`` about each of them.
 
@@ -228,142 +221,133 @@ class InBedder:
             sentences: one text or a list of texts.
             instruction: one question for all texts, a list with one per text, or
                 None to embed the raw texts with no prompt.
-            batch_size, show_progress_bar, normalize_embeddings, convert_to_numpy,
-                convert_to_tensor: as in sentence-transformers. Texts are batched by
-                length and results come back in input order.
-            readout, layer, template, postprocess: override the model's defaults for
-                this call. Post-processing uses statistics over this call's texts, so
-                encode a corpus in one call.
-            fields: per-text values for extra ``{name}`` placeholders in the template
-                or instruction: a mapping of name to one value per text, or one
-                mapping per text.
-            max_new_tokens, temperature, top_p, seed: decoding for the readouts that
-                generate (greedy at temperature 0). A masked LM's answer is one token per
-                mask slot (argmax, or sampled above temperature 0); max_new_tokens does not apply.
-            num_samples: for ``readout="re_encode"``: embed this many sampled answers per
-                text and average them (above 1, needs ``temperature > 0``).
-            filter_words: words whose answer tokens ``avg_gen`` skips.
-            return_generations: also return the answers (generating them for
-                single-pass readouts too); with ``num_samples > 1``, a list of the
-                ``num_samples`` answers per text.
-            cache: the persistent cache for this call: None for the model's default (its
-                ``cache``), False for none, True for the store under ``$INBEDDER_CACHE``, or a
-                path. Raw vectors and answers are stored, so post-processing and normalization
-                still apply to this call's texts. Sampling without a ``seed`` is never cached.
+            options, overrides: how to encode (``inbedder.options.EncodeOptions``): an
+                ``EncodeOptions``, keywords of the same names (``batch_size``, ``readout``,
+                ``normalize_embeddings``, ``cache``, ...), or both, the keywords winning.
 
         Returns:
             An array (n, dim), or (dim,) for a single string; with
             ``return_generations``, a tuple of that and the list of answers. ``dim`` is
-            the model's hidden size, or the re-encoder's for ``re_encode``.
+            the model's hidden size, the re-encoder's for ``re_encode``, or the vocabulary's for ``fst_head``.
         """
-        options = {k: v for k, v in locals().items() if k not in ("self", "sentences", "instruction")}
-        return self._encode(sentences, [instruction], **options)[0]
+        return self._encode(sentences, [instruction], EncodeOptions.build(options, **overrides))[0]
 
-    def encode_multi(self, sentences: str | Sequence[str], instructions: Sequence[Any], **encode_kwargs: Any) -> list:
+    @takes_encode_options
+    def encode_multi(
+        self,
+        sentences: str | Sequence[str],
+        instructions: Sequence[Any],
+        options: EncodeOptions | None = None,
+        **overrides: Any,
+    ) -> list:
         """Embed one corpus under several instructions: a list with one ``encode`` result per instruction.
 
-        Takes the keywords of ``encode``. For the single-pass readouts the prompt part the
+        Takes the options of ``encode``. For the single-pass readouts the prompt part the
         instructions share (with the QA template, ``### Input:`` and the text) runs through
         the model once per text and its key/value cache serves every instruction; the
         results equal separate ``encode`` calls.
         """
         if isinstance(instructions, str) or not isinstance(instructions, Sequence) or not instructions:
             raise ValueError(f"instructions must be a non-empty list of instructions, got {instructions!r}")
-        bound = inspect.signature(self.encode).bind(sentences, **encode_kwargs)
-        bound.apply_defaults()
-        options = {k: v for k, v in bound.arguments.items() if k not in ("sentences", "instruction")}
-        return self._encode(sentences, list(instructions), **options)
+        return self._encode(sentences, list(instructions), EncodeOptions.build(options, **overrides))
 
-    def _encode(
-        self,
-        sentences: Any,
-        instructions: list[Any],
-        *,
-        batch_size: int,
-        show_progress_bar: bool | None,
-        normalize_embeddings: bool,
-        convert_to_numpy: bool,
-        convert_to_tensor: bool,
-        readout: str | None,
-        layer: int | None,
-        template: str | PromptTemplate | None,
-        postprocess: str | None,
-        fields: Fields | None,
-        max_new_tokens: int,
-        temperature: float,
-        top_p: float,
-        seed: int | None,
-        num_samples: int,
-        filter_words: Iterable[str] | None,
-        return_generations: bool,
-        cache: bool | str | os.PathLike[str] | EmbeddingCache | None,
-    ) -> list:
+    def _encode(self, sentences: Any, instructions: list[Any], options: EncodeOptions) -> list:
+        """The pipeline: prompts, then (for the texts the store lacks) the runner and the readout
+        stage, then the LM head for head readouts, post-processing, normalisation and conversion."""
         texts, single = _as_texts(sentences)
+        n = len(texts)
+        spec = Readout.make(
+            options.readout or self.readout.name,
+            self.readout.layer if options.layer is None else options.layer,
+            options.filter_words,
+        )
+        layer = self._check_readout(spec)
+        settings = GenerationSettings(options.max_new_tokens, options.temperature, options.top_p, options.num_samples)
+        if options.num_samples != 1 and not spec.kind.reencodes:
+            raise ValueError(
+                f"num_samples={options.num_samples} applies to readout='re_encode' only, not {spec.name!r}"
+            )
+        post = check_postprocess(self.postprocess if options.postprocess is None else options.postprocess, n or None)
+        prompts = self._prompts(texts, instructions, options)
+        generate = spec.needs_generation or options.return_generations
+        pooled = replace(spec, name=spec.state_readout)  # what the states give, and the store keeps
+        embeddings, answers = self._embed(prompts, pooled, layer, settings if generate else None, options)
+
+        if spec.reads_head:
+            embeddings = torch.stack([self.head(e) for e in embeddings])
+        if n:
+            embeddings = torch.stack([postprocess_states(e, post) for e in embeddings])
+        if options.normalize_embeddings:
+            embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
+        outputs = []
+        for k in range(len(prompts)):
+            vectors = embeddings[k, 0] if single else embeddings[k]
+            result = _convert(vectors, options.convert_to_numpy, options.convert_to_tensor)
+            outputs.append((result, answers[k][0] if single else answers[k]) if options.return_generations else result)
+        return outputs
+
+    def _prompts(self, texts: list[str], instructions: list[Any], options: EncodeOptions) -> Prompts:
+        """The prompt stage: token ids per instruction, per text (template, fields, truncation)."""
         n = len(texts)
         names = ["instruction"] if len(instructions) == 1 else [f"instructions[{k}]" for k in range(len(instructions))]
         per_instruction = [one_per_text(value, n, name) for value, name in zip(instructions, names)]
-        records = _records(fields, n)
-        spec = Readout.make(readout or self.readout.name, self.readout.layer if layer is None else layer, filter_words)
-        layer_index = self._check_readout(spec)
-        settings = GenerationSettings(max_new_tokens, temperature, top_p, num_samples)
-        if num_samples != 1 and spec.name != "re_encode":
-            raise ValueError(f"num_samples={num_samples} applies to readout='re_encode' only, not {spec.name!r}")
-        post = check_postprocess(self.postprocess if postprocess is None else postprocess, n or None)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        prompt_template = self.template if template is None else PromptTemplate.from_spec(template, self.tokenizer)
-        prompts = [
-            [self.prompts(text, per_text[i], prompt_template, records[i]) for i, text in enumerate(texts)]
+        records = _records(options.fields, n)
+        template = (
+            self.template if options.template is None else PromptTemplate.from_spec(options.template, self.tokenizer)
+        )
+        return [
+            [self.prompts(text, per_text[i], template, records[i]) for i, text in enumerate(texts)]
             for per_text in per_instruction
         ]
 
-        generate = spec.needs_generation or return_generations
-        prefix_cache = len(prompts) > 1 and self.backend.supports_prefix_cache
-        shared = _shared_prefix_lengths(prompts) if prefix_cache else [0] * n
-        embeddings = torch.empty((len(prompts), n, self._dimension(spec.name)), dtype=torch.float32)
+    def _embed(
+        self,
+        prompts: Prompts,
+        pooled: Readout,
+        layer: int,
+        settings: GenerationSettings | None,
+        options: EncodeOptions,
+    ) -> tuple[torch.Tensor, list[list[Any]]]:
+        """Raw vectors (instructions, texts, dim) and answers: from the store, else from the runner
+        and the readout stage, each finished batch stored at once (an interrupted run keeps it)."""
+        n, n_prompts = len(prompts[0]), len(prompts)
+        stage = self._readout_stage(pooled)
+        embeddings = torch.empty((n_prompts, n, stage.dimension), dtype=torch.float32)
         answers: list[list[Any]] = [[""] * n for _ in prompts]
         session = self._cache_session(
-            self.cache if cache is None else cache, prompts, spec, layer_index, settings if generate else None, seed
+            self.cache if options.cache is None else options.cache, prompts, pooled, layer, settings, options.seed
         )
-        todo, copies, n_prompts = list(range(n)), {}, len(prompts)
+        todo, copies = list(range(n)), {}
         if session is not None:
             found, todo, copies = session.lookup()
             for i, rows in found.items():
                 for k, (vector, answer) in enumerate(rows):
                     embeddings[k, i] = torch.from_numpy(vector.copy())
                     answers[k][i] = answer
-        # a batch's cost is its widest pass: the shared prefix when there is one, else the whole prompt
-        widths = [shared[i] or max(len(p[i]) for p in prompts) for i in todo]
-        batches = [[todo[j] for j in b] for b in _length_sorted_batches(widths, batch_size, self.max_batch_tokens)]
-        with _seeded(seed if generate else None, self.device):
-            for batch in tqdm(batches, desc="encode", unit="batch", disable=not show_progress_bar):
-                results = self._encode_batch(batch, prompts, shared, spec, layer_index, settings if generate else None)
-                for k, (vectors, batch_answers) in enumerate(results):
-                    embeddings[k, batch] = vectors.float().cpu()
-                    for i, answer in zip(batch, batch_answers):
+        plan = self.runner.plan(prompts, todo, options.batch_size)
+        samples = settings.num_samples if settings is not None else 1
+        with _seeded(options.seed if settings is not None else None, self.device):
+            for batch in tqdm(plan.batches, desc="encode", unit="batch", disable=not options.show_progress_bar):
+                runs = [self.runner.run(plan, batch, layer, settings) for _ in range(samples)]
+                for k in range(n_prompts):
+                    gens = [run[k] for run in runs]
+                    said = [self._answers(gen) for gen in gens] if settings is not None else [[]]
+                    embeddings[k, batch] = stage(gens, said).float().cpu()
+                    for i, answer in zip(batch, said[0] if samples == 1 else [list(a) for a in zip(*said)]):
                         answers[k][i] = answer
-                if session is not None:  # committed now: an interrupted run keeps every finished batch
+                if session is not None:
                     done = [(embeddings[k, batch].numpy(), [answers[k][i] for i in batch]) for k in range(n_prompts)]
                     session.save(batch, done)
         for i, source in copies.items():  # a prompt the call repeats ran once
             embeddings[:, i] = embeddings[:, source]
             for k in range(n_prompts):
                 answers[k][i] = copy.deepcopy(answers[k][source])
-
-        if n:
-            embeddings = torch.stack([postprocess_states(e, post) for e in embeddings])
-        if normalize_embeddings:
-            embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
-        outputs = []
-        for k in range(len(prompts)):
-            result = _convert(embeddings[k, 0] if single else embeddings[k], convert_to_numpy, convert_to_tensor)
-            outputs.append((result, answers[k][0] if single else answers[k]) if return_generations else result)
-        return outputs
+        return embeddings, answers
 
     def _cache_session(
         self,
         cache: Any,
-        prompts: list[list[list[int]]],
+        prompts: Prompts,
         spec: Readout,
         layer: int,
         settings: GenerationSettings | None,
@@ -373,8 +357,8 @@ class InBedder:
 
         The key's settings are the readout (with its resolved layer and filter words) and, when the
         call generates, the decoding settings; the prompt's token ids stand for text, instruction,
-        template, fields and truncation. Sampling without a seed, and ``re_encode`` with a re-encoder
-        that is not a torch module, are not cached.
+        template, fields and truncation. Sampling without a ``seed``, and ``re_encode`` with a
+        re-encoder that is not a torch module, are not cached.
         """
         store = open_cache(cache)
         if store is None:
@@ -388,7 +372,7 @@ class InBedder:
                 )
                 return None
             parts["generation"] = {**asdict(settings), "seed": seed if settings.sampling else None}
-        if spec.name == "re_encode":
+        if spec.kind.reencodes:
             embedder = self._sentence_embedder()
             if not isinstance(embedder, torch.nn.Module):
                 logger.info("not cached: re-encoder %s is not a torch module to fingerprint", type(embedder).__name__)
@@ -397,101 +381,35 @@ class InBedder:
         model = model_fingerprint(self.backend.model, self.tokenizer, self.family)
         return CacheSession(store, model, cache_settings(**parts), model_label(self.name), prompts)
 
-    def _encode_batch(
-        self,
-        batch: list[int],
-        prompts: list[list[list[int]]],
-        shared: list[int],
-        spec: Readout,
-        layer: int,
-        settings: GenerationSettings | None,
-    ) -> list[tuple[torch.Tensor, list[Any]]]:
-        """Vectors and answers of one batch of texts under every instruction (generating given ``settings``).
-
-        The one place where per-text results are made: the backend's states, pooled by the
-        readout, or the answers re-encoded; with ``num_samples`` > 1, one run per sample.
-        """
-        samples = settings.num_samples if settings is not None else 1
-        runs = [self._run(batch, prompts, shared, layer, settings) for _ in range(samples)]
-        results = []
-        for k in range(len(prompts)):
-            gens = [run[k] for run in runs]
-            answers = [self._answers(gen) for gen in gens] if settings is not None else [[]]
-            vectors = self._reencode(answers) if spec.name == "re_encode" else self._pool(spec, gens[0])
-            results.append((vectors, answers[0] if samples == 1 else [list(texts) for texts in zip(*answers)]))
-        return results
-
-    def _run(
-        self,
-        batch: list[int],
-        prompts: list[list[list[int]]],
-        shared: list[int],
-        layer: int,
-        settings: GenerationSettings | None,
-    ) -> list[Generation]:
-        """The backend's states for one batch of texts, one ``Generation`` per instruction."""
-        if shared[batch[0]]:
-            return self._run_shared_prefix(batch, prompts, shared, layer, settings)
-        runs = []
-        for per_text in prompts:
-            input_ids, mask = self.backend.pad([per_text[i] for i in batch])
-            if settings is None:
-                runs.append(self.backend.forward(input_ids, mask, layer))
-            else:
-                runs.append(self.backend.generate(input_ids, mask, layer, settings))
-        return runs
-
-    def _run_shared_prefix(
-        self,
-        batch: list[int],
-        prompts: list[list[list[int]]],
-        shared: list[int],
-        layer: int,
-        settings: GenerationSettings | None,
-    ) -> list[Generation]:
-        """The first ``shared[i]`` tokens of text i's prompts, the same under every instruction,
-        run once; their key/value cache, repeated once per instruction, serves one pass (or one
-        generation, given ``settings``) over all the instructions' remaining tokens. Causal LMs only.
-        """
-        backend, copies = cast(PrefixCacheBackend, self.backend), len(prompts)
-        prefix_ids, prefix_mask = backend.pad([prompts[0][i][: shared[i]] for i in batch])
-        cache = backend.new_cache()
-        # generation reads every layer of the cache, so the prefix then runs through the whole model
-        prefix_states = backend.forward_states(prefix_ids, prefix_mask, layer, cache, to_end=settings is not None)
-        cache.batch_repeat_interleave(copies)  # rows: text 0 under each instruction, then text 1, ...
-        input_ids, mask = backend.pad([per_text[i][shared[i] :] for i in batch for per_text in prompts])
-        full_mask = torch.cat([prefix_mask.repeat_interleave(copies, dim=0), mask], dim=1)
-        prefix_states = prefix_states.repeat_interleave(copies, dim=0)
-        if settings is None:
-            states = torch.cat([prefix_states, backend.forward_states(input_ids, full_mask, layer, cache)], dim=1)
-            gen = backend.single_pass(states, full_mask)
-        else:
-            full_ids = torch.cat([prefix_ids.repeat_interleave(copies, dim=0), input_ids], dim=1)
-            gen = backend.generate(full_ids, full_mask, layer, settings, cache)
-            gen = replace(gen, prompt_states=torch.cat([prefix_states, gen.prompt_states], dim=1))
-        return [gen.rows(slice(k, None, copies)) for k in range(copies)]
-
     def _answers(self, gen: Generation) -> list[str]:
         return [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in gen.answer_tokens]
 
-    def _pool(self, spec: Readout, gen: Generation) -> torch.Tensor:
-        column = gen.token_column
-        kept = filter_mask(gen.answer_mask, gen.answer_tokens, spec.filter_words, self.tokenizer.decode, column)
-        return pool_generation(
-            spec.name, gen.prompt_states, gen.prompt_mask, gen.answer_states, gen.answer_mask, kept, column
-        )
+    def _readout_stage(self, spec: Readout) -> ReadoutStage:
+        if spec.kind.reencodes:
+            return ReEncoding(self._sentence_embedder)
+        return StatePooling(spec, self.backend)
 
     def _check_readout(self, spec: Readout) -> int:
         """The readout's layer index, once the model's family is known to offer the readout."""
-        if spec.name not in self.backend.readouts:
+        offered = offered_readouts(self.backend)
+        if spec.name not in offered:
             raise ValueError(
-                f"readout {spec.name!r} is not available for {self.family} models; "
-                f"choose one of {sorted(self.backend.readouts)}"
+                f"readout {spec.name!r} is not available for {self.family} models; choose one of {sorted(offered)}"
             )
         return spec.layer_index(self.backend.num_layers)
 
     def _dimension(self, readout: str) -> int:
-        return _embedding_size(self._sentence_embedder()) if readout == "re_encode" else self.backend.hidden_size
+        kind = KINDS[readout]
+        if kind.head_of is not None:
+            return self.head.dimension
+        return embedding_size(self._sentence_embedder()) if kind.reencodes else self.backend.hidden_size
+
+    @torch.inference_mode()
+    def _vocabulary_scores(self, vectors: torch.Tensor) -> torch.Tensor:
+        """(n, vocabulary) scores: last-layer states through the LM head; a head readout's vectors as they are."""
+        if vectors.shape[-1] == self.head.dimension:
+            return vectors.reshape(-1, self.head.dimension)
+        return self.backend.vocabulary_logits(vectors.reshape(-1, self.backend.hidden_size))
 
     def _sentence_embedder(self) -> Any:
         """The ``re_encode`` readout's sentence embedder, loaded on first use."""
@@ -500,21 +418,6 @@ class InBedder:
 
             self.reencoder = load_sentence_embedder(self.reencoder, device=str(self.device))
         return self.reencoder
-
-    def _reencode(self, answers: list[list[str]]) -> torch.Tensor:
-        """(B, dim): the mean over samples of the sentence embeddings of each text's answers."""
-        flat = [answer for sample in answers for answer in sample]
-        vectors = torch.as_tensor(np.asarray(self._sentence_embedder().encode(flat)), dtype=torch.float32)
-        return vectors.reshape(len(answers), len(answers[0]), -1).mean(0)
-
-
-def _embedding_size(embedder: Any) -> int:
-    """A sentence embedder's output size: as it reports it, else measured on a probe text."""
-    for method in ("get_embedding_dimension", "get_sentence_embedding_dimension"):
-        size = getattr(embedder, method, lambda: None)()
-        if size:
-            return int(size)
-    return int(np.asarray(embedder.encode(["probe"])).shape[-1])
 
 
 def _as_texts(sentences: Any) -> tuple[list[str], bool]:
@@ -563,34 +466,3 @@ def _convert(embeddings: torch.Tensor, to_numpy: bool, to_tensor: bool) -> Any:
     if to_numpy:
         return embeddings.numpy()
     return list(embeddings) if embeddings.dim() == 2 else embeddings
-
-
-def _shared_prefix_lengths(prompts: list[list[list[int]]]) -> list[int]:
-    """Per text, how many leading tokens all its prompts share (leaving each at least one token).
-
-    All zero when some text shares nothing, so that no batch needs a prefix pass for only some rows.
-    """
-    lengths = []
-    for variants in zip(*prompts):
-        shortest = min(len(v) for v in variants)
-        length = next((j for j in range(shortest) if len({v[j] for v in variants}) > 1), shortest)
-        lengths.append(min(length, shortest - 1))
-    return lengths if all(lengths) else [0] * len(lengths)
-
-
-def _length_sorted_batches(widths: list[int], batch_size: int, max_tokens: int | None) -> list[list[int]]:
-    """Indices grouped longest first: at most ``batch_size`` texts and ``max_tokens`` padded tokens a batch."""
-    order = sorted(range(len(widths)), key=lambda i: -widths[i])
-    batches: list[list[int]] = []
-    for i in order:
-        batch = batches[-1] if batches else None
-        # the first (longest) text of a batch sets its padded width
-        if (
-            batch is None
-            or len(batch) == batch_size
-            or (max_tokens and (len(batch) + 1) * widths[batch[0]] > max_tokens)
-        ):
-            batches.append([i])
-        else:
-            batch.append(i)
-    return batches

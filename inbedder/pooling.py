@@ -1,47 +1,107 @@
-"""Pooling hidden states into one vector per text, as a readout names it (see ``inbedder.readout``)."""
+"""The readout stages of ``encode``: from a batch's runs to one vector per text.
+
+- ``StatePooling``: the readout's pool function over the backend's states (``inbedder.readout``);
+- ``ReEncoding``: the answers' text embedded by a sentence embedder, averaged over samples;
+- ``HeadDistribution``: after the store, a pooled last-layer state through the LM head.
+
+A stage's ``dimension`` is the size of what it returns.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
+import numpy as np
 import torch
 
-
-def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over dim 1 of ``states`` (B, T, H) where ``mask`` (B, T) is true."""
-    weights = mask.to(states.dtype).unsqueeze(-1)
-    return (states * weights).sum(1) / weights.sum(1).clamp(min=1)
+from inbedder.backends.base import Backend, Generation
+from inbedder.readout import Readout
 
 
-def pool_generation(
-    name: str,
-    prompt_states: torch.Tensor,
-    prompt_mask: torch.Tensor,
-    answer_states: torch.Tensor,
-    answer_mask: torch.Tensor,
-    kept_mask: torch.Tensor,
-    token_column: int = 1,
-) -> torch.Tensor:
-    """Readouts over prompt states (B, P, H) and answer states (B, T, H).
+class ReadoutStage(Protocol):
+    """Vectors (B, dimension) for one batch, from its runs (one per sample) and their decoded answers."""
 
-    ``answer_states[:, 0]`` is the fst_gen state; ``answer_mask`` marks real answer states
-    and ``kept_mask`` those that survive ``filter_words``. Columns from ``token_column`` on
-    are the answer tokens' states (see ``inbedder.backends.Generation``): 1 when column 0
-    is the state before the answer, 0 for a masked LM's mask slots.
+    @property
+    def dimension(self) -> int: ...
+
+    def __call__(self, runs: Sequence[Generation], answers: Sequence[list[str]]) -> torch.Tensor: ...
+
+
+class StatePooling:
+    """The readout's pool function over the states of the first run, without the tokens of ``filter_words``."""
+
+    def __init__(self, readout: Readout, backend: Backend) -> None:
+        pool = readout.kind.pool
+        if pool is None:
+            raise ValueError(f"readout {readout.name!r} does not pool states")
+        self.readout, self.pool, self.backend = readout, pool, backend
+
+    @property
+    def dimension(self) -> int:
+        return self.backend.hidden_size
+
+    def __call__(self, runs: Sequence[Generation], answers: Sequence[list[str]]) -> torch.Tensor:
+        run = runs[0]
+        decode = self.backend.tokenizer.decode
+        kept = filter_mask(run.answer_mask, run.answer_tokens, self.readout.filter_words, decode, run.token_column)
+        return self.pool(run, kept)
+
+
+class ReEncoding:
+    """Each text's answers embedded by a sentence embedder (loaded on first use), the mean over samples."""
+
+    def __init__(self, embedder: Callable[[], Any]) -> None:
+        self._embedder = embedder
+
+    @property
+    def embedder(self) -> Any:
+        return self._embedder()
+
+    @property
+    def dimension(self) -> int:
+        return embedding_size(self.embedder)
+
+    def __call__(self, runs: Sequence[Generation], answers: Sequence[list[str]]) -> torch.Tensor:
+        flat = [answer for sample in answers for answer in sample]
+        vectors = torch.as_tensor(np.asarray(self.embedder.encode(flat)), dtype=torch.float32)
+        return vectors.reshape(len(answers), len(answers[0]), -1).mean(0)
+
+
+class HeadDistribution:
+    """Square roots of the LM head's probabilities for last-layer states (n, H): (n, vocabulary), unit norm.
+
+    Applied after the store, which keeps the smaller states; in chunks, to bound memory.
     """
-    if name == "fst_gen":
-        return answer_states[:, 0]
-    if name == "avg_ppt":
-        return masked_mean(prompt_states, prompt_mask)
-    if name == "avg_gen":
-        return masked_mean(answer_states, kept_mask)
-    if name == "last_gen":
-        last = answer_mask.long().cumsum(1).argmax(1)
-        return answer_states[torch.arange(len(last)), last]
-    if name == "avg_all":
-        states = torch.cat([prompt_states, answer_states[:, token_column:]], dim=1)
-        return masked_mean(states, torch.cat([prompt_mask, answer_mask[:, token_column:]], dim=1))
-    raise ValueError(f"unknown readout {name!r}")
+
+    def __init__(self, backend: Backend, chunk: int = 256) -> None:
+        self.backend, self.chunk = backend, chunk
+        self._dimension: int | None = None
+
+    @property
+    def dimension(self) -> int:
+        if self._dimension is None:
+            with torch.inference_mode():
+                probe = self.backend.vocabulary_logits(torch.zeros(1, self.backend.hidden_size))
+            self._dimension = int(probe.shape[-1])
+        return self._dimension
+
+    @torch.inference_mode()
+    def __call__(self, states: torch.Tensor) -> torch.Tensor:
+        parts = [
+            self.backend.vocabulary_logits(states[i : i + self.chunk]).softmax(-1).sqrt().cpu()
+            for i in range(0, len(states), self.chunk)
+        ]
+        return torch.cat(parts) if parts else torch.empty((0, self.dimension))
+
+
+def embedding_size(embedder: Any) -> int:
+    """A sentence embedder's output size: as it reports it, else measured on a probe text."""
+    for method in ("get_embedding_dimension", "get_sentence_embedding_dimension"):
+        size = getattr(embedder, method, lambda: None)()
+        if size:
+            return int(size)
+    return int(np.asarray(embedder.encode(["probe"])).shape[-1])
 
 
 def filter_mask(

@@ -1,26 +1,128 @@
-"""Which hidden states make the embedding: the readout names and layers (pooling: ``inbedder.pooling``).
+"""Which hidden states make the embedding: the registry of readouts, and a readout with its layer.
 
 One grammar for every model family. What "the answer" is differs by family: the tokens a
 causal LM generates after the prompt, the decoder states of an encoder-decoder, or the mask
 slots after a masked LM's prompt (see ``inbedder.backends``); the pooling is the same.
-Not every family offers every readout: a backend lists the ones it has.
+
+A readout is added in one place, ``register_readout``: its name, a line for the help, and
+how it pools a ``Generation`` (or ``reencodes``: the answers go to a sentence embedder, or
+``head_of``: another readout's last-layer state goes through the LM head). Not every family
+offers every readout: a backend lists those it lacks. Nothing here imports torch, so the
+CLI can list the readouts at once; pooling works on tensors through their methods.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-READOUTS: dict[str, str] = {
-    "fst_gen": "state at the last prompt position, which predicts the first answer token",
-    "avg_gen": "mean of fst_gen and the states of the generated answer tokens",
-    "last_gen": "state of the last generated answer token",
-    "avg_ppt": "mean over the prompt tokens",
-    "avg_all": "mean over the prompt and the generated answer tokens",
-    "re_encode": "the generated answer text embedded by a sentence embedder (mean over num_samples answers)",
-}
-GENERATING = frozenset({"avg_gen", "last_gen", "avg_all", "re_encode"})
-"""Readouts that need the answer's tokens: generated, or (masked LMs) predicted at the mask slots."""
+if TYPE_CHECKING:
+    import torch
+
+    from inbedder.backends.base import Generation
+
+Pool = Callable[["Generation", "torch.Tensor"], "torch.Tensor"]
+"""How a readout pools one run: (generation, kept answer mask) -> (B, H) vectors."""
+
+
+@dataclass(frozen=True)
+class ReadoutKind:
+    """What a readout name means; exactly one of ``pool``, ``reencodes`` and ``head_of`` says how it embeds."""
+
+    name: str
+    description: str
+    pool: Pool | None = None
+    generating: bool = False
+    """It needs the answer's tokens: generated, or (masked LMs) predicted at the mask slots."""
+    reencodes: bool = False
+    head_of: str | None = None
+
+
+KINDS: dict[str, ReadoutKind] = {}
+READOUTS: dict[str, str] = {}
+"""Every readout's name and description (the public view of ``KINDS``)."""
+
+
+def register_readout(
+    name: str,
+    description: str,
+    pool: Pool | None = None,
+    *,
+    generating: bool = False,
+    reencodes: bool = False,
+    head_of: str | None = None,
+) -> ReadoutKind:
+    """Make ``name`` a readout that every family offers (unless its backend lists it among those it lacks)."""
+    if name in KINDS:
+        raise ValueError(f"readout {name!r} is already registered")
+    if (pool is not None) + reencodes + (head_of is not None) != 1:
+        raise ValueError(f"readout {name!r}: give exactly one of pool, reencodes=True or head_of")
+    if head_of is not None and (head_of not in KINDS or KINDS[head_of].pool is None):
+        raise ValueError(f"readout {name!r}: head_of must name a pooling readout, got {head_of!r}")
+    kind = ReadoutKind(name, description, pool, generating or reencodes, reencodes, head_of)
+    KINDS[name] = kind
+    READOUTS[name] = description
+    return kind
+
+
+def unregister_readout(name: str) -> None:
+    """Remove a readout added with ``register_readout`` (for tests and plugins)."""
+    del KINDS[name], READOUTS[name]
+
+
+def masked_sum(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum over dim 1 of ``states`` (B, T, H) where ``mask`` (B, T) is true."""
+    return (states * mask.to(states.dtype).unsqueeze(-1)).sum(1)
+
+
+def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over dim 1 of ``states`` (B, T, H) where ``mask`` (B, T) is true."""
+    return masked_sum(states, mask) / mask.sum(1, keepdim=True).clamp(min=1).to(states.dtype)
+
+
+def _last_answer_state(run: Generation, kept: torch.Tensor) -> torch.Tensor:
+    last = run.answer_mask.long().cumsum(1).argmax(1)
+    return run.answer_states[list(range(len(last))), last]
+
+
+def _prompt_and_answer_mean(run: Generation, kept: torch.Tensor) -> torch.Tensor:
+    """Mean over the prompt states and the answer tokens' states (columns from ``token_column`` on)."""
+    answer_states, answer_mask = run.answer_states[:, run.token_column :], run.answer_mask[:, run.token_column :]
+    total = masked_sum(run.prompt_states, run.prompt_mask) + masked_sum(answer_states, answer_mask)
+    count = run.prompt_mask.sum(1, keepdim=True) + answer_mask.sum(1, keepdim=True)
+    return total / count.clamp(min=1).to(total.dtype)
+
+
+register_readout(
+    "fst_gen",
+    "state at the last prompt position, which predicts the first answer token",
+    lambda run, kept: run.answer_states[:, 0],
+)
+register_readout(
+    "avg_gen",
+    "mean of fst_gen and the states of the generated answer tokens",
+    lambda run, kept: masked_mean(run.answer_states, kept),
+    generating=True,
+)
+register_readout("last_gen", "state of the last generated answer token", _last_answer_state, generating=True)
+register_readout(
+    "avg_ppt", "mean over the prompt tokens", lambda run, kept: masked_mean(run.prompt_states, run.prompt_mask)
+)
+register_readout(
+    "avg_all", "mean over the prompt and the generated answer tokens", _prompt_and_answer_mean, generating=True
+)
+register_readout(
+    "re_encode",
+    "the generated answer text embedded by a sentence embedder (mean over num_samples answers)",
+    reencodes=True,
+)
+register_readout(
+    "fst_head",
+    "square roots of the LM head's probabilities for the first answer token, one number per vocabulary token "
+    "(the fst_gen state at the last layer, read by the head)",
+    head_of="fst_gen",
+)
 
 
 @dataclass(frozen=True)
@@ -32,8 +134,8 @@ class Readout:
     filter_words: frozenset[str] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
-        if self.name not in READOUTS:
-            raise ValueError(f"unknown readout {self.name!r}; choose one of {sorted(READOUTS)}")
+        if self.name not in KINDS:
+            raise ValueError(f"unknown readout {self.name!r}; choose one of {sorted(KINDS)}")
         if isinstance(self.layer, bool) or not isinstance(self.layer, int):
             raise TypeError(f"layer must be an int, got {self.layer!r}")
         words = frozenset(w.strip().lower() for w in self.filter_words)
@@ -44,8 +146,21 @@ class Readout:
         return cls(name, layer, frozenset(filter_words or ()))
 
     @property
+    def kind(self) -> ReadoutKind:
+        return KINDS[self.name]
+
+    @property
     def needs_generation(self) -> bool:
-        return self.name in GENERATING
+        return self.kind.generating
+
+    @property
+    def reads_head(self) -> bool:
+        return self.kind.head_of is not None
+
+    @property
+    def state_readout(self) -> str:
+        """The readout whose states are pooled (and cached): this one, or the one a head readout reads."""
+        return self.kind.head_of or self.name
 
     def layer_index(self, num_layers: int) -> int:
         """The index into the model's ``num_layers + 1`` hidden states, checked."""
@@ -54,4 +169,10 @@ class Readout:
                 f"layer {self.layer} does not exist: the model has {num_layers} layers, so layer "
                 f"must be in [{-(num_layers + 1)}, {num_layers}] (0 = embeddings, -1 = last)"
             )
-        return self.layer % (num_layers + 1)
+        index = self.layer % (num_layers + 1)
+        if self.reads_head and index != num_layers:
+            raise ValueError(
+                f"readout {self.name!r} reads the LM head, which takes the last layer's states: "
+                f"layer must be -1 (or {num_layers}), got {self.layer}"
+            )
+        return index

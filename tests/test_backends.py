@@ -286,3 +286,29 @@ def test_encode_multi_runs_each_instruction_through_the_same_loop(name, request)
         expected, expected_answers = model.encode(TEXTS, instruction, return_generations=True, max_new_tokens=3)
         np.testing.assert_allclose(emb, expected, atol=1e-4)
         assert answers == expected_answers
+
+
+@pytest.mark.parametrize("name", ["tiny_model", "bert", "t5"])
+def test_fst_head_is_the_square_root_of_the_first_answer_tokens_distribution(name, request):
+    model = load(request.getfixturevalue(f"{name}_dir"))
+    got = model.encode(TEXTS, INSTRUCTION, readout="fst_head")
+    states = torch.as_tensor(model.encode(TEXTS, INSTRUCTION, readout="fst_gen"))
+    with torch.no_grad():  # the head on its own: the model's output layer, then a softmax
+        if model.family == "causal":
+            logits = model.backend.model.get_output_embeddings()(states)
+        else:
+            logits = model.backend.vocabulary_logits(states)
+    expected = logits.softmax(-1).sqrt().numpy()
+    assert got.shape == (len(TEXTS), logits.shape[-1])
+    assert load(request.getfixturevalue(f"{name}_dir"), readout="fst_head").embedding_dim == logits.shape[-1]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)  # a distribution's square roots
+    # its top tokens are the head's top tokens of the state it reads
+    assert model.top_tokens(got[:2], top=3) == model.top_tokens(states[:2].numpy(), top=3)
+
+
+def test_fst_head_reads_the_last_layer_only(tiny_model_dir):
+    model = load(tiny_model_dir)
+    with pytest.raises(ValueError, match=r"readout 'fst_head' reads the LM head.*layer must be -1 \(or 3\), got 1"):
+        model.encode(TEXTS, INSTRUCTION, readout="fst_head", layer=1)
+    assert model.encode(TEXTS[:1], INSTRUCTION, readout="fst_head", layer=model.num_layers).shape[0] == 1

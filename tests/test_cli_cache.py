@@ -60,12 +60,12 @@ def test_encode_with_cache_stores_and_reuses(tiny, tiny_model_dir, tmp_path, iso
     run(*args, "-o", tmp_path / "a.npy", "--cache")
     assert EmbeddingCache(isolated_cache / FILE_NAME).info().entries == 3
 
-    from inbedder.embedder import InBedder
+    from inbedder.runner import Runner
 
     def no_model_work(*_args, **_kwargs):
         raise AssertionError("every text should come from the cache")
 
-    monkeypatch.setattr(InBedder, "_encode_batch", no_model_work)
+    monkeypatch.setattr(Runner, "run", no_model_work)
     run(*args, "-o", tmp_path / "b.npy", "--cache")
     np.testing.assert_allclose(np.load(tmp_path / "b.npy"), np.load(tmp_path / "a.npy"), atol=1e-6)
 

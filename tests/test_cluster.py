@@ -32,7 +32,7 @@ class HandMadeModel:
     def __init__(self, fail_after: int | None = None) -> None:
         self.calls, self.fail_after = [], fail_after
 
-    def encode_multi(self, texts, instructions, **kwargs):
+    def encode_multi(self, texts, instructions, options=None):
         if self.fail_after is not None and len(self.calls) >= self.fail_after:
             raise KeyboardInterrupt
         self.calls.append(list(texts))
@@ -123,7 +123,7 @@ def test_fixed_k_hdbscan_noise_and_no_head_at_lower_layers():
     texts = TEXTS + ["an odd green pyramid number 7"]
 
     class WithOutlier(HandMadeModel):
-        def encode_multi(self, texts, instructions, **kwargs):
+        def encode_multi(self, texts, instructions, options=None):
             states, answers = super().encode_multi(texts[:-1], instructions)[0]
             far = np.full((1, 6), 50.0, dtype=np.float32)
             return [(np.concatenate([states, far]), [*answers, "it is green"])]

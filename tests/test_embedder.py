@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from inbedder.readout import register_readout, unregister_readout
+
 TEXTS = [
     "I love my cat",
     "The quick brown fox jumps over the lazy dog, and the dog does not mind.",
@@ -47,6 +49,26 @@ def test_single_pass_readouts_match_hidden_states(tiny, layer):
         avg = tiny.encode(text, INSTRUCTION, layer=layer, readout="avg_ppt")
         np.testing.assert_allclose(fst, states[-1].numpy(), atol=1e-5)
         np.testing.assert_allclose(avg, states.mean(0).numpy(), atol=1e-5)
+
+
+@pytest.fixture
+def max_gen():
+    """A readout added the way a contributor adds one: a name, a line, a pool function."""
+    register_readout(
+        "max_gen",
+        "elementwise maximum over fst_gen and the answer tokens' states",
+        lambda run, kept: run.answer_states.masked_fill(~kept.bool().unsqueeze(-1), -torch.inf).amax(1),
+        generating=True,
+    )
+    yield "max_gen"
+    unregister_readout("max_gen")
+
+
+def test_a_registered_readout_works_end_to_end(tiny, max_gen):
+    got = tiny.encode(TEXTS, INSTRUCTION, readout=max_gen, max_new_tokens=4, batch_size=2)
+    for text, vector in zip(TEXTS, got):
+        _, _, _, answer_states = reference_generation(tiny, text, -1, 4)
+        np.testing.assert_allclose(vector, answer_states.amax(0).numpy(), atol=1e-4)
 
 
 def test_single_pass_stops_at_the_requested_layer(tiny):
@@ -218,14 +240,14 @@ def test_bad_model_arguments(tiny_model_dir):
 
 
 def test_length_sorted_batches_respect_count_and_token_budget():
-    from inbedder.embedder import _length_sorted_batches
+    from inbedder.runner import length_sorted_batches
 
     widths = [10, 50, 20, 50, 5, 30]
-    assert _length_sorted_batches(widths, batch_size=2, max_tokens=None) == [[1, 3], [5, 2], [0, 4]]
+    assert length_sorted_batches(widths, batch_size=2, max_tokens=None) == [[1, 3], [5, 2], [0, 4]]
     # two 50-wide rows fill 100 tokens; three rows under a 30-wide first fit (90); the fourth would not
-    assert _length_sorted_batches(widths, batch_size=8, max_tokens=100) == [[1, 3], [5, 2, 0], [4]]
-    assert _length_sorted_batches([300, 10], batch_size=8, max_tokens=100) == [[0], [1]]  # a long text goes alone
-    assert _length_sorted_batches([], batch_size=8, max_tokens=100) == []
+    assert length_sorted_batches(widths, batch_size=8, max_tokens=100) == [[1, 3], [5, 2, 0], [4]]
+    assert length_sorted_batches([300, 10], batch_size=8, max_tokens=100) == [[0], [1]]  # a long text goes alone
+    assert length_sorted_batches([], batch_size=8, max_tokens=100) == []
 
 
 def test_max_batch_tokens_is_checked(tiny_model_dir):

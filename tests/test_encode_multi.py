@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from inbedder.embedder import _shared_prefix_lengths
+from inbedder.runner import shared_prefix_lengths
 
 TEXTS = [
     "I love my cat",
@@ -114,7 +114,7 @@ def test_bad_arguments(tiny, instructions, kwargs, error, message):
         tiny.encode_multi(TEXTS, instructions, **kwargs)
 
 
-def test_shared_prefix_lengths():
-    assert _shared_prefix_lengths([[[1, 2, 3, 4], [5, 6]], [[1, 2, 9], [5, 6]]]) == [2, 1]
-    assert _shared_prefix_lengths([[[1, 2]], [[3, 2]]]) == [0]  # nothing shared: no prefix pass
-    assert _shared_prefix_lengths([[[1, 2], [7, 8]], [[1, 3], [9, 8]]]) == [0, 0]
+def testshared_prefix_lengths():
+    assert shared_prefix_lengths([[[1, 2, 3, 4], [5, 6]], [[1, 2, 9], [5, 6]]]) == [2, 1]
+    assert shared_prefix_lengths([[[1, 2]], [[3, 2]]]) == [0]  # nothing shared: no prefix pass
+    assert shared_prefix_lengths([[[1, 2], [7, 8]], [[1, 3], [9, 8]]]) == [0, 0]

@@ -17,6 +17,7 @@ from inbedder.eval import (
     triplet_tasks,
 )
 from inbedder.eval.tasks import score_clustering, score_sts, score_triplets
+from inbedder.options import EncodeOptions
 
 COLOURS, SHAPES = ["red", "blue"], ["circle", "square"]
 
@@ -27,7 +28,7 @@ class AspectEncoder:
     def __init__(self):
         self.calls = []
 
-    def encode(self, sentences, instruction=None, **kwargs):
+    def encode(self, sentences, instruction=None, options=None):
         self.calls.append((list(sentences), instruction))
         instructions = instruction if isinstance(instruction, list) else [instruction] * len(sentences)
         vectors = []
@@ -249,9 +250,9 @@ class MultiAspectEncoder(AspectEncoder):
         super().__init__()
         self.multi_calls = []
 
-    def encode_multi(self, sentences, instructions, **kwargs):
+    def encode_multi(self, sentences, instructions, options=None):
         self.multi_calls.append(list(instructions))
-        return [AspectEncoder.encode(self, sentences, i, **kwargs) for i in instructions]
+        return [AspectEncoder.encode(self, sentences, i, options) for i in instructions]
 
 
 def test_run_embeds_each_corpus_once_under_all_its_instructions(crossed_dir):
@@ -265,8 +266,17 @@ def test_run_embeds_each_corpus_once_under_all_its_instructions(crossed_dir):
     (asked,) = multi.multi_calls  # one corpus, so one call
     assert asked[0] == [f"What colour is {r['owner']}'s toy?" for r in load_local("toys", crossed_dir).records]
     assert sorted(map(str, asked[1:])) == sorted(["What shape is it?", "Which colour?", "Which hue?"])
-    # clustering, robustness and triplets (per-record instructions filled) were all answered from it
-    assert len(multi.calls) == len(asked)
+
+
+def test_run_passes_each_text_through_the_model_once(tiny, crossed_dir):
+    from inbedder.eval.suite import local_tasks, run
+
+    tasks = local_tasks(["toys"], ["clustering", "robustness", "triplets"], crossed_dir)
+    rows = []
+    with tiny.runner.watch(rows.extend):
+        run({"m": tiny}, tasks)
+    # one encode_multi over the corpus under all its questions; every task then finds its rows in the store
+    assert sorted(rows) == list(range(len(load_local("toys", crossed_dir).records)))
 
 
 class EncodeOnly:
@@ -275,36 +285,35 @@ class EncodeOnly:
     def __init__(self, model):
         self.model = model
 
-    def encode(self, sentences, instruction=None, **kwargs):
-        return self.model.encode(sentences, instruction, **kwargs)
+    def encode(self, sentences, instruction=None, options=None):
+        return self.model.encode(sentences, instruction, options)
 
 
-def test_shared_passes_keep_the_models_post_processing(tiny, crossed_dir):
+def test_shared_passes_keep_the_models_post_processing(tiny, crossed_dir, monkeypatch):
     from inbedder.eval.suite import local_tasks, run
 
     tasks = local_tasks(["toys"], ["clustering", "triplets"], crossed_dir)
-    tiny.postprocess = "standardize"
+    monkeypatch.setattr(tiny, "postprocess", "standardize")
     shared = run({"m": tiny}, tasks)
     direct = run({"m": EncodeOnly(tiny)}, tasks)
     for a, b in zip(shared, direct):
         assert a.task == b.task and a.main == pytest.approx(b.main, abs=1e-6), a.task
-    raw = run({"m": tiny}, tasks, postprocess="none")
+    raw = run({"m": tiny}, tasks, EncodeOptions(postprocess="none"))
     assert [r.main for r in raw] != [r.main for r in shared]  # post-processing changes the geometry
 
 
-def test_raw_text_baseline_ignores_the_question_and_embeds_a_corpus_once(tiny, monkeypatch):
+def test_raw_text_baseline_ignores_the_question_and_embeds_a_corpus_once(tiny, tmp_path):
     from inbedder.eval.baselines import RawTextMean
 
     texts = ["a red ball", "a blue cube"]
-    calls = []
-    baseline = RawTextMean(tiny, "raw")
-    original = tiny.encode
-    monkeypatch.setattr(tiny, "encode", lambda *a, **k: calls.append(a) or original(*a, **k))
-    first = baseline.encode(texts, "What colour?")
-    again = baseline.encode(texts, "What shape?")
-    assert len(calls) == 1 and calls[0][1] is None
+    options = EncodeOptions(cache=tmp_path / "store.sqlite")  # the store run() gives every model
+    baseline, rows = RawTextMean(tiny, "raw"), []
+    with tiny.runner.watch(rows.extend):
+        first = baseline.encode(texts, "What colour?", options)
+        again = baseline.encode(texts, "What shape?", options)
+    assert sorted(rows) == [0, 1]  # the second question found the first one's rows
     np.testing.assert_array_equal(first, again)
-    np.testing.assert_allclose(first, original(texts, None, readout="avg_ppt"), atol=1e-6)
+    np.testing.assert_allclose(first, tiny.encode(texts, None, readout="avg_ppt"), atol=1e-6)
 
 
 def test_eval_command_passes_the_readout_settings(tiny_model_dir, crossed_dir, tmp_path):

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from inbedder.pooling import filter_mask, masked_mean, pool_generation
-from inbedder.readout import Readout
+from inbedder.backends import Generation
+from inbedder.pooling import filter_mask
+from inbedder.readout import KINDS, READOUTS, Readout, masked_mean, register_readout
 
 
 def test_unknown_readout_names_the_choices():
@@ -28,16 +29,35 @@ def test_masked_mean_ignores_masked_positions():
     assert torch.allclose(masked_mean(states, mask), expected)
 
 
-def test_pool_generation_uses_only_answer_states():
+def pool(name, run, kept=None):
+    return KINDS[name].pool(run, run.answer_mask if kept is None else kept)
+
+
+def test_pooling_uses_only_answer_states():
     prompt = torch.randn(2, 3, 4)
     prompt_mask = torch.tensor([[0, 1, 1], [1, 1, 1]], dtype=torch.bool)
     answer = torch.randn(2, 4, 4)
     answer_mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
-    args = (prompt, prompt_mask, answer, answer_mask, answer_mask)
-    assert torch.allclose(pool_generation("avg_gen", *args)[0], answer[0, :2].mean(0))
-    assert torch.allclose(pool_generation("last_gen", *args), torch.stack([answer[0, 1], answer[1, 3]]))
-    expected_all = torch.cat([prompt[0, 1:], answer[0, 1:2]]).mean(0)
-    assert torch.allclose(pool_generation("avg_all", *args)[0], expected_all)
+    run = Generation(prompt, prompt_mask, answer, answer_mask, [[5], [5, 6, 7]])
+    assert torch.allclose(pool("fst_gen", run), answer[:, 0])
+    assert torch.allclose(pool("avg_gen", run)[0], answer[0, :2].mean(0))
+    assert torch.allclose(pool("last_gen", run), torch.stack([answer[0, 1], answer[1, 3]]))
+    assert torch.allclose(pool("avg_ppt", run)[0], prompt[0, 1:].mean(0))
+    expected_all = [torch.cat([prompt[0, 1:], answer[0, 1:2]]).mean(0), torch.cat([prompt[1], answer[1, 1:]]).mean(0)]
+    assert torch.allclose(pool("avg_all", run), torch.stack(expected_all), atol=1e-6)
+    # a masked LM's slots (token_column 0) are all answer tokens
+    slots = Generation(prompt, prompt_mask, answer, answer_mask, [[5, 6], [5, 6, 7, 8]], token_column=0)
+    assert torch.allclose(pool("avg_all", slots)[0], torch.cat([prompt[0, 1:], answer[0, :2]]).mean(0), atol=1e-6)
+
+
+def test_registering_needs_exactly_one_way_to_embed():
+    with pytest.raises(ValueError, match="give exactly one of pool, reencodes=True or head_of"):
+        register_readout("odd", "nothing", None)
+    with pytest.raises(ValueError, match="head_of must name a pooling readout, got 're_encode'"):
+        register_readout("odd", "head of re-encoding", head_of="re_encode")
+    with pytest.raises(ValueError, match="readout 'fst_gen' is already registered"):
+        register_readout("fst_gen", "again", lambda run, kept: run.answer_states[:, 0])
+    assert "odd" not in READOUTS
 
 
 def test_filter_mask_drops_listed_words_but_never_fst_gen():

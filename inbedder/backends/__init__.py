@@ -6,8 +6,8 @@
 
 This is the one registry of what inbedder knows per family: the auto class that loads it
 (``MODEL_CLASSES``), its LoRA task type for training (``LORA_TASK_TYPES``), how a config shows
-it (``detect_family``) and its backend (``make_backend``; each backend lists the readouts it
-offers and its default). Every backend offers the ``Backend`` interface ``InBedder`` uses.
+it (``detect_family``) and its backend (``make_backend``; each backend names the readouts it
+lacks and its default). Every backend offers the ``Backend`` interface ``InBedder`` uses.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from inbedder.backends.base import Backend, Generation, GenerationSettings
+from inbedder.backends.base import Backend, Generation, GenerationSettings, offered_readouts
 from inbedder.backends.causal import CausalBackend
 from inbedder.backends.masked import DEFAULT_MASK_LENGTH, MASKED_MODEL_TYPES, MaskedBackend
 from inbedder.backends.seq2seq import Seq2SeqBackend
@@ -84,4 +84,5 @@ __all__ = [
     "check_family",
     "detect_family",
     "make_backend",
+    "offered_readouts",
 ]

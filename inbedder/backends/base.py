@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from inbedder.readout import KINDS
+
 
 @dataclass(frozen=True)
 class GenerationSettings:
@@ -109,7 +111,8 @@ class Backend(Protocol):
     num_layers: int
     hidden_size: int
     max_positions: int | None
-    readouts: frozenset[str]
+    lacks_readouts: frozenset[str]
+    """Registered readouts this family cannot offer (``offered_readouts`` gives the others)."""
     default_readout: str
     supports_prefix_cache: bool
     answer_slots: tuple[int, ...]
@@ -165,6 +168,11 @@ class PrefixCacheBackend(Backend, Protocol):
         settings: GenerationSettings,
         cache: Any = None,
     ) -> Generation: ...
+
+
+def offered_readouts(backend: Backend) -> frozenset[str]:
+    """The registered readouts (``inbedder.readout``) that ``backend``'s family offers."""
+    return frozenset(KINDS) - backend.lacks_readouts
 
 
 def end_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:

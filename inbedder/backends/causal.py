@@ -11,7 +11,6 @@ from torch import nn
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from inbedder.backends.base import Generation, GenerationSettings, collect_answers, end_token_ids
-from inbedder.readout import READOUTS
 
 
 class _StopForward(Exception):
@@ -25,7 +24,7 @@ class CausalBackend:
     """A decoder-only LM: every readout; ``fst_gen`` is the last prompt position (the default)."""
 
     family = "causal"
-    readouts = frozenset(READOUTS)
+    lacks_readouts: frozenset[str] = frozenset()
     default_readout = "fst_gen"
     supports_prefix_cache = True
     answer_slots: tuple[int, ...] = ()

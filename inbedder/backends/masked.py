@@ -20,7 +20,6 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from inbedder.backends.base import Generation, GenerationSettings, head_logits, right_pad, sample_tokens
-from inbedder.readout import READOUTS
 from inbedder.templates import special_tokens_around
 
 DEFAULT_MASK_LENGTH = 3
@@ -35,7 +34,7 @@ class MaskedBackend:
     """A masked LM read at ``mask_length`` mask slots after the prompt."""
 
     family = "masked"
-    readouts = frozenset(READOUTS)
+    lacks_readouts: frozenset[str] = frozenset()
     default_readout = "avg_gen"
     supports_prefix_cache = False
 

@@ -31,14 +31,13 @@ from inbedder.backends.base import (
     head_logits,
     right_pad,
 )
-from inbedder.readout import READOUTS
 
 
 class Seq2SeqBackend:
     """An encoder-decoder LM: prompt states from the encoder, answer states from the decoder."""
 
     family = "seq2seq"
-    readouts = frozenset(READOUTS) - {"avg_all"}
+    lacks_readouts = frozenset({"avg_all"})  # the encoder's prompt states and the decoder's answer states differ
     default_readout = "fst_gen"
     supports_prefix_cache = False
     answer_slots: tuple[int, ...] = ()

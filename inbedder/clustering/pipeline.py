@@ -16,6 +16,7 @@ from sklearn.metrics import silhouette_score, v_measure_score
 from inbedder.cache import FILE_NAME
 from inbedder.clustering.explain import composition, ctfidf_keywords, representatives
 from inbedder.clustering.result import NOISE, ClusteringResult, ClusterSummary, InstructionClustering
+from inbedder.options import EncodeOptions
 from inbedder.postprocess import postprocess
 
 METHODS = ("kmeans", "hdbscan")
@@ -83,16 +84,15 @@ def cluster(
             raise ValueError("answers come with embeddings; without embeddings the model generates them")
         model = _load(model) if model is None or isinstance(model, str) else model
         store = cache if cache is not None else (Path(work_dir) / FILE_NAME if work_dir is not None else None)
-        results = model.encode_multi(
-            texts,
-            instructions,
-            postprocess="none",
+        options = EncodeOptions(
+            postprocess="none",  # post-processed below, the same way for given embeddings
             return_generations=True,
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
             show_progress_bar=show_progress_bar,
             cache=store,
         )
+        results = model.encode_multi(texts, instructions, options)
         states = [np.asarray(vectors, dtype=np.float32) for vectors, _ in results]
         said = [list(generated) for _, generated in results]
     reads_last = model is not None and model.readout.layer_index(model.num_layers) == model.num_layers

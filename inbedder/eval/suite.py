@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from inbedder.eval.datasets import clustering_tasks, load_local, robustness_tasks, sts_task, triplet_tasks
 from inbedder.eval.tasks import ClusteringTask, RobustnessTask, per_text_instructions
-from inbedder.postprocess import postprocess
+from inbedder.options import EncodeOptions
 
 LOCAL_SUITE = ("syngoalex", "amazon-reviews", "stance", "fewrel", "banking77", "stsb-test")
 KINDS = ("clustering", "triplets", "robustness", "sts")
@@ -60,24 +59,29 @@ def local_tasks(
     return tasks
 
 
-def run(models: dict[str, Any], tasks: Sequence[Any], **encode_kwargs: Any) -> list[TaskResult]:
+def run(models: dict[str, Any], tasks: Sequence[Any], options: EncodeOptions | None = None) -> list[TaskResult]:
     """Every task for every model; each result says what it measured and how long it took.
 
-    A model with ``encode_multi`` embeds each corpus once under all the instructions its
-    clustering tasks ask (robustness rewordings included), reusing the shared prompt prefix.
+    The models share one store of raw vectors (``inbedder.cache``): ``options.cache`` if it names
+    one, else a temporary one for this run (``cache=False``: none). A model with ``encode_multi``
+    first embeds each corpus once under all the instructions its clustering tasks ask (robustness
+    rewordings included), reusing the shared prompt prefix; the tasks' own ``encode`` calls then
+    find their rows in the store, and post-process them over each call's texts.
     """
-    results = []
-    for model_name, model in models.items():
-        if hasattr(model, "encode_multi"):
-            post = encode_kwargs.get("postprocess") or getattr(model, "postprocess", "none")
-            raw = _embed_corpora(model, tasks, **{**encode_kwargs, "postprocess": "none"})
-            model = _Precomputed(model, raw, post)
-        for task in tasks:
-            start = time.perf_counter()
-            scores = task.evaluate(model, **encode_kwargs)
-            results.append(
-                TaskResult(task.name, task.kind, model_name, task.main_score, scores, time.perf_counter() - start)
-            )
+    options = options or EncodeOptions()
+    with contextlib.ExitStack() as stack:
+        if options.cache is None:
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="inbedder-eval-"))
+            options = replace(options, cache=Path(folder) / "embeddings.sqlite")
+        results = []
+        for model_name, model in models.items():
+            if hasattr(model, "encode_multi") and options.cache is not False:
+                _embed_corpora(model, tasks, options)
+            for task in tasks:
+                start = time.perf_counter()
+                scores = task.evaluate(model, options)
+                seconds = time.perf_counter() - start
+                results.append(TaskResult(task.name, task.kind, model_name, task.main_score, scores, seconds))
     return results
 
 
@@ -91,44 +95,16 @@ def _clustering_questions(task: Any) -> list[tuple[ClusteringTask, Any]]:
     return []
 
 
-def _per_text(texts: Sequence[str], instruction: Any) -> list[tuple[str, Any]]:
-    """(text, the instruction it is asked) for each text."""
-    asked = instruction if isinstance(instruction, list) else [instruction] * len(texts)
-    return list(zip(texts, asked))
-
-
-def _embed_corpora(model: Any, tasks: Sequence[Any], **encode_kwargs: Any) -> dict[tuple[str, Any], Any]:
-    """Embeddings keyed by (text, instruction): one ``encode_multi`` call per corpus asked several questions."""
+def _embed_corpora(model: Any, tasks: Sequence[Any], options: EncodeOptions) -> None:
+    """Fill the store: one ``encode_multi`` call per corpus that is asked several questions."""
     corpora: dict[tuple[str, ...], dict[Any, Any]] = {}
     for task in tasks:
         for base, instruction in _clustering_questions(task):
             key = tuple(instruction) if isinstance(instruction, list) else instruction
             corpora.setdefault(tuple(base.texts), {})[key] = instruction
-    table = {}
     for texts, questions in corpora.items():
-        if len(questions) < 2:
-            continue
-        embedded = model.encode_multi(list(texts), list(questions.values()), **encode_kwargs)
-        for instruction, vectors in zip(questions.values(), embedded):
-            table.update(zip(_per_text(texts, instruction), vectors))
-    return table
-
-
-class _Precomputed:
-    """Answers ``encode`` from raw states computed ahead when it has every text, else asks the model.
-
-    The model's post-processing then runs over the texts of each call, as ``encode`` would run it.
-    """
-
-    def __init__(self, model: Any, table: dict[tuple[str, Any], Any], post: str) -> None:
-        self.model, self.table, self.post = model, table, post
-
-    def encode(self, sentences: Sequence[str], instruction: Any = None, **kwargs: Any) -> Any:
-        keys = _per_text(sentences, instruction)
-        if not all(key in self.table for key in keys):
-            return self.model.encode(sentences, instruction, **kwargs)
-        raw = torch.from_numpy(np.stack([self.table[key] for key in keys]))
-        return postprocess(raw, kwargs.get("postprocess") or self.post).numpy()
+        if len(questions) > 1:
+            model.encode_multi(list(texts), list(questions.values()), options)
 
 
 def results_table(results: Sequence[TaskResult]) -> str:

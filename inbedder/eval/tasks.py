@@ -16,17 +16,20 @@ from scipy.stats import spearmanr
 from sklearn.cluster import KMeans
 from sklearn.metrics import v_measure_score
 
+from inbedder.options import EncodeOptions
 from inbedder.templates import fill_fields
 
 Instruction = str | None
 
 
 class Encoder(Protocol):
-    def encode(self, sentences: list[str], instruction: Any = None, **kwargs: Any) -> Any: ...
+    """What a task embeds with: an InBedder, or a baseline that decides what to do with the instruction."""
+
+    def encode(self, sentences: list[str], instruction: Any = None, options: EncodeOptions | None = None) -> Any: ...
 
 
-def embed(model: Encoder, texts: list[str], instruction: Any, **encode_kwargs: Any) -> np.ndarray:
-    return np.asarray(model.encode(texts, instruction, **encode_kwargs), dtype=np.float32)
+def embed(model: Encoder, texts: list[str], instruction: Any, options: EncodeOptions | None = None) -> np.ndarray:
+    return np.asarray(model.encode(texts, instruction, options), dtype=np.float32)
 
 
 def embed_groups(
@@ -34,7 +37,7 @@ def embed_groups(
     groups: Sequence[list[str]],
     instruction: Instruction,
     fields: Mapping[str, Mapping[str, str]] | None = None,
-    **kw: Any,
+    options: EncodeOptions | None = None,
 ) -> list[np.ndarray]:
     """Embed each distinct text once; one array per group, rows in its order.
 
@@ -42,7 +45,7 @@ def embed_groups(
     """
     unique = list(dict.fromkeys(text for group in groups for text in group))
     asked = per_text_instructions(instruction, [fields[t] for t in unique] if fields else None)
-    vectors = embed(model, unique, asked, **kw)
+    vectors = embed(model, unique, asked, options)
     row = {text: i for i, text in enumerate(unique)}
     return [vectors[[row[text] for text in group]] for group in groups]
 
@@ -101,9 +104,9 @@ class ClusteringTask:
     def with_instruction(self, instruction: Instruction) -> ClusteringTask:
         return replace(self, instruction=instruction)
 
-    def evaluate(self, model: Encoder, **encode_kwargs: Any) -> dict[str, float]:
+    def evaluate(self, model: Encoder, options: EncodeOptions | None = None) -> dict[str, float]:
         instruction = per_text_instructions(self.instruction, self.fields)
-        return score_clustering(embed(model, self.texts, instruction, **encode_kwargs), self.labels, self.seeds)
+        return score_clustering(embed(model, self.texts, instruction, options), self.labels, self.seeds)
 
 
 @dataclass
@@ -126,9 +129,9 @@ class TripletTask:
     def with_instruction(self, instruction: Instruction) -> TripletTask:
         return replace(self, instruction=instruction)
 
-    def evaluate(self, model: Encoder, **encode_kwargs: Any) -> dict[str, float]:
+    def evaluate(self, model: Encoder, options: EncodeOptions | None = None) -> dict[str, float]:
         groups = [self.anchors, self.positives, self.negatives]
-        return score_triplets(*embed_groups(model, groups, self.instruction, self.fields, **encode_kwargs))
+        return score_triplets(*embed_groups(model, groups, self.instruction, self.fields, options))
 
 
 @dataclass
@@ -146,9 +149,9 @@ class STSTask:
     def with_instruction(self, instruction: Instruction) -> STSTask:
         return replace(self, instruction=instruction)
 
-    def evaluate(self, model: Encoder, **encode_kwargs: Any) -> dict[str, float]:
+    def evaluate(self, model: Encoder, options: EncodeOptions | None = None) -> dict[str, float]:
         pairs = [self.sentences1, self.sentences2]
-        first, second = embed_groups(model, pairs, self.instruction, **encode_kwargs)
+        first, second = embed_groups(model, pairs, self.instruction, options=options)
         return score_sts(first, second, self.scores)
 
 
@@ -173,12 +176,10 @@ class RobustnessTask:
     def main_score(self) -> str:
         return self.base.main_score
 
-    def evaluate(self, model: Encoder, **encode_kwargs: Any) -> dict[str, Any]:
+    def evaluate(self, model: Encoder, options: EncodeOptions | None = None) -> dict[str, Any]:
         result: dict[str, Any] = {}
         for group, instructions in self.groups.items():
-            scores = [
-                self.base.with_instruction(i).evaluate(model, **encode_kwargs)[self.main_score] for i in instructions
-            ]
+            scores = [self.base.with_instruction(i).evaluate(model, options)[self.main_score] for i in instructions]
             result[group] = float(np.mean(scores))
             result[f"{group}_each"] = dict(zip(instructions, scores))
         return result

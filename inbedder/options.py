@@ -1,0 +1,96 @@
+"""The options of one ``encode`` call, declared once.
+
+``InBedder.encode`` and ``encode_multi`` take them as keywords or as an ``EncodeOptions``
+object (keywords win over the object's values); the CLI, the evaluation harness and
+clustering build the same object. Whatever a model's defaults say (readout, layer,
+template, postprocess: None here) is filled in by the model.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any, TypeVar
+
+Fields = Mapping[str, Sequence[str]] | Sequence[Mapping[str, str]]
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How ``encode`` embeds one corpus.
+
+    Attributes:
+        batch_size, show_progress_bar, normalize_embeddings, convert_to_numpy,
+            convert_to_tensor: as in sentence-transformers. Texts are batched by length
+            and results come back in input order.
+        readout, layer, template, postprocess: override the model's defaults for this call
+            (None: the model's). Post-processing uses statistics over the call's texts, so
+            encode a corpus in one call.
+        fields: per-text values for extra ``{name}`` placeholders in the template or
+            instruction: a mapping of name to one value per text, or one mapping per text.
+        max_new_tokens, temperature, top_p, seed: decoding for the readouts that generate
+            (greedy at temperature 0). A masked LM's answer is one token per mask slot
+            (argmax, or sampled above temperature 0); max_new_tokens does not apply.
+        num_samples: for ``readout="re_encode"``: embed this many sampled answers per text
+            and average them (above 1, needs ``temperature > 0``).
+        filter_words: words whose answer tokens ``avg_gen`` skips.
+        return_generations: also return the answers (generating them for single-pass
+            readouts too); with ``num_samples > 1``, a list of the ``num_samples`` answers per text.
+        cache: the persistent cache: None for the model's default (its ``cache``), False for
+            none, True for the store under ``$INBEDDER_CACHE``, or a path. Raw vectors and
+            answers are stored, so post-processing and normalization still apply to the
+            call's texts. Sampling without a ``seed`` is never cached.
+    """
+
+    batch_size: int = 16
+    show_progress_bar: bool | None = None
+    normalize_embeddings: bool = False
+    convert_to_numpy: bool = True
+    convert_to_tensor: bool = False
+    readout: str | None = None
+    layer: int | None = None
+    template: Any = None
+    postprocess: str | None = None
+    fields: Fields | None = None
+    max_new_tokens: int = 8
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    num_samples: int = 1
+    filter_words: Iterable[str] | None = None
+    return_generations: bool = False
+    cache: bool | str | os.PathLike[str] | Any | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
+
+    @classmethod
+    def build(cls, options: EncodeOptions | None = None, **overrides: Any) -> EncodeOptions:
+        """``options`` (or the defaults) with ``overrides``; an unknown keyword is refused by name."""
+        if options is not None and not isinstance(options, cls):
+            raise TypeError(f"options must be an EncodeOptions, got {type(options).__name__}")
+        unknown = sorted(set(overrides) - set(OPTION_NAMES))
+        if unknown:
+            raise TypeError(f"unknown encode option(s) {unknown}; the options are {list(OPTION_NAMES)}")
+        return replace(options or cls(), **overrides)
+
+
+OPTION_NAMES = tuple(f.name for f in fields(EncodeOptions))
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def takes_encode_options(function: F) -> F:
+    """Show ``function(..., options=None, **overrides)`` with every option as a keyword, for ``help()`` and IDEs."""
+    signature = inspect.signature(function)
+    kept = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    defaults = EncodeOptions()
+    keywords = [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=getattr(defaults, f.name), annotation=f.type)
+        for f in fields(EncodeOptions)
+    ]
+    function.__signature__ = signature.replace(parameters=[*kept, *keywords])  # type: ignore[attr-defined]
+    return function
