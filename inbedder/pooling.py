@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from inbedder.backends.base import Backend, Generation
+from inbedder.backends.base import AnswerStates, Backend
 from inbedder.readout import Readout
 
 
@@ -25,7 +25,7 @@ class ReadoutStage(Protocol):
     @property
     def dimension(self) -> int: ...
 
-    def __call__(self, runs: Sequence[Generation], answers: Sequence[list[str]]) -> torch.Tensor: ...
+    def __call__(self, runs: Sequence[AnswerStates], answers: Sequence[list[str]]) -> torch.Tensor: ...
 
 
 class StatePooling:
@@ -41,7 +41,7 @@ class StatePooling:
     def dimension(self) -> int:
         return self.backend.hidden_size
 
-    def __call__(self, runs: Sequence[Generation], answers: Sequence[list[str]]) -> torch.Tensor:
+    def __call__(self, runs: Sequence[AnswerStates], answers: Sequence[list[str]]) -> torch.Tensor:
         run = runs[0]
         decode = self.backend.tokenizer.decode
         kept = filter_mask(run.answer_mask, run.answer_tokens, self.readout.filter_words, decode, run.token_column)
@@ -62,7 +62,7 @@ class ReEncoding:
     def dimension(self) -> int:
         return embedding_size(self.embedder)
 
-    def __call__(self, runs: Sequence[Generation], answers: Sequence[list[str]]) -> torch.Tensor:
+    def __call__(self, runs: Sequence[AnswerStates], answers: Sequence[list[str]]) -> torch.Tensor:
         flat = [answer for sample in answers for answer in sample]
         vectors = torch.as_tensor(np.asarray(self.embedder.encode(flat)), dtype=torch.float32)
         return vectors.reshape(len(answers), len(answers[0]), -1).mean(0)

@@ -5,7 +5,7 @@ causal LM generates after the prompt, the decoder states of an encoder-decoder, 
 slots after a masked LM's prompt (see ``inbedder.backends``); the pooling is the same.
 
 A readout is added in one place, ``register_readout``: its name, a line for the help, and
-how it pools a ``Generation`` (or ``reencodes``: the answers go to a sentence embedder, or
+how it pools a ``AnswerStates`` (or ``reencodes``: the answers go to a sentence embedder, or
 ``head_of``: another readout's last-layer state goes through the LM head). Not every family
 offers every readout: a backend lists those it lacks. Nothing here imports torch, so the
 CLI can list the readouts at once; pooling works on tensors through their methods.
@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-    from inbedder.backends.base import Generation
+    from inbedder.backends.base import AnswerStates
 
-Pool = Callable[["Generation", "torch.Tensor"], "torch.Tensor"]
+Pool = Callable[["AnswerStates", "torch.Tensor"], "torch.Tensor"]
 """How a readout pools one run: (generation, kept answer mask) -> (B, H) vectors."""
 
 
@@ -81,12 +81,12 @@ def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return masked_sum(states, mask) / mask.sum(1, keepdim=True).clamp(min=1).to(states.dtype)
 
 
-def _last_answer_state(run: Generation, kept: torch.Tensor) -> torch.Tensor:
+def _last_answer_state(run: AnswerStates, kept: torch.Tensor) -> torch.Tensor:
     last = run.answer_mask.long().cumsum(1).argmax(1)
     return run.answer_states[list(range(len(last))), last]
 
 
-def _prompt_and_answer_mean(run: Generation, kept: torch.Tensor) -> torch.Tensor:
+def _prompt_and_answer_mean(run: AnswerStates, kept: torch.Tensor) -> torch.Tensor:
     """Mean over the prompt states and the answer tokens' states (columns from ``token_column`` on)."""
     answer_states, answer_mask = run.answer_states[:, run.token_column :], run.answer_mask[:, run.token_column :]
     total = masked_sum(run.prompt_states, run.prompt_mask) + masked_sum(answer_states, answer_mask)

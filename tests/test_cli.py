@@ -366,3 +366,45 @@ def test_data_only_errors_come_in_inbedders_words(tiny_model_dir, tmp_path, monk
     code, err = main_exit(monkeypatch, capsys, *args)
     last = err.strip().splitlines()[-1]
     assert code == 2 and last.startswith("error: ") and "instruction" in last and not (tmp_path / "long").exists()
+
+
+# every encode option reaches the command line, or says why it cannot
+CLI_NAMES = {"show_progress_bar": "progress", "normalize_embeddings": "normalize", "filter_words": "filter_word"}
+NOT_ON_THE_COMMAND_LINE = {
+    "convert_to_numpy": "the command writes files",
+    "convert_to_tensor": "the command writes files",
+    "fields": "a table's columns are texts, instructions and ids; fields are an API feature",
+}
+
+
+def test_encode_command_offers_every_encode_option():
+    import dataclasses
+    import inspect
+
+    from inbedder.cli.encode import encode
+    from inbedder.options import EncodeOptions
+
+    parameters = inspect.signature(encode).parameters
+    for option in dataclasses.fields(EncodeOptions):
+        if option.name in NOT_ON_THE_COMMAND_LINE:
+            continue
+        name = CLI_NAMES.get(option.name, option.name)
+        assert name in parameters, f"EncodeOptions.{option.name} has no --{name.replace('_', '-')}"
+        default = parameters[name].default
+        if option.name in ("readout", "layer", "template", "postprocess"):
+            assert default is None  # the model's own default
+        elif option.name not in ("show_progress_bar", "cache", "filter_words"):  # CLI: a bar, no store, no words
+            assert default == option.default, (option.name, default, option.default)
+
+
+def test_sampled_answers_go_to_the_answers_file_one_line_per_text(tiny_model_dir, tmp_path):
+    texts = tmp_path / "t.txt"
+    texts.write_text("I love my cat\nthe dog barks\n")
+    out = tmp_path / "e.npy"
+    args = ["encode", texts, "-i", "What animal?", "-m", tiny_model_dir, "-o", out, "--readout", "re_encode"]
+    args += ["--num-samples", 2, "--temperature", 1.0, "--seed", 1, "--max-new-tokens", 2, "--return-generations"]
+    result = CliRunner().invoke(cli.app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    assert np.load(out).shape == (2, 384)
+    lines = out.with_suffix(".answers.txt").read_text().splitlines()
+    assert len(lines) == 2 and all(line.count("\t") == 1 for line in lines)

@@ -3,11 +3,11 @@ import importlib.util
 import pytest
 
 from inbedder import models
-from inbedder.models import REGISTRY, cache_dir, resolve
+from inbedder.models import REGISTRY, home_dir, resolve
 
 
 def test_cache_dir_follows_the_environment(isolated_cache):
-    assert cache_dir() == isolated_cache
+    assert home_dir() == isolated_cache
 
 
 def test_local_directory_resolves_to_itself(tiny_model_dir):

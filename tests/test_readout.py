@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from inbedder.backends import Generation
+from inbedder.backends import AnswerStates
 from inbedder.pooling import filter_mask
 from inbedder.readout import KINDS, READOUTS, Readout, masked_mean, register_readout
 
@@ -38,7 +38,7 @@ def test_pooling_uses_only_answer_states():
     prompt_mask = torch.tensor([[0, 1, 1], [1, 1, 1]], dtype=torch.bool)
     answer = torch.randn(2, 4, 4)
     answer_mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
-    run = Generation(prompt, prompt_mask, answer, answer_mask, [[5], [5, 6, 7]])
+    run = AnswerStates(prompt, prompt_mask, answer, answer_mask, [[5], [5, 6, 7]])
     assert torch.allclose(pool("fst_gen", run), answer[:, 0])
     assert torch.allclose(pool("avg_gen", run)[0], answer[0, :2].mean(0))
     assert torch.allclose(pool("last_gen", run), torch.stack([answer[0, 1], answer[1, 3]]))
@@ -46,7 +46,7 @@ def test_pooling_uses_only_answer_states():
     expected_all = [torch.cat([prompt[0, 1:], answer[0, 1:2]]).mean(0), torch.cat([prompt[1], answer[1, 1:]]).mean(0)]
     assert torch.allclose(pool("avg_all", run), torch.stack(expected_all), atol=1e-6)
     # a masked LM's slots (token_column 0) are all answer tokens
-    slots = Generation(prompt, prompt_mask, answer, answer_mask, [[5, 6], [5, 6, 7, 8]], token_column=0)
+    slots = AnswerStates(prompt, prompt_mask, answer, answer_mask, [[5, 6], [5, 6, 7, 8]], token_column=0)
     assert torch.allclose(pool("avg_all", slots)[0], torch.cat([prompt[0, 1:], answer[0, :2]]).mean(0), atol=1e-6)
 
 

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from inbedder import InBedder, cli, models
+from inbedder.cli import train as cli_train
 from inbedder.loading import read_family
 from inbedder.tables import InputError
 from inbedder.training import (
@@ -351,15 +352,15 @@ def test_cli_missing_column_is_one_line(tiny_model_dir, qa_file, tmp_path, monke
 
 def test_every_training_option_is_on_the_command_line():
     fields = {f.name for f in dataclasses.fields(TrainingConfig)} - {"target_modules"}
-    assert fields <= set(inspect.signature(cli.train_model).parameters)
-    assert "target_module" in inspect.signature(cli.train_model).parameters
+    assert fields <= set(inspect.signature(cli_train.train_model).parameters)
+    assert "target_module" in inspect.signature(cli_train.train_model).parameters
 
 
 def test_cli_defaults_match_the_config():
     config = TrainingConfig()
-    for name, parameter in inspect.signature(cli.train_model).parameters.items():
+    for name, parameter in inspect.signature(cli_train.train_model).parameters.items():
         if name == "max_length":
-            assert cli._tokens_or_auto(parameter.default, "--max-length") == config.max_length
+            assert cli_train.tokens_or_auto(parameter.default, "--max-length") == config.max_length
         elif hasattr(config, name) and name != "target_modules":
             assert parameter.default == getattr(config, name), name
 

@@ -23,7 +23,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from inbedder.backends.base import Backend, Generation, GenerationSettings, offered_readouts
+from inbedder.backends.base import AnswerStates, Backend, GenerationSettings, offered_readouts
 from inbedder.backends.causal import CausalBackend
 from inbedder.backends.masked import DEFAULT_MASK_LENGTH, MASKED_MODEL_TYPES, MaskedBackend
 from inbedder.backends.seq2seq import Seq2SeqBackend
@@ -77,7 +77,7 @@ __all__ = [
     "MODEL_CLASSES",
     "Backend",
     "CausalBackend",
-    "Generation",
+    "AnswerStates",
     "GenerationSettings",
     "MaskedBackend",
     "Seq2SeqBackend",

@@ -1,7 +1,7 @@
 """What every backend offers the embedder, what it hands to the readouts, and the decoding settings.
 
 A backend wraps one model family. The embedder only pads token ids, asks for one pass
-(``forward``) or one generation (``generate``), and pools the ``Generation`` it gets back
+(``forward``) or one generation (``generate``), and pools the ``AnswerStates`` it gets back
 with the shared readout grammar (``inbedder.readout``); nothing else about a family leaks out.
 """
 
@@ -61,7 +61,7 @@ class GenerationSettings:
 
 
 @dataclass
-class Generation:
+class AnswerStates:
     """Hidden states at one layer for a batch of prompts and their answers.
 
     ``prompt_states`` (B, P, H) with ``prompt_mask`` marking the prompt states the prompt
@@ -87,13 +87,13 @@ class Generation:
     answer_tokens: list[list[int]]
     token_column: int = 1
 
-    def rows(self, index: slice) -> Generation:
+    def rows(self, index: slice) -> AnswerStates:
         """The same generation for a subset of its rows."""
         picked = {f.name: getattr(self, f.name) for f in fields(self)}
         for name, value in picked.items():
             if isinstance(value, (torch.Tensor, list)):
                 picked[name] = value[index]
-        return Generation(**picked)
+        return AnswerStates(**picked)
 
 
 class Backend(Protocol):
@@ -114,7 +114,7 @@ class Backend(Protocol):
     lacks_readouts: frozenset[str]
     """Registered readouts this family cannot offer (``offered_readouts`` gives the others)."""
     default_readout: str
-    supports_prefix_cache: bool
+    shares_prefixes: bool
     answer_slots: tuple[int, ...]
 
     @property
@@ -124,13 +124,13 @@ class Backend(Protocol):
         """Token id lists as (input_ids, attention_mask) on the model's device."""
         ...
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> Generation:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> AnswerStates:
         """One pass: the states the single-pass readouts (``fst_gen``, ``avg_ppt``) read; no answer tokens."""
         ...
 
     def generate(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int, settings: GenerationSettings
-    ) -> Generation:
+    ) -> AnswerStates:
         """Answers (decoded per ``settings``) with the states at ``layer`` along the way."""
         ...
 
@@ -139,26 +139,26 @@ class Backend(Protocol):
         ...
 
 
-class PrefixCacheBackend(Backend, Protocol):
-    """A backend with ``supports_prefix_cache``: prompts that share a prefix can share its key/value cache.
+class SharedPrefixBackend(Backend, Protocol):
+    """A backend with ``shares_prefixes``: prompts that share a prefix can share its key/value cache.
 
-    ``encode_multi`` runs the prefix once per text with ``forward_states(..., cache)``, repeats the
-    cache per instruction, and continues with ``forward_states`` or ``generate(..., cache)``.
+    ``encode_multi`` runs the prefix once per text with ``forward_states(..., past)``, repeats the
+    key/value cache per instruction, and continues with ``forward_states`` or ``generate(..., past)``.
     """
 
-    def new_cache(self) -> Any: ...
+    def new_past(self) -> Any: ...
 
     def forward_states(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         layer: int,
-        cache: Any = None,
+        past: Any = None,
         *,
         to_end: bool = False,
     ) -> torch.Tensor: ...
 
-    def single_pass(self, states: torch.Tensor, attention_mask: torch.Tensor) -> Generation: ...
+    def single_pass(self, states: torch.Tensor, attention_mask: torch.Tensor) -> AnswerStates: ...
 
     def generate(
         self,
@@ -166,8 +166,8 @@ class PrefixCacheBackend(Backend, Protocol):
         attention_mask: torch.Tensor,
         layer: int,
         settings: GenerationSettings,
-        cache: Any = None,
-    ) -> Generation: ...
+        past: Any = None,
+    ) -> AnswerStates: ...
 
 
 def offered_readouts(backend: Backend) -> frozenset[str]:
@@ -188,8 +188,8 @@ def collect_answers(
     end_ids: torch.Tensor,
     prompt_states: torch.Tensor,
     prompt_mask: torch.Tensor,
-) -> Generation:
-    """A ``Generation`` from decoded ``tokens`` (B, T) and the per-step, per-layer states of ``generate``.
+) -> AnswerStates:
+    """A ``AnswerStates`` from decoded ``tokens`` (B, T) and the per-step, per-layer states of ``generate``.
 
     Step j's last position holds the state that predicts token j, which is column j: the
     state at the (j-1)-th answer token, or for j = 0 the one before the answer.
@@ -197,7 +197,7 @@ def collect_answers(
     answer_states = torch.stack([step[layer][:, -1] for step in steps], dim=1)
     in_answer = torch.isin(tokens, end_ids.to(tokens.device)).long().cumsum(1) == 0
     answer_mask = torch.cat([torch.ones_like(in_answer[:, :1]), in_answer[:, : len(steps) - 1]], dim=1)
-    return Generation(
+    return AnswerStates(
         prompt_states=prompt_states,
         prompt_mask=prompt_mask,
         answer_states=answer_states,

@@ -1,7 +1,7 @@
 """Causal (decoder-only) language models: left-padded prompts, states at any layer.
 
 The only family whose prompts can share a key/value cache (``encode_multi`` runs the prompt
-part its instructions share once per text): ``new_cache`` and ``forward_states`` serve that.
+part its instructions share once per text): ``new_past`` and ``forward_states`` serve that.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from inbedder.backends.base import Generation, GenerationSettings, collect_answers, end_token_ids
+from inbedder.backends.base import AnswerStates, GenerationSettings, collect_answers, end_token_ids
 
 
 class _StopForward(Exception):
@@ -26,7 +26,7 @@ class CausalBackend:
     family = "causal"
     lacks_readouts: frozenset[str] = frozenset()
     default_readout = "fst_gen"
-    supports_prefix_cache = True
+    shares_prefixes = True
     answer_slots: tuple[int, ...] = ()
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -55,7 +55,7 @@ class CausalBackend:
             mask[row, width - len(ids) :] = 1
         return input_ids.to(self.device), mask.to(self.device)
 
-    def new_cache(self) -> DynamicCache:
+    def new_past(self) -> DynamicCache:
         """An empty key/value cache, to run a shared prompt prefix once for several continuations."""
         return DynamicCache(config=self.model.config)
 
@@ -65,23 +65,23 @@ class CausalBackend:
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         layer: int,
-        cache: DynamicCache | None = None,
+        past: DynamicCache | None = None,
         *,
         to_end: bool = False,
     ) -> torch.Tensor:
         """States (B, T, H) at ``layer`` (0..num_layers) from one forward pass that stops there.
 
-        With ``cache``, ``input_ids`` continue the sequences already in it (``attention_mask``
-        covers both), and the cache is extended by them, up to ``layer``, or through every layer
-        with ``to_end`` (as generation from the cache needs).
+        With ``past``, ``input_ids`` continue the sequences already in it (``attention_mask``
+        covers both), and ``past`` is extended by them, up to ``layer``, or through every layer
+        with ``to_end`` (as generation from it needs).
         """
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
         inputs = dict(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=positions,
-            past_key_values=cache,
-            use_cache=cache is not None,
+            past_key_values=past,
+            use_cache=past is not None,
         )
         if layer == self.num_layers:
             return self.base(**inputs).last_hidden_state
@@ -103,15 +103,15 @@ class CausalBackend:
             return read[0]
         raise RuntimeError(f"layer {layer} of {type(self.model).__name__} was never reached")
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> Generation:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> AnswerStates:
         """One pass up to ``layer`` over left-padded prompts (see ``single_pass``)."""
         return self.single_pass(self.forward_states(input_ids, attention_mask, layer), attention_mask)
 
     @staticmethod
-    def single_pass(states: torch.Tensor, attention_mask: torch.Tensor) -> Generation:
-        """Prompt states (B, P, H) as a ``Generation`` whose only answer column is the last prompt position."""
+    def single_pass(states: torch.Tensor, attention_mask: torch.Tensor) -> AnswerStates:
+        """Prompt states (B, P, H) as a ``AnswerStates`` whose only answer column is the last prompt position."""
         rows = len(states)
-        return Generation(
+        return AnswerStates(
             prompt_states=states,
             prompt_mask=attention_mask.bool(),
             answer_states=states[:, -1:],
@@ -132,16 +132,16 @@ class CausalBackend:
         attention_mask: torch.Tensor,
         layer: int,
         settings: GenerationSettings,
-        cache: DynamicCache | None = None,
-    ) -> Generation:
+        past: DynamicCache | None = None,
+    ) -> AnswerStates:
         """Decode answers and collect the states at ``layer`` along the way.
 
-        With ``cache`` holding the first tokens of every row (run through all layers), only the
+        With ``past`` holding the first tokens of every row (run through all layers), only the
         rest of the prompt runs, and ``prompt_states`` cover only those tokens.
         """
         config = settings.generation_config(self.pad_id, self.end_ids)
         out = self.model.generate(
-            input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache, generation_config=config
+            input_ids=input_ids, attention_mask=attention_mask, past_key_values=past, generation_config=config
         )
         tokens = out.sequences[:, input_ids.shape[1] :]
         steps = out.hidden_states  # one tuple of per-layer states per decoding step

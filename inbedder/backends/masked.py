@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from inbedder.backends.base import Generation, GenerationSettings, head_logits, right_pad, sample_tokens
+from inbedder.backends.base import AnswerStates, GenerationSettings, head_logits, right_pad, sample_tokens
 from inbedder.templates import special_tokens_around
 
 DEFAULT_MASK_LENGTH = 3
@@ -36,7 +36,7 @@ class MaskedBackend:
     family = "masked"
     lacks_readouts: frozenset[str] = frozenset()
     default_readout = "avg_gen"
-    supports_prefix_cache = False
+    shares_prefixes = False
 
     def __init__(
         self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, mask_length: int = DEFAULT_MASK_LENGTH
@@ -72,13 +72,13 @@ class MaskedBackend:
         return start[:, None] + torch.arange(self.mask_length, device=attention_mask.device)
 
     @torch.inference_mode()
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> Generation:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> AnswerStates:
         return self._read(input_ids, attention_mask, layer, None)
 
     @torch.inference_mode()
     def generate(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int, settings: GenerationSettings
-    ) -> Generation:
+    ) -> AnswerStates:
         """The same single pass, with the answer: one token per mask slot, picked per ``settings``."""
         return self._read(input_ids, attention_mask, layer, settings)
 
@@ -88,7 +88,7 @@ class MaskedBackend:
         attention_mask: torch.Tensor,
         layer: int,
         settings: GenerationSettings | None,
-    ) -> Generation:
+    ) -> AnswerStates:
         out = self.base(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
         states = out.hidden_states[layer]
         slots = self.slot_positions(attention_mask)
@@ -99,7 +99,7 @@ class MaskedBackend:
         if settings is not None:
             logits = self.vocabulary_logits(out.last_hidden_state[rows, slots])
             tokens = sample_tokens(logits, settings).tolist()
-        return Generation(
+        return AnswerStates(
             prompt_states=states,
             prompt_mask=prompt_mask,
             answer_states=states[rows, slots],

@@ -24,7 +24,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from inbedder.backends.base import (
-    Generation,
+    AnswerStates,
     GenerationSettings,
     collect_answers,
     end_token_ids,
@@ -39,7 +39,7 @@ class Seq2SeqBackend:
     family = "seq2seq"
     lacks_readouts = frozenset({"avg_all"})  # the encoder's prompt states and the decoder's answer states differ
     default_readout = "fst_gen"
-    supports_prefix_cache = False
+    shares_prefixes = False
     answer_slots: tuple[int, ...] = ()
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -77,14 +77,14 @@ class Seq2SeqBackend:
         return layer * self.encoder_layers // self.num_layers
 
     @torch.inference_mode()
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> Generation:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> AnswerStates:
         """The encoder over the prompts and one decoder step from the start token."""
         start = torch.full((len(input_ids), 1), self.start_id, dtype=torch.long, device=input_ids.device)
         out = self.model(
             input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=start, output_hidden_states=True
         )
         rows = len(input_ids)
-        return Generation(
+        return AnswerStates(
             prompt_states=out.encoder_hidden_states[self.encoder_layer(layer)],
             prompt_mask=attention_mask.bool(),
             answer_states=out.decoder_hidden_states[layer][:, :1],
@@ -95,7 +95,7 @@ class Seq2SeqBackend:
     @torch.inference_mode()
     def generate(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int, settings: GenerationSettings
-    ) -> Generation:
+    ) -> AnswerStates:
         """Decode answers; the decoder's states at ``layer`` along the way, the encoder's over the prompt."""
         config = settings.generation_config(
             self.pad_id, self.end_ids, decoder_start_token_id=self.start_id, forced_bos_token_id=self.forced_bos_id

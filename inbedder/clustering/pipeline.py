@@ -67,7 +67,7 @@ def cluster(
             persistent cache, see ``inbedder.cache``) as each batch finishes: an interrupted run
             loses at most one batch, and a rerun with the same texts, model weights and settings
             does no model work.
-        cache: the store to use instead (True: the user cache under ``$INBEDDER_CACHE``; a path).
+        cache: the store to use instead (True: the shared store under ``$INBEDDER_CACHE``; a path).
         embeddings, answers: vectors computed elsewhere, one (n, dim) array per instruction, as
             BERTopic's ``fit_transform(docs, embeddings=...)`` takes them; with them no model
             runs. Without ``answers`` the keywords come from the texts themselves.

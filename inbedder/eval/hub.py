@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inbedder.eval.tasks import ClusteringTask, TripletTask
+from inbedder.extras import require
 
 NAMESPACE = "BrandonZYW"
 
@@ -51,6 +52,7 @@ HUB_TASKS: dict[str, HubTask] = {
 
 def load_hub_task(name: str, data_files: str | Path | None = None) -> ClusteringTask | TripletTask:
     """The task ``name`` (see ``HUB_TASKS``), from the hub or from local files in the same schema."""
+    require("eval", "datasets")
     import datasets
 
     if name not in HUB_TASKS:

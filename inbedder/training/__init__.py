@@ -4,6 +4,10 @@
 fine-tuning, a model directory) that ``InBedder(out)`` loads. See ``TrainingConfig`` for the options.
 """
 
+from inbedder.extras import require
+
+require("train", "datasets")
+
 from inbedder.training.data import DEFAULT_HUB_DATA, Columns, QARecord, load_records, shuffle_split
 from inbedder.training.encoding import IGNORE_INDEX, Collator, Example, QAEncoder
 from inbedder.training.trainer import TrainingConfig, TrainingResult, evaluate, train

@@ -1,0 +1,48 @@
+"""The ``inbedder`` command: a thin layer over the Python API, one module per command.
+
+Each command module imports only typer and light inbedder modules at the top; the heavy
+ones (torch, transformers, scikit-learn, pandas) are imported inside the command that runs,
+once its inputs are known to be good. A new command is a module here and one line below.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+
+from inbedder.cli import cache, cluster, encode, evaluate, models, train
+from inbedder.errors import InputError, Interrupted
+
+app = typer.Typer(
+    help="Instruction-following text embeddings: the language model's hidden state at the answer.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command()(encode.encode)
+app.command("eval")(evaluate.evaluate)
+app.command()(cluster.cluster)
+app.command("train")(train.train_model)
+app.command("models")(models.list_models)
+app.add_typer(cache.app, name="cache")
+
+
+def main() -> None:
+    """Entry point: one clear line on stderr for user errors (INBEDDER_DEBUG=1 shows the traceback)."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        app()
+    except (InputError, ValueError, TypeError, ImportError, OSError) as err:
+        if os.environ.get("INBEDDER_DEBUG"):
+            raise
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except Interrupted as interrupted:
+        typer.echo(str(interrupted), err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,3 @@
+from inbedder.cli import main
+
+main()

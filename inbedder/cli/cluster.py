@@ -1,0 +1,117 @@
+"""``inbedder cluster``: one corpus clustered under each instruction, with an HTML report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from inbedder import models
+from inbedder.cli.common import (
+    LayerOption,
+    ModelOption,
+    PostprocessOption,
+    ReadoutOption,
+    TemplateOption,
+    check_readout,
+    checked_store,
+    given,
+    int_option,
+    interruptible,
+)
+from inbedder.errors import InputError
+
+
+def cluster(
+    input: Annotated[Path, typer.Argument(help="CSV, TSV, JSONL, Parquet, or .txt with one text per line.")],
+    instruction: Annotated[
+        list[str], typer.Option("--instruction", "-i", help="A question to cluster by; repeat for several ways.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (created if missing).")],
+    k: Annotated[
+        str, typer.Option("-k", "--k", help="Number of clusters, or 'auto' (silhouette over 2..10).")
+    ] = "auto",
+    method: Annotated[str, typer.Option(help="'kmeans' (seeded) or 'hdbscan' (may leave noise).")] = "kmeans",
+    text_column: Annotated[
+        str | None, typer.Option(help="Column holding the texts (default: 'text' or the only column).")
+    ] = None,
+    label_column: Annotated[
+        list[str] | None, typer.Option(help="Known labels: composition, purity and v-measure. Repeatable.")
+    ] = None,
+    id_column: Annotated[str | None, typer.Option(help="Column of text ids (default: the row number).")] = None,
+    model: ModelOption = models.DEFAULT_MODEL,
+    readout: ReadoutOption = None,
+    layer: LayerOption = None,
+    template: TemplateOption = None,
+    postprocess: PostprocessOption = None,
+    min_cluster_size: Annotated[int, typer.Option(help="HDBSCAN's smallest cluster.")] = 5,
+    map: Annotated[str, typer.Option(help="2-D map: 'auto' (UMAP if installed, else PCA), 'pca', 'umap'.")] = "auto",
+    seed: int = 0,
+    batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 16,
+    max_new_tokens: Annotated[int, typer.Option(help="Answer length, for the keywords.")] = 8,
+    device: str = "auto",
+    cache: Annotated[
+        bool,
+        typer.Option(help="Keep the embeddings in the shared cache ($INBEDDER_CACHE), not OUT/embeddings.sqlite."),
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace the results of an earlier run in OUT (an unfinished run resumes anyway).")
+    ] = False,
+) -> None:
+    """Cluster INPUT under each instruction; write assignments, explained clusters and an HTML report.
+
+    Embeddings and answers are saved in OUT/embeddings.sqlite batch by batch as they are
+    computed: an interrupted run loses at most one batch, and a rerun does no model work.
+    """
+    from inbedder import tables
+    from inbedder.clustering.pipeline import check_inputs
+    from inbedder.clustering.pipeline import cluster as run_cluster
+    from inbedder.clustering.result import RESULT_FILES
+
+    table = tables.read_table(input)
+    texts = tables.column_texts(table, tables.pick_column(table, text_column, input), input)
+    labels = {
+        name: tables.column_texts(table, tables.pick_column(table, name, input, "label"), input)
+        for name in label_column or []
+    }
+    ids = table[tables.pick_column(table, id_column, input, "id")].tolist() if id_column else None
+    k_value: int | str = k if k == "auto" else int_option("k", k)
+    check_inputs(texts, instruction, k_value, method, map, labels, ids, min_cluster_size, batch_size)
+    check_readout(readout)
+    tables.check_directory(out, create=False)
+    finished = [name for name in RESULT_FILES if (out / name).exists()]
+    if finished and not overwrite:
+        raise InputError(f"{out} already holds a clustering ({', '.join(finished)}); pass --overwrite to replace it")
+    store = checked_store(True if cache else out / "embeddings.sqlite")
+
+    from inbedder.embedder import InBedder
+
+    embedder = InBedder(
+        model, device=device, **given(template=template, readout=readout, layer=layer, postprocess=postprocess)
+    )
+    kept = f"every finished batch is kept in {store.path}; run the same command again to go on from there"
+    with interruptible(kept):
+        result = run_cluster(
+            texts,
+            instruction,
+            embedder,
+            k=k_value,
+            method=method,
+            labels=labels,
+            ids=ids,
+            seed=seed,
+            min_cluster_size=min_cluster_size,
+            map_method=map,
+            cache=store,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            show_progress_bar=True,
+        )
+    paths = result.save(tables.check_directory(out))
+    for clustering in result.clusterings:
+        typer.echo(f"{clustering.instruction!r}: {clustering.k} clusters")
+        for summary in clustering.clusters:
+            words = ", ".join(summary.keywords[:5]) or "-"
+            typer.echo(f"  cluster {summary.cluster} ({summary.size} texts): {words}")
+    typer.echo(f"report: {paths['report.html']}", err=True)

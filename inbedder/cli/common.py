@@ -1,0 +1,57 @@
+"""What the commands share: option types, early checks, and turning Ctrl-C into a message."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import typer
+
+from inbedder.errors import InputError, Interrupted
+from inbedder.postprocess import POSTPROCESSING
+from inbedder.readout import READOUTS
+
+ModelOption = Annotated[str, typer.Option("--model", "-m", help="Registered name, directory, .gguf file or hub id.")]
+ReadoutOption = Annotated[str | None, typer.Option(help=f"One of {', '.join(READOUTS)} (default: the model's).")]
+LayerOption = Annotated[int | None, typer.Option(help="Layer to read: 0 = embeddings, -1 = last (default).")]
+TemplateOption = Annotated[
+    str | None, typer.Option(help="'qa' (default), 'chat', or a pattern with {input} and {instruction}.")
+]
+PostprocessOption = Annotated[
+    str | None,
+    typer.Option(help=f"Over the whole corpus: {', '.join(POSTPROCESSING)} (default: none)."),
+]
+
+
+def check_readout(readout: str | None) -> None:
+    if readout is not None and readout not in READOUTS:
+        raise InputError(f"unknown readout {readout!r}; choose one of {', '.join(READOUTS)}")
+
+
+def checked_store(spec: object) -> Any:
+    """The persistent cache ``spec`` names, refused now (one line) if it cannot be used."""
+    from inbedder.cache import open_cache
+
+    return open_cache(spec)
+
+
+@contextlib.contextmanager
+def interruptible(kept: str) -> Iterator[None]:
+    """Turn Ctrl-C inside the block into ``Interrupted``, whose message says ``kept``."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted: {kept}") from None
+
+
+def given(**options: object) -> dict[str, object]:
+    """The options the user set: the model's own defaults stand for the rest."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def int_option(name: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise InputError(f"--{name} must be an integer or 'auto', got {value!r}") from None

@@ -1,0 +1,127 @@
+"""``inbedder encode``: embed every text of a table under an instruction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from inbedder import models
+from inbedder.cli.common import (
+    LayerOption,
+    ModelOption,
+    PostprocessOption,
+    ReadoutOption,
+    TemplateOption,
+    check_readout,
+    checked_store,
+    given,
+    interruptible,
+)
+from inbedder.errors import InputError
+
+
+def encode(
+    input: Annotated[Path, typer.Argument(help="CSV, TSV, JSONL, Parquet, or .txt with one text per line.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .npy (array) or .parquet (columns + embedding).")],
+    instruction: Annotated[
+        str | None, typer.Option("--instruction", "-i", help="One question asked of every text.")
+    ] = None,
+    instruction_column: Annotated[str | None, typer.Option(help="Column holding one instruction per text.")] = None,
+    text_column: Annotated[
+        str | None, typer.Option(help="Column holding the texts (default: 'text' or the only column).")
+    ] = None,
+    model: ModelOption = models.DEFAULT_MODEL,
+    readout: ReadoutOption = None,
+    layer: LayerOption = None,
+    template: TemplateOption = None,
+    postprocess: PostprocessOption = None,
+    batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 16,
+    max_length: Annotated[
+        int | None,
+        typer.Option(help="Longest prompt in tokens (default 512); the input is cut, never the instruction."),
+    ] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Answer length for generating readouts.")] = 8,
+    temperature: Annotated[float, typer.Option(help="0 decodes greedily; above 0 samples.")] = 0.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    num_samples: Annotated[
+        int, typer.Option(help="For --readout re_encode: average this many sampled answers (needs --temperature).")
+    ] = 1,
+    filter_word: Annotated[
+        list[str] | None, typer.Option(help="A word whose answer tokens avg_gen skips. Repeatable.")
+    ] = None,
+    normalize: Annotated[bool, typer.Option(help="Scale each embedding to unit length.")] = False,
+    return_generations: Annotated[
+        bool, typer.Option(help="Also write the generated answers (parquet: 'answer' column).")
+    ] = False,
+    device: str = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    cache: Annotated[
+        bool, typer.Option(help="Reuse embeddings stored by earlier runs ($INBEDDER_CACHE) and store new ones.")
+    ] = False,
+) -> None:
+    """Embed every text of INPUT under an instruction and write the embeddings."""
+    from inbedder import tables
+
+    if instruction is not None and instruction_column is not None:
+        raise InputError("give --instruction or --instruction-column, not both")
+    out = tables.check_output(out, overwrite)
+    kind = out.suffix.lower()
+    answers_out = out.with_suffix(".answers.txt") if return_generations and kind == ".npy" else None
+    if answers_out is not None and answers_out.exists() and not overwrite:
+        raise InputError(f"{answers_out} exists; pass --overwrite to replace it")
+    table = tables.read_table(input)
+    texts = tables.column_texts(table, tables.pick_column(table, text_column, input), input)
+    if instruction_column is not None:
+        instruction = tables.column_texts(
+            table, tables.pick_column(table, instruction_column, input, "instruction"), input
+        )
+    clashes = {"embedding", *(["answer"] if return_generations else [])} & set(map(str, table.columns))
+    if clashes and kind == ".parquet":
+        raise InputError(f"{input} already has column(s) {sorted(clashes)}, which the output would add")
+
+    check_readout(readout)
+    if isinstance(batch_size, bool) or batch_size < 1:
+        raise InputError(f"--batch-size must be a positive number of texts, got {batch_size}")
+    store = checked_store(True) if cache else None
+
+    from inbedder.embedder import InBedder  # heavy imports only once the inputs are known to be good
+    from inbedder.options import EncodeOptions
+
+    options = EncodeOptions(
+        batch_size=batch_size,
+        show_progress_bar=progress,
+        normalize_embeddings=normalize,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        num_samples=num_samples,
+        filter_words=filter_word,
+        return_generations=return_generations,
+        cache=store if store is not None else False,
+    )
+    embedder = InBedder(
+        model,
+        device=device,
+        **given(template=template, readout=readout, layer=layer, postprocess=postprocess, max_length=max_length),
+    )
+    kept = (
+        f"every finished batch is kept in the cache {store.path}; run the same command again to go on from there"
+        if store is not None
+        else f"nothing was written to {out}; with --cache an interrupted run keeps its finished batches"
+    )
+    with interruptible(kept):
+        result = embedder.encode(texts, instruction, options)
+    embeddings, answers = result if return_generations else (result, None)
+    tables.write_embeddings(out, embeddings, table, answers)
+    if answers is not None and answers_out is not None:
+        # one line per text; with --num-samples, its answers separated by tabs
+        flat = [a if isinstance(a, str) else "\t".join(a) for a in answers]
+        lines = "".join(a.replace("\n", " ") + "\n" for a in flat)
+        tables.atomic_write(answers_out, lambda p: p.write_text(lines, encoding="utf-8"))
+        typer.echo(f"wrote answers to {answers_out}", err=True)
+    typer.echo(f"wrote {embeddings.shape[0]} embeddings of size {embeddings.shape[1]} to {out}", err=True)
