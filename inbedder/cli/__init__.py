@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from inbedder.cli import cache, cluster, encode, evaluate, models, train
+from inbedder.cli import cache, cluster, encode, evaluate, models, serve, train
 from inbedder.errors import InputError, Interrupted
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app.command()(encode.encode)
 app.command("eval")(evaluate.evaluate)
 app.command()(cluster.cluster)
 app.command("train")(train.train_model)
+app.command("serve")(serve.serve)
 app.command("models")(models.list_models)
 app.add_typer(cache.app, name="cache")
 

@@ -1,0 +1,80 @@
+"""``inbedder serve``: the OpenAI-compatible embeddings server."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from inbedder import models
+from inbedder.cli.common import ModelOption, checked_store
+from inbedder.errors import InputError
+
+
+def serve(
+    model: ModelOption = models.DEFAULT_MODEL,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; other than localhost only when you mean it.")
+    ] = "127.0.0.1",
+    port: int = 8080,
+    cache: Annotated[
+        Path | None, typer.Option(help="A persistent store (SQLite file or folder) that serves repeated texts.")
+    ] = None,
+    max_batch_tokens: Annotated[
+        int | None, typer.Option(help="Padded tokens per forward pass (default: 1024 on CPU, no limit on CUDA).")
+    ] = None,
+    max_inputs: Annotated[int, typer.Option(help="Most texts in one request.")] = 2048,
+    max_chars: Annotated[int, typer.Option(help="Longest text, in characters.")] = 32_000,
+    max_queue: Annotated[
+        int, typer.Option(help="Most texts waiting; beyond it requests get 503 + Retry-After.")
+    ] = 4096,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Environment variable holding a bearer token that /v1 requests must send.")
+    ] = None,
+) -> None:
+    """Serve embeddings over HTTP: OpenAI's POST /v1/embeddings (plus an instruction), /v1/models, /health, /metrics."""
+    for name, value in (("--max-inputs", max_inputs), ("--max-chars", max_chars), ("--max-queue", max_queue)):
+        if value < 1:
+            raise InputError(f"{name} must be at least 1, got {value}")
+    if max_batch_tokens is not None and max_batch_tokens < 1:
+        raise InputError(f"--max-batch-tokens must be at least 1, got {max_batch_tokens}")
+    api_key = None
+    if api_key_env is not None:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise InputError(f"--api-key-env {api_key_env}: that environment variable is not set or empty")
+    elif not _is_loopback(host):
+        typer.echo(f"warning: serving on {host} without --api-key-env: anyone who can reach it can use it", err=True)
+    store = str(checked_store(cache).path) if cache is not None else None
+
+    import uvicorn
+
+    from inbedder.serving import ServerSettings, create_app
+
+    settings = ServerSettings(
+        model=model,
+        cache=store,
+        max_batch_tokens=max_batch_tokens,
+        max_inputs=max_inputs,
+        max_chars=max_chars,
+        max_queue=max_queue,
+        api_key=api_key,
+    )
+    # uvicorn shuts down gracefully on SIGTERM and Ctrl-C (stop accepting, finish what is in flight), then
+    # raises the signal again for the handler it found; a no-op one lets the command end with exit code 0
+    for received in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(received, lambda *_: None)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

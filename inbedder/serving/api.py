@@ -1,0 +1,331 @@
+"""The HTTP API: OpenAI's embeddings routes, plus an instruction per request.
+
+``POST /v1/embeddings`` takes OpenAI's request (``input``, ``model``, ``encoding_format``;
+``dimensions`` is refused) and three extensions: ``instruction`` (one, or one per input),
+``readout`` and ``layer``. ``GET /v1/models`` lists the served model, ``GET /health`` says
+whether it is loaded, ``GET /metrics`` gives Prometheus text. Errors come in OpenAI's shape,
+``{"error": {"message", "type", "param", "code"}}``, naming the field at fault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hmac
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict
+
+from inbedder import models
+from inbedder.serving.batcher import Batcher, Closed, QueueFull
+from inbedder.serving.metrics import Metrics
+
+DISCONNECT_POLL = 0.05  # seconds between checks that a waiting request's client is still there
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What ``inbedder serve`` takes: the model, the store, and the limits."""
+
+    model: str = models.DEFAULT_MODEL
+    cache: str | None = None
+    max_batch_tokens: int | None = None
+    max_inputs: int = 2048
+    max_chars: int = 32_000
+    max_queue: int = 4096
+    max_batch_texts: int = 256
+    max_wait: float = 0.005
+    api_key: str | None = None
+
+
+class EmbeddingRequest(BaseModel):
+    """OpenAI's embeddings request, with inbedder's ``instruction``, ``readout`` and ``layer``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: str | list[str]
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    user: str | None = None
+    instruction: str | list[str | None] | None = None
+    readout: str | None = None
+    layer: int | None = None
+
+
+class APIError(Exception):
+    """An error answered in OpenAI's shape."""
+
+    def __init__(
+        self, status: int, message: str, param: str | None = None, code: str | None = None, retry_after: int = 0
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.retry_after = status, message, param, code, retry_after
+
+    def response(self) -> JSONResponse:
+        kind = "invalid_request_error" if self.status < 500 else "server_error"
+        body = {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
+        headers = {"Retry-After": str(self.retry_after)} if self.retry_after else None
+        return JSONResponse(body, status_code=self.status, headers=headers)
+
+
+class Service:
+    """The loaded model, its batcher and metrics; the model loads in the background so that
+    ``/health`` can say "loading" meanwhile."""
+
+    def __init__(self, settings: ServerSettings, load: Callable[[], Any]) -> None:
+        self.settings, self._load = settings, load
+        self.model: Any = None
+        self.batcher: Batcher | None = None
+        self.error: str | None = None
+        self.metrics = Metrics(lambda: self.batcher.queue_depth if self.batcher else 0)
+        self._thread = threading.Thread(target=self._start, name="inbedder-load", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _start(self) -> None:
+        try:
+            model = self._load()
+        except Exception as err:  # /health reports it; requests get a 503 naming it
+            self.error = f"{type(err).__name__}: {err}"
+            return
+        self.batcher = Batcher(
+            model,
+            max_queue=self.settings.max_queue,
+            max_batch_texts=self.settings.max_batch_texts,
+            max_wait=self.settings.max_wait,
+            cache=self.settings.cache,
+            on_batch=self.metrics.batch_texts.observe,
+        )
+        self.model = model
+
+    def close(self) -> None:
+        self._thread.join()
+        if self.batcher is not None:
+            self.batcher.close()
+
+    def names(self) -> set[str]:
+        """Names a request may give as ``model``: the served name, its registered name and aliases."""
+        names = {self.settings.model, self.model.name}
+        registered = models.registered(self.model.name)
+        if registered is not None:
+            names |= {registered.name, *registered.aliases}
+        return names
+
+    def ready(self) -> Any:
+        if self.model is None:
+            message = f"the model failed to load: {self.error}" if self.error else "the model is still loading"
+            raise APIError(503, message, code="model_not_ready", retry_after=0 if self.error else 5)
+        return self.model
+
+
+def create_app(settings: ServerSettings, load: Callable[[], Any] | None = None) -> FastAPI:
+    """The server's app; ``load`` makes the model (default: ``InBedder(settings.model, ...)``)."""
+
+    def default_load() -> Any:
+        from inbedder.embedder import InBedder
+
+        return InBedder(settings.model, max_batch_tokens=settings.max_batch_tokens)
+
+    service = Service(settings, load or default_load)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        service.start()
+        yield
+        await asyncio.to_thread(service.close)  # requests in flight have finished; the queue is empty
+
+    app = FastAPI(title="inbedder", lifespan=lifespan)
+    app.state.service = service
+
+    @app.exception_handler(APIError)
+    async def api_error(_request: Request, err: APIError) -> JSONResponse:
+        return err.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, err: RequestValidationError) -> JSONResponse:
+        # of a union's failed branches, the one that got furthest says most (input: [1, 2] -> input[0])
+        first = max(err.errors(), key=lambda e: len(e.get("loc", ())))
+        param = _param(first.get("loc", ()))
+        message = first.get("msg", "invalid request")
+        if first.get("type") == "extra_forbidden":
+            message = "unknown field"
+        elif param.startswith("input[") and first.get("type") == "string_type":
+            message += " (token ids are not supported: send text)"
+        return APIError(400, f"{param}: {message}", param=param).response()
+
+    app.add_middleware(Guard, service=service)
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        if service.model is not None:
+            return JSONResponse({"status": "ok", "model": service.model.name})
+        if service.error is not None:
+            return JSONResponse({"status": "failed", "error": service.error}, status_code=500)
+        return JSONResponse({"status": "loading"}, status_code=503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(service.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        model = service.ready()
+        card = {"id": model.name, "object": "model", "created": 0, "owned_by": "inbedder"}
+        return {"object": "list", "data": [card]}
+
+    @app.post("/v1/embeddings")
+    async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
+        start = time.perf_counter()
+        model = service.ready()
+        texts, instructions = _checked(body, model, service)
+        try:
+            future = service.batcher.submit(texts, instructions, body.readout, body.layer)
+        except QueueFull as err:
+            raise APIError(503, f"the server is busy ({err}); retry shortly", code="queue_full", retry_after=1) from err
+        except Closed as err:
+            raise APIError(503, str(err), code="shutting_down", retry_after=1) from err
+        waiting = asyncio.wrap_future(future)
+        while not waiting.done():
+            await asyncio.wait({waiting}, timeout=DISCONNECT_POLL)
+            if not waiting.done() and await request.is_disconnected():
+                future.cancel()  # dropped from the queue if the worker has not taken it yet
+                return Response(status_code=499)
+        try:
+            result = waiting.result()
+        except ValueError as err:  # what encode refuses, in its own words
+            raise APIError(400, str(err)) from err
+        service.metrics.texts.inc(len(texts))
+        service.metrics.latency.observe(time.perf_counter() - start)
+        data = [
+            {"object": "embedding", "index": i, "embedding": _encoded(vector, body.encoding_format)}
+            for i, vector in enumerate(result.vectors)
+        ]
+        usage = {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens}
+        return JSONResponse({"object": "list", "data": data, "model": model.name, "usage": usage})
+
+    return app
+
+
+class Guard:
+    """ASGI middleware: the bearer token on ``/v1`` routes (if one is set), and requests counted by status.
+
+    Plain ASGI rather than an ``http`` middleware, which would hide a client's disconnect from the route.
+    """
+
+    def __init__(self, app: Any, service: Service) -> None:
+        self.app, self.service = app, service
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def sending(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        key, route = self.service.settings.api_key, scope["path"]
+        try:
+            if key is not None and route.startswith("/v1/") and not _authorized(Request(scope), key):
+                response = APIError(401, "missing or wrong API key", code="invalid_api_key").response()
+                await response(scope, receive, sending)
+            else:
+                await self.app(scope, receive, sending)
+        finally:
+            self.service.metrics.requests.labels(route=route, status=str(status)).inc()
+
+
+def _checked(body: EmbeddingRequest, model: Any, service: Service) -> tuple[list[str], list[str | None]]:
+    """The request's texts and one instruction per text, or an ``APIError`` naming the field at fault."""
+    settings = service.settings
+    if body.model is not None and body.model not in service.names():
+        raise APIError(
+            404, f"model {body.model!r} is not served here; this server has {model.name!r}", "model", "model_not_found"
+        )
+    if body.dimensions is not None:
+        raise APIError(
+            400,
+            f"dimensions is not supported: inbedder's embeddings have the model's size ({model.embedding_dim} "
+            "for its default readout); leave it out",
+            "dimensions",
+        )
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    if not texts:
+        raise APIError(400, "input must hold at least one text", "input")
+    if len(texts) > settings.max_inputs:
+        raise APIError(400, f"input has {len(texts)} texts; the limit is {settings.max_inputs}", "input")
+    for i, text in enumerate(texts):
+        param = "input" if isinstance(body.input, str) else f"input[{i}]"
+        if not text.strip():
+            raise APIError(400, f"{param} is empty; every text must have some content", param)
+        if len(text) > settings.max_chars:
+            raise APIError(400, f"{param} has {len(text)} characters; the limit is {settings.max_chars}", param)
+    if isinstance(body.instruction, list):
+        if len(body.instruction) != len(texts):
+            raise APIError(
+                400, f"instruction has {len(body.instruction)} entries for {len(texts)} inputs", "instruction"
+            )
+        instructions = list(body.instruction)
+    else:
+        instructions = [body.instruction] * len(texts)
+    _check_readout(model, body.readout, body.layer)
+    return texts, instructions
+
+
+def _check_readout(model: Any, readout: str | None, layer: int | None) -> None:
+    from inbedder.backends import offered_readouts
+    from inbedder.readout import Readout
+
+    offered = offered_readouts(model.backend)
+    name = readout or model.readout.name
+    if name not in offered:
+        raise APIError(400, f"unknown readout {name!r}; this model offers {sorted(offered)}", "readout")
+    try:
+        Readout(name, model.readout.layer if layer is None else layer).layer_index(model.num_layers)
+    except ValueError as err:
+        raise APIError(400, str(err), "layer") from err
+
+
+def _encoded(vector: np.ndarray, encoding_format: str) -> list[float] | str:
+    if encoding_format == "base64":  # as OpenAI sends it: little-endian float32 bytes
+        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    return vector.tolist()
+
+
+def _authorized(request: Request, key: str) -> bool:
+    given = request.headers.get("authorization", "")
+    scheme, _, token = given.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), key.encode())
+
+
+def _is_type_name(part: str) -> bool:
+    """Pydantic puts the union branch it tried into an error's location: ``str``, ``list[str]``, ..."""
+    return part in ("str", "int", "none") or part.startswith(("list[", "literal[", "union["))
+
+
+def _param(location: tuple | list) -> str:
+    """``("body", "input", 0)`` -> ``input[0]``."""
+    parts = [p for p in location if p != "body"]
+    param = ""
+    for part in parts:
+        if isinstance(part, int):
+            param += f"[{part}]"
+        elif part not in ("str", "list[str]", "list[union[str,none]]") and not str(part).startswith(
+            ("literal", "list[")
+        ):
+            param += f".{part}" if param else str(part)
+    return param or "body"

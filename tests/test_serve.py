@@ -1,0 +1,300 @@
+"""The embeddings server on the tiny model: a real server on 127.0.0.1, real HTTP clients."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+
+from inbedder.serving import ServerSettings, create_app
+
+TEXTS = ["I love my cat", "The dog barks at the mailman every morning.", "A parrot that talks", "fish"]
+QUESTION = "What animal is mentioned?"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} did not become ready")
+
+
+@contextlib.contextmanager
+def running(settings: ServerSettings, model) -> Iterator[str]:
+    """A uvicorn server in a thread, serving ``model``; its base URL once the model is loaded."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, load=lambda: model), port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+class Gated:
+    """The tiny model behind a gate: ``encode`` calls wait until the test opens it, and are recorded."""
+
+    def __init__(self, model) -> None:
+        self.model, self.gate, self.calls = model, threading.Event(), []
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def encode(self, texts, instruction=None, **options):
+        self.calls.append(len(texts))
+        self.gate.wait(timeout=30)
+        return self.model.encode(texts, instruction, **options)
+
+    def encode_multi(self, texts, instructions, **options):
+        self.calls.append(len(texts) * len(instructions))
+        self.gate.wait(timeout=30)
+        return self.model.encode_multi(texts, instructions, **options)
+
+
+@pytest.fixture(scope="module")
+def url(tiny):
+    with running(ServerSettings(model="tiny", max_inputs=8, max_chars=200), tiny) as base:
+        yield base
+
+
+def post(url: str, body: dict, **kwargs) -> httpx.Response:
+    return httpx.post(f"{url}/v1/embeddings", json=body, timeout=30, **kwargs)
+
+
+def vectors(response: httpx.Response) -> np.ndarray:
+    data = response.json()["data"]
+    assert [d["index"] for d in data] == list(range(len(data)))
+    return np.array([d["embedding"] for d in data], dtype=np.float32)
+
+
+def test_the_openai_client_works_unchanged(url, tiny):
+    import openai
+
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused")
+    plain = client.embeddings.create(model="tiny", input=TEXTS)  # the client asks for base64 and decodes it
+    np.testing.assert_allclose([d.embedding for d in plain.data], tiny.encode(TEXTS, None), atol=1e-5)
+    asked = client.embeddings.create(model="tiny", input=TEXTS, extra_body={"instruction": QUESTION})
+    np.testing.assert_allclose([d.embedding for d in asked.data], tiny.encode(TEXTS, QUESTION), atol=1e-5)
+    assert asked.usage.prompt_tokens == sum(len(tiny.prompts(t, QUESTION, tiny.template)) for t in TEXTS)
+    assert [m.id for m in client.models.list().data] == [tiny.name]
+
+
+def test_floats_base64_and_order(url, tiny):
+    questions = [QUESTION, "How does the writer feel?", QUESTION, None]
+    floats = post(url, {"input": TEXTS, "instruction": questions, "encoding_format": "float"})
+    assert floats.status_code == 200 and floats.json()["model"] == tiny.name
+    np.testing.assert_allclose(vectors(floats), tiny.encode(TEXTS, questions), atol=1e-5)
+    packed = post(url, {"input": TEXTS, "instruction": questions, "encoding_format": "base64"}).json()["data"]
+    decoded = np.stack([np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in packed])
+    np.testing.assert_array_equal(decoded, vectors(floats))
+    one = post(url, {"input": TEXTS[1], "instruction": QUESTION, "readout": "avg_ppt", "layer": 1})
+    np.testing.assert_allclose(vectors(one)[0], tiny.encode(TEXTS[1], QUESTION, readout="avg_ppt", layer=1), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "body, status, param, words",
+    [
+        ({"input": []}, 400, "input", "at least one text"),
+        ({"input": ["fine", "  "]}, 400, "input[1]", "input[1] is empty"),
+        ({"input": [1, 2]}, 400, "input[0]", "string"),
+        ({"input": "x" * 201}, 400, "input", "201 characters; the limit is 200"),
+        ({"input": ["a"] * 9}, 400, "input", "9 texts; the limit is 8"),
+        ({"input": "hi", "model": "gpt-4"}, 404, "model", "'gpt-4' is not served here"),
+        ({"input": "hi", "dimensions": 8}, 400, "dimensions", "dimensions is not supported"),
+        ({"input": "hi", "readout": "nope"}, 400, "readout", "unknown readout 'nope'"),
+        ({"input": "hi", "layer": 99}, 400, "layer", "layer 99 does not exist"),
+        ({"input": ["a", "b"], "instruction": ["q"]}, 400, "instruction", "1 entries for 2 inputs"),
+        ({"input": "hi", "instructions": "q"}, 400, "instructions", "unknown field"),
+        ({"input": "hi", "encoding_format": "int8"}, 400, "encoding_format", "float"),
+        ({"model": "tiny"}, 400, "input", "Field required"),
+    ],
+)
+def test_bad_requests_name_the_field(url, body, status, param, words):
+    response = post(url, body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and words in error["message"], error
+    assert error["type"] == "invalid_request_error"
+
+
+def test_health_models_and_metrics(url, tiny):
+    assert httpx.get(f"{url}/health").json() == {"status": "ok", "model": tiny.name}
+    post(url, {"input": TEXTS[:2]})
+    metrics = httpx.get(f"{url}/metrics").text
+    for name in ("inbedder_requests_total", "inbedder_texts_total", "inbedder_batch_texts_bucket"):
+        assert name in metrics
+    assert "inbedder_queue_texts 0.0" in metrics and "inbedder_request_seconds_bucket" in metrics
+    assert 'route="/v1/embeddings",status="200"' in metrics
+
+
+def test_concurrent_requests_are_merged_and_each_gets_its_own(tiny):
+    gated = Gated(tiny)
+    with (
+        running(ServerSettings(model="tiny", max_wait=0.2), gated) as base,
+        concurrent.futures.ThreadPoolExecutor(9) as pool,
+    ):
+        first = pool.submit(post, base, {"input": TEXTS[0]})  # the worker takes it and waits at the gate
+        wait_until(lambda: gated.calls == [1])
+        asks = [([f"{TEXTS[i % 4]} ({i})", f"{TEXTS[(i + 1) % 4]} ({i})"], [f"Question {i}?", None]) for i in range(8)]
+        futures = [pool.submit(post, base, {"input": t, "instruction": q}) for t, q in asks]
+        wait_until(lambda: queued(base) == sum(len(t) for t, _ in asks))
+        gated.gate.set()
+        assert first.result().status_code == 200
+        for (texts, questions), future in zip(asks, futures):
+            np.testing.assert_allclose(vectors(future.result()), tiny.encode(texts, questions), atol=1e-5)
+    assert gated.calls == [1, sum(len(t) for t, _ in asks)]  # the eight waiting requests went in one call
+
+
+def test_same_texts_under_different_questions_share_one_encode_multi(tiny):
+    gated = Gated(tiny)
+    with (
+        running(ServerSettings(model="tiny", max_wait=0.2), gated) as base,
+        concurrent.futures.ThreadPoolExecutor(4) as pool,
+    ):
+        first = pool.submit(post, base, {"input": "warm-up"})
+        wait_until(lambda: gated.calls == [1])
+        questions = [QUESTION, "How does the writer feel?", "Is it long?"]
+        futures = [pool.submit(post, base, {"input": TEXTS, "instruction": q}) for q in questions]
+        wait_until(lambda: queued(base) == 3 * len(TEXTS))
+        gated.gate.set()
+        first.result()
+        for question, future in zip(questions, futures):
+            np.testing.assert_allclose(vectors(future.result()), tiny.encode(TEXTS, question), atol=1e-5)
+    assert gated.calls == [1, 3 * len(TEXTS)]
+
+
+def test_a_full_queue_answers_503_with_retry_after(tiny):
+    gated = Gated(tiny)
+    with (
+        running(ServerSettings(model="tiny", max_queue=4), gated) as base,
+        concurrent.futures.ThreadPoolExecutor(3) as pool,
+    ):
+        first = pool.submit(post, base, {"input": TEXTS[0]})
+        wait_until(lambda: gated.calls == [1])
+        waiting = pool.submit(post, base, {"input": TEXTS[:4]})  # fills the queue
+        wait_until(lambda: queued(base) == 4)
+        refused = post(base, {"input": "one more"})
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        assert refused.json()["error"]["code"] == "queue_full"
+        gated.gate.set()
+        assert first.result().status_code == 200 and waiting.result().status_code == 200
+
+
+def test_a_request_whose_client_left_is_dropped(tiny):
+    gated = Gated(tiny)
+    with running(ServerSettings(model="tiny"), gated) as base:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            first = pool.submit(post, base, {"input": TEXTS[0]})
+            wait_until(lambda: gated.calls == [1])
+            with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes its connection
+                httpx.post(f"{base}/v1/embeddings", json={"input": TEXTS}, timeout=0.5)
+            time.sleep(0.3)  # the server notices within its poll interval
+            gated.gate.set()
+            assert first.result().status_code == 200
+        assert post(base, {"input": "after"}).status_code == 200
+    assert gated.calls == [1, 1]  # the abandoned request never reached the model
+
+
+def test_bearer_token(tiny):
+    with running(ServerSettings(model="tiny", api_key="s3cret"), tiny) as base:
+        assert post(base, {"input": "hi"}).status_code == 401
+        wrong = post(base, {"input": "hi"}, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+        assert post(base, {"input": "hi"}, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert httpx.get(f"{base}/health").status_code == 200  # health stays open for probes
+
+
+def test_health_says_loading_until_the_model_is_there(tiny):
+    loaded = threading.Event()
+
+    def slow_load():
+        loaded.wait(timeout=30)
+        return tiny
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(ServerSettings(), load=slow_load), port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: server.started)
+        assert httpx.get(f"{url}/health").status_code == 503
+        busy = post(url, {"input": "hi"})
+        assert busy.status_code == 503 and busy.json()["error"]["code"] == "model_not_ready"
+        loaded.set()
+        wait_ready(url)
+    finally:
+        loaded.set()
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_the_command_serves_and_shuts_down_on_sigterm_without_losing_requests(tiny_model_dir, tmp_path):
+    port = free_port()
+    command = [sys.executable, "-m", "inbedder.cli", "serve", "--model", str(tiny_model_dir), "--port", str(port)]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url)
+        texts = [f"{TEXTS[i % 4]} number {i}. " * 30 for i in range(512)]  # long: seconds of work
+        finished = []
+
+        def ask(part):
+            response = post(url, {"input": part, "instruction": QUESTION})
+            finished.append(time.monotonic())
+            return response
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(ask, texts[k::8]) for k in range(8)]
+            time.sleep(0.5)  # every request sent and queued
+            server.send_signal(signal.SIGTERM)
+            stopped = time.monotonic()
+            responses = [f.result() for f in futures]
+        assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
+        assert sum(len(r.json()["data"]) for r in responses) == len(texts)
+        assert max(finished) > stopped  # requests were still in flight when the signal came
+        assert server.wait(timeout=60) == 0, server.stdout.read()
+    finally:
+        if server.poll() is None:
+            os.kill(server.pid, signal.SIGKILL)
+
+
+def queued(url: str) -> float:
+    line = next(x for x in httpx.get(f"{url}/metrics").text.splitlines() if x.startswith("inbedder_queue_texts "))
+    return float(line.split()[1])
+
+
+def wait_until(condition, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        time.sleep(0.01)
