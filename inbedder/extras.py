@@ -3,7 +3,8 @@
 ``pip install inbedder`` gives encoding (every readout but ``re_encode``), the cache and the
 models; the extras add ``reencode`` (sentence-transformers, for ``re_encode``), ``cluster``
 (scikit-learn), ``eval`` (scikit-learn, scipy, datasets and the MiniLM baselines) and
-``train`` (datasets) and ``serve`` (FastAPI, uvicorn, prometheus-client); ``all`` is every one of them.
+``train`` (datasets), ``serve`` (FastAPI, uvicorn, prometheus-client) and ``ray`` (Ray Data);
+``all`` is every one of them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ EXTRAS: dict[str, str] = {
     "eval": "evaluation",
     "train": "training",
     "serve": "the server",
+    "ray": "scale-out on Ray",
 }
 """Each extra and what it is for."""
 

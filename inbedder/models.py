@@ -86,19 +86,22 @@ REGISTRY: dict[str, RegisteredModel] = {
         ),
         RegisteredModel(
             name="smollm2-135m-inbedder",
-            description="SmolLM2-135M-Instruct trained to answer at once and tersely (LoRA in inbedder); the default",
+            description="SmolLM2-135M-Instruct trained on 3,200 reading-comprehension answers (LoRA in inbedder); "
+            "the first default, kept loadable",
             adapter="smollm2-135m-inbedder",
-            aliases=("default",),
+            aliases=("smollm2-135m-inbedder-v1",),
         ),
         RegisteredModel(
             name="smollm2-135m-inbedder-v2",
             description="SmolLM2-135M-Instruct trained on 20,000 holistic and reading-comprehension questions "
-            "(int8 LoRA in inbedder); tells sentiment apart, still weak on topic (BENCHMARKS.md)",
+            "(int8 LoRA in inbedder), read out as fst_head; the default. Separates sentiment and language; "
+            "all-MiniLM-L6-v2 still clusters topics better (BENCHMARKS.md)",
             adapter="smollm2-135m-inbedder-v2",
+            aliases=("default",),
         ),
     ]
 }
-DEFAULT_MODEL = "smollm2-135m-inbedder"  # chosen by the evaluation suite (BENCHMARKS.md, "Training")
+DEFAULT_MODEL = "smollm2-135m-inbedder-v2"  # chosen by the evaluation suite (BENCHMARKS.md, "Quality")
 BASE_MODEL = "smollm2-135m-instruct"  # what the default was trained from, and what `inbedder train` starts from
 _ALIASES = {alias: m.name for m in REGISTRY.values() for alias in (m.name, *m.aliases)}
 

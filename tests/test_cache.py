@@ -482,6 +482,6 @@ def test_rows_are_filed_under_the_canonical_model_name(tiny_model_dir):
     from inbedder.cache import model_label
 
     assert model_label("smollm2") == model_label("SmolLM2-135M-Instruct") == "smollm2-135m-instruct"
-    assert model_label("default") == "smollm2-135m-inbedder"
+    assert model_label("default") == "smollm2-135m-inbedder-v2"
     assert model_label(f"{tiny_model_dir}/.") == str(Path(tiny_model_dir).resolve())
     assert model_label("someone/some-model") == "someone/some-model"

@@ -54,6 +54,14 @@ def test_it_answers_at_once_and_tersely(trained):
 
 
 def test_its_embeddings_are_not_the_untuned_models(trained, cache):
-    tuned = trained.encode(TEXTS, LANGUAGE)
+    tuned = trained.encode(TEXTS, LANGUAGE, readout="fst_gen")
     assert tuned.shape == (2, 576) and np.isfinite(tuned).all()
     assert np.abs(tuned - load(models.BASE_MODEL, cache).encode(TEXTS, LANGUAGE)).max() > 0.1
+
+
+def test_v2_reads_the_lm_head_as_its_settings_say(cache):
+    model = load("smollm2-135m-inbedder-v2", cache)
+    assert model.readout.name == "fst_head" and model.embedding_dim == 49152
+    vectors = model.encode(TEXTS, LANGUAGE)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    assert [words[0].lower() for words in model.top_tokens(vectors, top=1)] == ["french", "german"]

@@ -62,12 +62,40 @@ def encode(
     cache: Annotated[
         bool, typer.Option(help="Reuse embeddings stored by earlier runs ($INBEDDER_CACHE) and store new ones.")
     ] = False,
+    engine: Annotated[
+        str, typer.Option(help="'local' (this process) or 'ray' (a pool of actors; --out is then a folder of shards).")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="With --engine ray: the cluster ('auto': this node's; default: start one).")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="With --engine ray: actors, each holding one model.")] = 1,
 ) -> None:
     """Embed every text of INPUT under an instruction and write the embeddings."""
     from inbedder import tables
 
     if instruction is not None and instruction_column is not None:
         raise InputError("give --instruction or --instruction-column, not both")
+    if engine == "ray":
+        check_readout(readout)
+        _encode_on_ray(
+            input,
+            out,
+            instruction,
+            text_column,
+            model,
+            readout,
+            layer,
+            batch_size,
+            max_new_tokens,
+            return_generations,
+            cache,
+            address,
+            concurrency,
+            overwrite,
+        )
+        return
+    if engine != "local":
+        raise InputError(f"unknown --engine {engine!r}; use 'local' or 'ray'")
     out = tables.check_output(out, overwrite)
     kind = out.suffix.lower()
     answers_out = out.with_suffix(".answers.txt") if return_generations and kind == ".npy" else None
@@ -125,3 +153,55 @@ def encode(
         tables.atomic_write(answers_out, lambda p: p.write_text(lines, encoding="utf-8"))
         typer.echo(f"wrote answers to {answers_out}", err=True)
     typer.echo(f"wrote {embeddings.shape[0]} embeddings of size {embeddings.shape[1]} to {out}", err=True)
+
+
+def _encode_on_ray(
+    input: Path,
+    out: Path,
+    instruction: str | None,
+    text_column: str | None,
+    model: str,
+    readout: str | None,
+    layer: int | None,
+    batch_size: int,
+    max_new_tokens: int,
+    return_generations: bool,
+    cache: bool,
+    address: str | None,
+    concurrency: int,
+    overwrite: bool,
+) -> None:
+    """``--engine ray``: Parquet shards in the folder ``out``, the input's columns plus ``embedding``."""
+    if instruction is None:
+        raise InputError("--engine ray needs --instruction (one question for every text)")
+    if concurrency < 1:
+        raise InputError(f"--concurrency must be at least 1, got {concurrency}")
+    if out.suffix.lower() in (".npy", ".parquet") or (out.exists() and not out.is_dir()):
+        raise InputError(f"--engine ray writes a folder of Parquet shards; {out} is a file name")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise InputError(f"{out} is not empty; pass --overwrite to replace what is there")
+    if not input.exists():
+        raise InputError(f"no such file or folder: {input}")
+
+    from inbedder import distributed
+
+    distributed.init(address)
+    embedded = distributed.embed_dataset(
+        input,
+        instruction,
+        model=model,
+        text_column=text_column or "text",
+        readout=readout,
+        layer=layer,
+        return_generations=return_generations,
+        max_new_tokens=max_new_tokens,
+        cache=True if cache else None,
+        concurrency=concurrency,
+        encode_batch_size=batch_size,
+    )
+    if out.exists() and overwrite:
+        import shutil
+
+        shutil.rmtree(out)
+    embedded.write_parquet(str(out))
+    typer.echo(f"wrote Parquet shards to {out}", err=True)

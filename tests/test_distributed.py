@@ -1,0 +1,164 @@
+"""Embedding on a local Ray cluster (started here, 2 CPUs) with the tiny model, against one-process encode."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from inbedder import distributed  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+TEXTS = [
+    f"{animal} number {i} sat on the mat." for i, animal in enumerate(["A cat", "The dog", "A parrot", "Fish"] * 10)
+]
+QUESTIONS = ["What animal is mentioned?", "Which number is it?"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_cluster():
+    distributed.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model_dir):
+    """The model as the actors load it (its default max_length: prompts are cut as theirs are)."""
+    from inbedder import InBedder
+
+    return InBedder(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="module")
+def table() -> pd.DataFrame:
+    return pd.DataFrame({"id": [f"row-{i}" for i in range(len(TEXTS))], "text": TEXTS, "stars": range(len(TEXTS))})
+
+
+def by_id(frame: pd.DataFrame) -> pd.DataFrame:
+    order = np.argsort([int(str(i).split("-")[1]) for i in frame["id"]], kind="stable")
+    return frame.iloc[order].reset_index(drop=True)
+
+
+def test_vectors_equal_one_process_encode_with_every_column_kept(reference, tiny_model_dir, table):
+    dataset = ray.data.from_pandas(table).repartition(4)
+    embedded = distributed.embed_dataset(
+        dataset,
+        QUESTIONS,
+        model=str(tiny_model_dir),
+        concurrency=2,
+        num_cpus=0.5,
+        batch_size=8,
+        return_generations=True,
+    )
+    got = by_id(embedded.to_pandas())
+    assert list(got.columns) == [
+        "id",
+        "text",
+        "stars",
+        "embedding_0",
+        "embedding_0_answer",
+        "embedding_1",
+        "embedding_1_answer",
+    ]
+    assert got["id"].tolist() == table["id"].tolist() and got["stars"].tolist() == table["stars"].tolist()
+    for k, question in enumerate(QUESTIONS):
+        expected, answers = reference.encode(TEXTS, question, return_generations=True)
+        np.testing.assert_allclose(np.stack(got[f"embedding_{k}"]), expected, atol=1e-5)
+        assert got[f"embedding_{k}_answer"].tolist() == answers
+
+
+def test_parquet_in_and_out(reference, tiny_model_dir, table, tmp_path):
+    source = tmp_path / "in.parquet"
+    table.to_parquet(source)
+    out = tmp_path / "out"
+    distributed.embed_dataset(source, {"animal": QUESTIONS[0]}, model=str(tiny_model_dir)).write_parquet(str(out))
+    written = by_id(pd.concat(pd.read_parquet(p) for p in sorted(out.glob("*.parquet"))))
+    assert written["id"].tolist() == table["id"].tolist()
+    np.testing.assert_allclose(np.stack(written["animal"]), reference.encode(TEXTS, QUESTIONS[0]), atol=1e-5)
+
+
+def test_a_killed_actor_loses_and_duplicates_no_row(reference, tiny_model_dir, table, tmp_path):
+    flag = tmp_path / "crashed-once"
+
+    def crashing_model():
+        from inbedder import InBedder
+
+        model = InBedder(str(tiny_model_dir))
+        original = model.encode_multi
+
+        def encode_multi(texts, *args, **kwargs):
+            if not flag.exists():  # the first batch any actor takes kills it, once
+                flag.touch()
+                os._exit(1)
+            return original(texts, *args, **kwargs)
+
+        model.encode_multi = encode_multi
+        return model
+
+    dataset = ray.data.from_pandas(table).repartition(5)
+    embedded = distributed.embed_dataset(
+        dataset, QUESTIONS[0], model=crashing_model, concurrency=2, num_cpus=0.5, batch_size=8
+    )
+    got = by_id(embedded.to_pandas())
+    assert flag.exists()
+    assert got["id"].tolist() == table["id"].tolist()  # every row once
+    np.testing.assert_allclose(np.stack(got["embedding"]), reference.encode(TEXTS, QUESTIONS[0]), atol=1e-5)
+
+
+def test_a_bad_row_fails_with_its_id(tiny_model_dir):
+    bad = pd.DataFrame({"id": ["a", "b", "c"], "text": ["fine", "  ", "also fine"]})
+    embedded = distributed.embed_dataset(
+        ray.data.from_pandas(bad), QUESTIONS[0], model=str(tiny_model_dir), id_column="id"
+    )
+    with pytest.raises(Exception, match="row 'b': its text is empty"):
+        embedded.materialize()
+
+
+def test_inputs_are_checked_before_any_work(tiny_model_dir, table, tmp_path):
+    dataset = ray.data.from_pandas(table)
+    with pytest.raises(ValueError, match="the text column 'body' is not in the data"):
+        distributed.embed_dataset(dataset, "Why?", text_column="body")
+    with pytest.raises(ValueError, match=r"already has column\(s\) \['stars'\]"):
+        distributed.embed_dataset(dataset, {"stars": "How many?"})
+    with pytest.raises(ValueError, match="instructions must be one or more non-empty questions"):
+        distributed.embed_dataset(dataset, [])
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        distributed.embed_dataset(tmp_path / "missing.parquet", "Why?")
+    (tmp_path / "t.txt").write_text("x\n")
+    with pytest.raises(ValueError, match="Ray reads Parquet, CSV or JSONL here"):
+        distributed.embed_dataset(tmp_path / "t.txt", "Why?")
+
+
+def test_the_command_writes_parquet_shards(reference, tiny_model_dir, table, tmp_path):
+    from typer.testing import CliRunner
+
+    from inbedder import cli
+
+    source = tmp_path / "in.csv"
+    table.to_csv(source, index=False)
+    out = tmp_path / "shards"
+    args = [
+        "encode",
+        source,
+        "-i",
+        QUESTIONS[0],
+        "-m",
+        tiny_model_dir,
+        "--engine",
+        "ray",
+        "--concurrency",
+        1,
+        "-o",
+        out,
+    ]
+    result = CliRunner().invoke(cli.app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    written = by_id(pd.concat(pd.read_parquet(p) for p in sorted(Path(out).glob("*.parquet"))))
+    np.testing.assert_allclose(np.stack(written["embedding"]), reference.encode(TEXTS, QUESTIONS[0]), atol=1e-5)
