@@ -98,7 +98,8 @@ def main() -> None:
     ray.shutdown()
 
     print(f"\n{len(texts)} reviews, one question; one-process encode: {direct:.2f} texts/s")
-    print("| actors | texts/s (start-up included) | ratio to encode | model load per actor | peak memory per actor | max diff |")
+    head = "| actors | texts/s (start-up included) | ratio to encode | model load per actor | peak memory per actor |"
+    print(head + " max diff |")
     print("|---|---|---|---|---|---|")
     for actors, rate, load, peak, worst, complete in results:
         check = f"{worst:.1e}" + ("" if complete else " (rows missing!)")

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from inbedder.clustering import ClusteringResult, cluster
     from inbedder.embedder import InBedder
     from inbedder.models import DEFAULT_MODEL, REGISTRY
-    from inbedder.readout import READOUTS, Readout
+    from inbedder.options import EncodeOptions
+    from inbedder.readout import READOUTS, Readout, register_readout
     from inbedder.templates import QA_PATTERN, PromptTemplate
 
 _LAZY = {
@@ -24,8 +25,10 @@ _LAZY = {
     "InBedder": "inbedder.embedder",
     "DEFAULT_MODEL": "inbedder.models",
     "REGISTRY": "inbedder.models",
+    "EncodeOptions": "inbedder.options",
     "READOUTS": "inbedder.readout",
     "Readout": "inbedder.readout",
+    "register_readout": "inbedder.readout",
     "QA_PATTERN": "inbedder.templates",
     "PromptTemplate": "inbedder.templates",
 }
@@ -53,6 +56,7 @@ def load(model_name_or_path: str | None = None, **kwargs: Any) -> InBedder:
 __all__ = [
     "DEFAULT_MODEL",
     "ClusteringResult",
+    "EncodeOptions",
     "InBedder",
     "PromptTemplate",
     "QA_PATTERN",
@@ -61,5 +65,6 @@ __all__ = [
     "Readout",
     "cluster",
     "load",
+    "register_readout",
     "__version__",
 ]

@@ -9,10 +9,15 @@ single-process ``encode``, and throughput grows with actors and nodes.
 
 Actors that die are restarted and their batches retried by Ray; a row that cannot be embedded
 (an empty text, say) fails the run with the row's id in the message.
+
+``cluster_dataset`` clusters at that scale: k-means fit on a seeded sample, every row assigned to
+its nearest centroid on the cluster, and the files ``inbedder cluster`` writes.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -189,3 +194,127 @@ def _with_row_id(err: Exception, texts: list[Any], batch: pa.Table, id_column: s
     row = int(found.group(1))
     where = f"row {batch.column(id_column)[row].as_py()!r}" if id_column else f"row with text {texts[row]!r}"
     return f"{where}: {err}".replace(f"sentences[{row}]", "its text")
+
+
+def cluster_dataset(
+    data: Any,
+    instructions: str | Sequence[str],
+    out: str | Path,
+    *,
+    model: str | None = None,
+    k: int | str = "auto",
+    sample_size: int = 10_000,
+    seed: int = 0,
+    text_column: str = "text",
+    id_column: str = "id",
+    label_columns: Sequence[str] = (),
+    concurrency: int = 1,
+    num_cpus: float | None = None,
+    batch_size: int = 256,
+    encode_batch_size: int = 16,
+    max_new_tokens: int = 8,
+) -> dict[str, Path]:
+    """Cluster a dataset under each instruction at scale; write what ``inbedder cluster`` writes.
+
+    Every row is embedded (with its answer) on the actors; k-means is fit on a seeded sample of
+    ``sample_size`` rows, whose clustering is explained as on one machine (keywords, LM-head words,
+    examples, label composition, the map); then every row is assigned to its nearest centroid on
+    the cluster. ``out`` gets ``assignments.parquet`` (a folder of shards: id, instruction,
+    cluster, distance, answer; an earlier run's are replaced), ``clusters.json`` (cluster sizes
+    over every row, the rest from the sample, whose size it records) and ``report.html``. Rows
+    are named by ``id_column``. With every row in the sample, the assignments are those of
+    ``inbedder.clustering.cluster``.
+    """
+    from inbedder.clustering import cluster
+    from inbedder.clustering.report import render_report
+    from inbedder.clustering.result import RESULT_FILES
+    from inbedder.embedder import InBedder
+
+    questions = [instructions] if isinstance(instructions, str) else list(instructions)
+    columns = output_columns(questions)
+    out = Path(out)
+    embedded = embed_dataset(
+        data,
+        columns,
+        model=model,
+        text_column=text_column,
+        id_column=id_column,
+        return_generations=True,
+        max_new_tokens=max_new_tokens,
+        concurrency=concurrency,
+        num_cpus=num_cpus,
+        batch_size=batch_size,
+        encode_batch_size=encode_batch_size,
+    ).materialize()
+    total = embedded.count()
+    sample = (embedded if total <= sample_size else embedded.random_sample(sample_size / total, seed=seed)).to_pandas()
+    sample = sample.sort_values(id_column, kind="stable").reset_index(drop=True)  # Ray's order varies; this does not
+    explainer = InBedder(model)
+    if explainer.postprocess == "standardize":
+        raise ValueError("clustering on Ray needs postprocess 'none' or 'center' (k-means distances are shift-free)")
+    result = cluster(
+        sample[text_column].tolist(),
+        questions,
+        explainer,
+        k=k,
+        seed=seed,
+        labels={name: sample[name].astype(str).tolist() for name in label_columns},
+        ids=sample[id_column].astype(str).tolist(),
+        embeddings=[np.stack(sample[name].to_numpy()) for name in columns],
+        answers=[sample[_answer_column(name)].tolist() for name in columns],
+    )
+    centroids = {
+        name: _centroids(np.stack(sample[name].to_numpy()), clustering.assignments)
+        for name, clustering in zip(columns, result.clusterings)
+    }
+    assigned = embedded.map_batches(
+        _assign_rows,
+        fn_kwargs={"columns": columns, "centroids": centroids, "id_column": id_column},
+        batch_format="pandas",
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {name: out / name for name in RESULT_FILES}
+    earlier = paths["assignments.parquet"]  # shards of an earlier run would mix with this one's
+    if earlier.is_dir():
+        shutil.rmtree(earlier)
+    elif earlier.exists():
+        earlier.unlink()
+    assigned.write_parquet(str(paths["assignments.parquet"]))
+    sizes = assigned.select_columns(["instruction", "cluster"]).to_pandas().value_counts()
+    for clustering in result.clusterings:
+        for summary in clustering.clusters:
+            summary.size = int(sizes.get((clustering.instruction, summary.cluster), 0))
+    summary_json = result.clusters_json() | {"texts": total, "sample": len(sample)}
+    paths["clusters.json"].write_text(json.dumps(summary_json, indent=1))
+    paths["report.html"].write_text(render_report(result), encoding="utf-8")
+    return paths
+
+
+def _centroids(vectors: np.ndarray, assignments: np.ndarray) -> np.ndarray:
+    """(k, dim): the mean of each cluster's vectors, cluster c in row c."""
+    return np.stack([vectors[assignments == c].mean(0) for c in range(int(assignments.max()) + 1)])
+
+
+def _assign_rows(batch: Any, columns: dict[str, str], centroids: dict[str, np.ndarray], id_column: str) -> Any:
+    """One row per (row, instruction): id, instruction, nearest centroid, distance to it, answer."""
+    import pandas as pd
+
+    ids = batch[id_column].astype(str)
+    frames = []
+    for name, instruction in columns.items():
+        vectors, means = np.stack(batch[name].to_numpy()).astype(np.float64), centroids[name].astype(np.float64)
+        squared = (vectors**2).sum(1)[:, None] - 2 * vectors @ means.T + (means**2).sum(1)[None, :]
+        distances = np.sqrt(np.maximum(squared, 0))  # (rows, k), without a (rows, k, dim) array
+        nearest = distances.argmin(1)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "id": ids.to_numpy(),
+                    "instruction": instruction,
+                    "cluster": nearest.astype(np.int64),
+                    "distance": distances[np.arange(len(nearest)), nearest].astype(np.float32),
+                    "answer": batch[_answer_column(name)].to_numpy(),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)

@@ -162,3 +162,50 @@ def test_the_command_writes_parquet_shards(reference, tiny_model_dir, table, tmp
     assert result.exit_code == 0, result.output
     written = by_id(pd.concat(pd.read_parquet(p) for p in sorted(Path(out).glob("*.parquet"))))
     np.testing.assert_allclose(np.stack(written["embedding"]), reference.encode(TEXTS, QUESTIONS[0]), atol=1e-5)
+
+
+def test_clustering_at_scale_writes_what_cluster_writes(reference, tiny_model_dir, table, tmp_path):
+    import json
+
+    from inbedder.clustering import cluster
+
+    frame = table.assign(animal=[t.split()[1] for t in TEXTS])
+    dataset = ray.data.from_pandas(frame).repartition(4)
+    options = dict(model=str(tiny_model_dir), k=3, label_columns=["animal"], num_cpus=0.5)
+    paths = distributed.cluster_dataset(dataset, QUESTIONS[0], tmp_path / "all", **options)
+    got = pd.read_parquet(paths["assignments.parquet"]).set_index("id")
+    # every row in the sample: the one-machine clustering of the same rows (in id order)
+    ordered = frame.sort_values("id", kind="stable")
+    expected = cluster(ordered["text"].tolist(), QUESTIONS[0], reference, k=3, ids=ordered["id"].tolist())
+    want = expected.assignments().set_index("id").loc[got.index]
+    assert (got["cluster"] == want["cluster"]).all() and got["answer"].tolist() == want["answer"].tolist()
+    np.testing.assert_allclose(got["distance"], want["distance"], atol=1e-4)
+    summary = json.loads(paths["clusters.json"].read_text())
+    assert summary["texts"] == summary["sample"] == len(TEXTS)
+    assert sum(c["size"] for c in summary["instructions"][0]["clusters"]) == len(TEXTS)
+    assert "<html" in paths["report.html"].read_text().lower()
+
+    sampled = distributed.cluster_dataset(dataset, QUESTIONS[0], tmp_path / "sampled", sample_size=20, **options)
+    rows = pd.read_parquet(sampled["assignments.parquet"])
+    assert sorted(rows["id"]) == sorted(table["id"])  # every row assigned once, not only the sample
+    summary = json.loads(sampled["clusters.json"].read_text())
+    assert summary["texts"] == len(TEXTS) and summary["sample"] < len(TEXTS)
+    assert sum(c["size"] for c in summary["instructions"][0]["clusters"]) == len(TEXTS)
+
+
+def test_the_cluster_command_on_ray(tiny_model_dir, table, tmp_path):
+    from typer.testing import CliRunner
+
+    from inbedder import cli
+
+    source = tmp_path / "in.parquet"
+    table.to_parquet(source)
+    out = tmp_path / "clusters"
+    args = ["cluster", source, "-i", QUESTIONS[0], "-m", tiny_model_dir, "--engine", "ray", "-k", 2, "-o", out]
+    refused = CliRunner().invoke(cli.app, [str(a) for a in args])
+    assert refused.exit_code != 0 and "--engine ray needs --id-column" in str(refused.exception)
+    for _ in range(2):  # the second run replaces the first's files (--overwrite), leaving no duplicate rows
+        result = CliRunner().invoke(cli.app, [str(a) for a in [*args, "--id-column", "id", "--overwrite"]])
+        assert result.exit_code == 0, result.output
+    rows = pd.read_parquet(out / "assignments.parquet")
+    assert sorted(rows["id"]) == sorted(table["id"]) and set(rows["cluster"]) == {0, 1}

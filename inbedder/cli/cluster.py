@@ -58,6 +58,12 @@ def cluster(
     overwrite: Annotated[
         bool, typer.Option(help="Replace the results of an earlier run in OUT (an unfinished run resumes anyway).")
     ] = False,
+    engine: Annotated[
+        str, typer.Option(help="'local', or 'ray': actors embed every row, k-means fits a sample (needs --id-column).")
+    ] = "local",
+    address: Annotated[str | None, typer.Option(help="With --engine ray: the cluster ('auto': this node's).")] = None,
+    concurrency: Annotated[int, typer.Option(help="With --engine ray: actors, each holding one model.")] = 1,
+    sample_size: Annotated[int, typer.Option(help="With --engine ray: rows k-means is fit on.")] = 10_000,
 ) -> None:
     """Cluster INPUT under each instruction; write assignments, explained clusters and an HTML report.
 
@@ -68,6 +74,38 @@ def cluster(
     from inbedder.clustering.pipeline import check_inputs
     from inbedder.clustering.pipeline import cluster as run_cluster
     from inbedder.clustering.result import RESULT_FILES
+
+    if engine == "ray":
+        if id_column is None:
+            raise InputError("--engine ray needs --id-column: at scale, rows are named by their ids")
+        if method != "kmeans":
+            raise InputError("--engine ray clusters with k-means (a sample's centroids assign every row)")
+        k_ray: int | str = k if k == "auto" else int_option("k", k)
+        finished = [name for name in RESULT_FILES if (out / name).exists()]
+        if finished and not overwrite:
+            raise InputError(f"{out} already holds a clustering ({', '.join(finished)}); pass --overwrite")
+        from inbedder import distributed
+
+        distributed.init(address)
+        paths = distributed.cluster_dataset(
+            str(input),
+            instruction,
+            out,
+            model=model,
+            k=k_ray,
+            sample_size=sample_size,
+            seed=seed,
+            text_column=text_column or "text",
+            id_column=id_column,
+            label_columns=label_column or [],
+            concurrency=concurrency,
+            encode_batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+        )
+        typer.echo(f"report: {paths['report.html']}", err=True)
+        return
+    if engine != "local":
+        raise InputError(f"unknown --engine {engine!r}; use 'local' or 'ray'")
 
     table = tables.read_table(input)
     texts = tables.column_texts(table, tables.pick_column(table, text_column, input), input)
