@@ -128,7 +128,7 @@ class Readout:
     def __init__(self, make: Callable[[list[Key]], np.ndarray], store: Readouts) -> None:
         self.make, self.store = make, store
 
-    def encode(self, sentences: list[str], instruction: Any = None, **_: Any) -> np.ndarray:
+    def encode(self, sentences: list[str], instruction: Any = None, options: Any = None) -> np.ndarray:
         if not sentences:
             return np.zeros((0, 1), dtype=np.float32)
         self.store.add(list(sentences), [instruction])
