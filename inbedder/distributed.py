@@ -72,12 +72,16 @@ class _Embedder:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         texts = batch.column(self.text_column).to_pylist()
-        try:
-            results = self.model.encode_multi(
-                texts, list(self.columns.values()), return_generations=self.return_generations, **self.options
-            )
-        except (TypeError, ValueError) as err:
-            raise ValueError(_with_row_id(err, texts, batch, self.id_column)) from err
+        for row, text in enumerate(texts):  # named by the row's id here, where encode only knows positions
+            if not isinstance(text, str) or not text.strip():
+                where = (
+                    f"row {batch.column(self.id_column)[row].as_py()!r}" if self.id_column else f"row {row} of a batch"
+                )
+                problem = "is empty" if isinstance(text, str) else f"is {text!r}, not a string"
+                raise ValueError(f"{where}: its text {problem}; every text must have some content")
+        results = self.model.encode_multi(
+            texts, list(self.columns.values()), return_generations=self.return_generations, **self.options
+        )
         for name, result in zip(self.columns, results):
             vectors, answers = result if self.return_generations else (result, None)
             vectors = np.asarray(vectors, dtype=np.float32)
@@ -182,18 +186,6 @@ def _folder_suffix(folder: Path) -> str:
 
 def _answer_column(name: str) -> str:
     return "answer" if name == "embedding" else f"{name}_answer"
-
-
-def _with_row_id(err: Exception, texts: list[Any], batch: pa.Table, id_column: str | None) -> str:
-    """``err`` with the id of the row it names (``sentences[i]``), when there is one."""
-    import re
-
-    found = re.search(r"sentences\[(\d+)\]", str(err))
-    if found is None:
-        return str(err)
-    row = int(found.group(1))
-    where = f"row {batch.column(id_column)[row].as_py()!r}" if id_column else f"row with text {texts[row]!r}"
-    return f"{where}: {err}".replace(f"sentences[{row}]", "its text")
 
 
 def cluster_dataset(

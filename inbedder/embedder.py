@@ -176,7 +176,7 @@ class InBedder:
 
     @max_batch_tokens.setter
     def max_batch_tokens(self, value: int | None) -> None:
-        self.runner = Runner(self.backend, value)
+        self.runner.max_batch_tokens = value  # the runner keeps its watchers
 
     @property
     def num_layers(self) -> int:

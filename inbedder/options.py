@@ -9,7 +9,6 @@ template, postprocess: None here) is filled in by the model.
 from __future__ import annotations
 
 import inspect
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
@@ -61,7 +60,7 @@ class EncodeOptions:
     num_samples: int = 1
     filter_words: Iterable[str] | None = None
     return_generations: bool = False
-    cache: bool | str | os.PathLike[str] | Any | None = None
+    cache: Any = None  # bool, a path, or an EmbeddingCache
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:

@@ -34,10 +34,19 @@ class Runner:
     """Runs batches of prompts through ``backend``: at most ``max_batch_tokens`` padded tokens a pass, if set."""
 
     def __init__(self, backend: Backend, max_batch_tokens: int | None = None) -> None:
-        if max_batch_tokens is not None and (isinstance(max_batch_tokens, bool) or max_batch_tokens < 1):
-            raise ValueError(f"max_batch_tokens must be a positive int or None, got {max_batch_tokens!r}")
-        self.backend, self.max_batch_tokens = backend, max_batch_tokens
+        self.backend = backend
+        self.max_batch_tokens = max_batch_tokens
         self._watchers: list[Callable[[list[int]], None]] = []
+
+    @property
+    def max_batch_tokens(self) -> int | None:
+        return self._max_batch_tokens
+
+    @max_batch_tokens.setter
+    def max_batch_tokens(self, value: int | None) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"max_batch_tokens must be a positive int or None, got {value!r}")
+        self._max_batch_tokens = value
 
     @contextlib.contextmanager
     def watch(self, callback: Callable[[list[int]], None]) -> Iterator[None]:
