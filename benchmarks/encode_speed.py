@@ -1,9 +1,11 @@
-"""Encode throughput of fst_gen (last layer, QA template) against the reference-style path.
+"""Encode throughput in float32 and bfloat16 (fst_gen and fst_head), each against its own matmul limit.
 
-The reference path is what the original InBedder code does: pad the batch, call
-``generate(max_new_tokens=1, output_hidden_states=True)`` and read the last layer's state at the
-last prompt position. Both paths embed the same texts chunk by chunk, alternating, so that the
-machine's noise falls on both alike; the figure that matters is their ratio.
+The same texts are embedded chunk by chunk by every (dtype, readout) pair in turn, so that the
+machine's noise falls on all alike; the figures that matter are ratios within the run. The limit
+of a dtype is this machine's best matrix-product rate for that dtype at the model's shapes (the
+tokens of a batch x hidden size x MLP width, e.g. 1024 x 576 x 1536 for SmolLM2-135M), divided by
+the matmul work per token of the decoder layers: the tokens/s a forward pass would reach if it were
+nothing but its matrix products.
 
     python benchmarks/encode_speed.py [--data ../shared/data/syngoalex.dev.jsonl] [--batch-size 16]
 """
@@ -11,6 +13,7 @@ machine's noise falls on both alike; the figure that matters is their ratio.
 from __future__ import annotations
 
 import argparse
+import itertools
 import platform
 import resource
 import time
@@ -21,20 +24,23 @@ import torch
 from benchmark_data import DATA, load_texts_and_instructions
 
 from inbedder import InBedder
-from inbedder.templates import QA_PATTERN
+from inbedder.loading import cpu_runs_bfloat16
+
+DTYPES = ("float32", "bfloat16")
+READOUTS = ("fst_gen", "fst_head")
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
-    """This machine's float32 matrix-product rate: the best of ``repeats`` products after a warm-up."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_gflops(rows: int, inner: int, outer: int, dtype: torch.dtype, repeats: int = 20) -> float:
+    """The best rate of ``(rows x inner) @ (inner x outer)`` products in ``dtype`` after a warm-up."""
+    x, weight = torch.randn(rows, inner, dtype=dtype), torch.randn(outer, inner, dtype=dtype)
     for _ in range(3):
-        a @ b
+        torch.nn.functional.linear(x, weight)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        a @ b
+        torch.nn.functional.linear(x, weight)
         best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
+    return 2 * rows * inner * outer / best / 1e9
 
 
 def gflop_per_token(model: InBedder) -> float:
@@ -43,26 +49,8 @@ def gflop_per_token(model: InBedder) -> float:
     return 2 * weights / 1e9
 
 
-@torch.inference_mode()
-def reference_encode(model: InBedder, texts: list[str], instruction: str, batch_size: int) -> tuple[np.ndarray, int]:
-    """The original code's way: input order, padded batches, generate() with all hidden states."""
-    tokenizer, lm = model.tokenizer, model.backend.model
-    tokenizer.padding_side = "left"
-    prompts = [QA_PATTERN.format(input=t, instruction=instruction) for t in texts]
-    out, padded = [], 0
-    for start in range(0, len(prompts), batch_size):
-        batch = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True)
-        generated = lm.generate(
-            **batch,
-            max_new_tokens=1,
-            do_sample=False,
-            output_hidden_states=True,
-            return_dict_in_generate=True,
-            pad_token_id=model.backend.pad_id,
-        )
-        out.append(generated.hidden_states[0][-1][:, -1].float())
-        padded += batch["input_ids"].numel()
-    return torch.cat(out).numpy(), padded
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
 def main() -> None:
@@ -70,48 +58,69 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--model", default=None)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--chunk", type=int, default=128, help="texts per alternation between the two paths")
-    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--chunk", type=int, default=64, help="texts per turn of each (dtype, readout) pair")
+    parser.add_argument("--limit", type=int, default=256)
     args = parser.parse_args()
 
     texts, (instruction, *_) = load_texts_and_instructions(args.data, args.limit)
-    model = InBedder(args.model)
-    real_tokens = sum(len(model.prompts(t, instruction, model.template)) for t in texts)
-    model.encode(texts[:4], instruction)  # warm-up
-    reference_encode(model, texts[:4], instruction, 4)
+    models = {dtype: InBedder(args.model, dtype=dtype) for dtype in DTYPES}
+    reference = models["float32"]
+    batch_tokens: list[int] = []
+    prompts = [len(reference.prompts(t, instruction, reference.template)) for t in texts]
+    real_tokens = sum(prompts)
+    for model in models.values():
+        model.encode(texts[:4], instruction)  # warm-up
 
-    times = {"inbedder": 0.0, "reference": 0.0}
-    ours, theirs, reference_padded = [], [], 0
+    pairs = list(itertools.product(DTYPES, READOUTS))
+    seconds = dict.fromkeys(pairs, 0.0)
+    vectors: dict[tuple[str, str], list[np.ndarray]] = {pair: [] for pair in pairs}
     for start in range(0, len(texts), args.chunk):
         chunk = texts[start : start + args.chunk]
-        t0 = time.perf_counter()
-        ours.append(model.encode(chunk, instruction, batch_size=args.batch_size))
-        t1 = time.perf_counter()
-        emb, padded = reference_encode(model, chunk, instruction, args.batch_size)
-        t2 = time.perf_counter()
-        theirs.append(emb)
-        reference_padded += padded
-        times["inbedder"] += t1 - t0
-        times["reference"] += t2 - t1
-    difference = float(np.abs(np.concatenate(ours) - np.concatenate(theirs)).max())
+        for dtype, readout in pairs:
+            model = models[dtype]
+            watch = model.runner.watch(
+                lambda batch, at=start: batch_tokens.append(max(prompts[at + i] for i in batch) * len(batch))
+            )
+            with watch:
+                began = time.perf_counter()
+                vectors[dtype, readout].append(
+                    model.encode(chunk, instruction, readout=readout, batch_size=args.batch_size)
+                )
+                seconds[dtype, readout] += time.perf_counter() - began
 
-    gflops, per_token = matmul_gflops(), gflop_per_token(model)
-    limit = gflops / per_token
+    rows = int(np.mean(batch_tokens))
+    hidden = reference.backend.hidden_size
+    width = reference.backend.model.config.intermediate_size
+    per_token = gflop_per_token(reference)
+    limits = {dtype: matmul_gflops(rows, hidden, width, getattr(torch, dtype)) for dtype in DTYPES}
+
     n = len(texts)
-    print(f"model {model.name}, {n} texts from {args.data.name}, instruction {instruction!r}, batch {args.batch_size}")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    print(f"prompt tokens: {real_tokens} real; reference path pads to {reference_padded}")
-    print("| path | seconds | texts/s | real tokens/s |")
-    print("|---|---|---|---|")
-    for name, seconds in times.items():
-        print(f"| {name} | {seconds:.1f} | {n / seconds:.2f} | {real_tokens / seconds:.1f} |")
     print(
-        f"compute-bound limit: {gflops:.0f} GFLOP/s float32 matmul / {per_token:.3f} GFLOP per token"
-        f" = {limit:.0f} tokens/s"
+        f"model {reference.name}, {n} texts from {args.data.name}, instruction {instruction!r}, batch {args.batch_size}"
     )
-    print(f"inbedder / limit: {real_tokens / times['inbedder'] / limit:.0%}")
-    print(f"speed-up inbedder / reference: {times['reference'] / times['inbedder']:.2f}x")
-    print(f"max |inbedder - reference| over all embeddings: {difference:.2e}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+        f"native bf16: {cpu_runs_bfloat16()}"
+    )
+    print(f"prompt tokens: {real_tokens}; a batch holds {rows} padded tokens on average")
+    for dtype, gflops in limits.items():
+        print(
+            f"matmul limit {dtype}: {gflops:.0f} GFLOP/s at {rows} x {hidden} x {width} / {per_token:.3f} GFLOP per token"
+            f" = {gflops / per_token:.0f} tokens/s"
+        )
+    print("| dtype | readout | seconds | texts/s | tokens/s | share of its dtype's limit |")
+    print("|---|---|---|---|---|---|")
+    for (dtype, readout), spent in seconds.items():
+        rate = real_tokens / spent
+        print(
+            f"| {dtype} | {readout} | {spent:.1f} | {n / spent:.2f} | {rate:.0f} | {rate / (limits[dtype] / per_token):.0%} |"
+        )
+    for readout in READOUTS:
+        speedup = seconds["float32", readout] / seconds["bfloat16", readout]
+        agree = cosines(*(np.concatenate(vectors[d, readout]) for d in DTYPES))
+        print(
+            f"{readout}: bfloat16 / float32 speed-up {speedup:.2f}x; cosine to float32 min {agree.min():.5f}, mean {agree.mean():.5f}"
+        )
     print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

@@ -109,6 +109,7 @@ def embed_dataset(
     encode_batch_size: int = 16,
     num_cpus: float | None = None,
     device: str = "auto",
+    dtype: str | None = None,
 ) -> ray.data.Dataset:
     """A Ray Dataset: ``data``'s columns plus one embedding column per instruction (``output_columns``).
 
@@ -148,7 +149,7 @@ def embed_dataset(
             "id_column": id_column,
             "return_generations": return_generations,
             "encode_options": options,
-            "model_options": {"device": device},
+            "model_options": {"device": device, **({"dtype": dtype} if dtype is not None else {})},
         },
         batch_format="pyarrow",
         batch_size=batch_size,
@@ -205,6 +206,8 @@ def cluster_dataset(
     batch_size: int = 256,
     encode_batch_size: int = 16,
     max_new_tokens: int = 8,
+    device: str = "auto",
+    dtype: str | None = None,
 ) -> dict[str, Path]:
     """Cluster a dataset under each instruction at scale; write what ``inbedder cluster`` writes.
 
@@ -237,11 +240,13 @@ def cluster_dataset(
         num_cpus=num_cpus,
         batch_size=batch_size,
         encode_batch_size=encode_batch_size,
+        device=device,
+        dtype=dtype,
     ).materialize()
     total = embedded.count()
     sample = (embedded if total <= sample_size else embedded.random_sample(sample_size / total, seed=seed)).to_pandas()
     sample = sample.sort_values(id_column, kind="stable").reset_index(drop=True)  # Ray's order varies; this does not
-    explainer = InBedder(model)
+    explainer = InBedder(model, device=device, dtype=dtype)
     if explainer.postprocess == "standardize":
         raise ValueError("clustering on Ray needs postprocess 'none' or 'center' (k-means distances are shift-free)")
     result = cluster(

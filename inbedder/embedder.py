@@ -28,7 +28,7 @@ from inbedder.backends import AnswerStates, GenerationSettings, make_backend, of
 from inbedder.cache import CacheSession, EmbeddingCache, model_fingerprint, model_label, open_cache
 from inbedder.cache import settings_fingerprint as cache_settings
 from inbedder.cache import weights_fingerprint as module_fingerprint
-from inbedder.loading import load_language_model, resolve_device, resolve_dtype
+from inbedder.loading import default_dtype, load_language_model, resolve_device, resolve_dtype
 from inbedder.model_settings import read_settings
 from inbedder.options import EncodeOptions, Fields, takes_encode_options
 from inbedder.pooling import HeadDistribution, ReadoutStage, ReEncoding, StatePooling, embedding_size
@@ -63,7 +63,12 @@ class InBedder:
         model_name_or_path: a registered name (see ``inbedder models``), a local
             directory, a ``.gguf`` file, a LoRA adapter directory, or a Hugging Face hub id.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
-        dtype: weights' dtype; float32 on CPU and bfloat16 on CUDA by default.
+        dtype: the weights' dtype. ``$INBEDDER_DTYPE``, else the model's ``inbedder.json``, else
+            ``"auto"`` stands in when it is not given; ``"auto"`` is bfloat16 on a CPU that
+            multiplies it natively (AMX or AVX-512 BF16,
+            as torch reports it) and on CUDA (float16 where bf16 is unsupported), else float32.
+            The LM head of ``fst_head`` and the softmax over it stay float32; the store keeps
+            rows of each dtype apart.
         family: ``"auto"`` (from the config), ``"causal"``, ``"masked"`` or ``"seq2seq"``.
         template: ``"qa"`` (the default QA pattern), ``"chat"`` (the model's chat
             template), or a pattern with ``{input}``, ``{instruction}`` and other fields.
@@ -116,9 +121,9 @@ class InBedder:
         self.name = model_name_or_path or models.DEFAULT_MODEL
         open_cache(cache)  # checked before any loading, opened (and resolved against $INBEDDER_CACHE) at each encode
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
         source = models.resolve(self.name)
         saved = read_settings(source) if os.path.isdir(source) else {}
+        self.dtype = resolve_dtype(dtype if dtype is not None else default_dtype(saved.get("dtype")), self.device)
         template, readout, layer, postprocess, mask_length, max_length = (
             given if given is not None else saved.get(name)
             for name, given in [

@@ -6,11 +6,15 @@ that names its base) or a hub id. Weights load from safetensors only; remote cod
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from inbedder import models
 from inbedder.backends import MODEL_CLASSES, check_family, detect_family
+from inbedder.model_settings import DTYPES
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -23,17 +27,45 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
+def cpu_runs_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively (AMX tiles or AVX-512 BF16), as torch reports it.
+
+    There, bfloat16 matmuls run several times faster than float32; elsewhere torch emulates them
+    and they run slower, so ``"auto"`` keeps float32.
+    """
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+DTYPE_ENV = "INBEDDER_DTYPE"
+"""An environment variable that sets the dtype of every model loaded without one (each Ray actor's too)."""
+
+
+def default_dtype(model_setting: str | None = None) -> str:
+    """The dtype of a model loaded without one: ``$INBEDDER_DTYPE``, else the model's setting, else ``"auto"``."""
+    chosen = os.environ.get(DTYPE_ENV)
+    if chosen:
+        if chosen not in DTYPES:
+            raise ValueError(f"{DTYPE_ENV}={chosen!r} is not a dtype; use one of {', '.join(DTYPES)}")
+        return chosen
+    return model_setting or "auto"
+
+
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """The weights' dtype: float32 on the CPU, bfloat16 (else float16) on CUDA, unless given."""
-    if dtype is None:
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
+    """The weights' dtype; ``None`` or ``"auto"``: bfloat16 on a CPU that runs it natively
+    (``cpu_runs_bfloat16``), else float32; on CUDA bfloat16, or float16 where bf16 is unsupported."""
     if isinstance(dtype, torch.dtype):
         return dtype
-    resolved = getattr(torch, str(dtype), None)
+    if dtype is None or dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "cpu" and cpu_runs_bfloat16():
+            return torch.bfloat16
+        return torch.float32
+    resolved = getattr(torch, str(dtype), None) if str(dtype) in DTYPES else None
     if not isinstance(resolved, torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r}; use e.g. 'float32', 'bfloat16' or 'float16'")
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
     return resolved
 
 
@@ -48,6 +80,10 @@ def read_family(source: str, family: str = "auto", trust_remote_code: bool = Fal
 
 
 def load_tokenizer(source: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """``source``'s tokenizer; a LoRA adapter directory without one (as packaged adapters ship) uses its base's."""
+    base = models.adapter_base(source)
+    if base is not None and not any((Path(source) / name).is_file() for name in TOKENIZER_FILES):
+        return load_tokenizer(models.resolve(base), trust_remote_code)
     return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
 
 
@@ -65,13 +101,14 @@ def load_language_model(
     """
     check_family(family)
     base = models.adapter_base(source)
-    if base is not None:
+    if base is not None:  # merged in float32, then cast: a small LoRA delta added in bfloat16 would round away
         tokenizer, model, family = load_language_model(
-            models.resolve(base), family, dtype=dtype, trust_remote_code=trust_remote_code
+            models.resolve(base), family, dtype=torch.float32, trust_remote_code=trust_remote_code
         )
-        return tokenizer, models.merge_adapter(model, source), family
+        return tokenizer, models.merge_adapter(model, source).to(dtype), family
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+        models.drop_gguf_quantization(config)  # a directory converted from GGUF by an earlier inbedder keeps one
         family = detect_family(config) if family == "auto" else family
         tokenizer = load_tokenizer(source, trust_remote_code)
         model = MODEL_CLASSES[family].from_pretrained(

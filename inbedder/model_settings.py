@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 SETTINGS_FILE = "inbedder.json"
-KEYS = ("template", "readout", "layer", "postprocess", "mask_length", "max_length")
+KEYS = ("template", "readout", "layer", "postprocess", "mask_length", "max_length", "dtype")
 """What the file may set: the ``InBedder`` arguments of the same names."""
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+"""The dtypes ``InBedder(dtype=...)``, ``--dtype`` and the file may name."""
 
 
 def read_settings(directory: str | Path) -> dict[str, Any]:

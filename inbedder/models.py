@@ -9,6 +9,7 @@ which is found the same way and gets the adapter merged in.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import json
@@ -18,7 +19,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -174,7 +175,9 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # transformers refuses save_pretrained on a GGUF-loaded model; a fresh one with its weights saves.
-    fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    config = copy.deepcopy(loaded.config)
+    drop_gguf_quantization(config)  # the weights are dequantized now: nothing is left for a quantizer to do
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     fresh.load_state_dict(loaded.state_dict())
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
@@ -190,6 +193,23 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def drop_gguf_quantization(config: Any) -> bool:
+    """Remove a GGUF quantization config from ``config`` (a model config); whether there was one.
+
+    transformers keeps the GGUF file's quantization config on a model it dequantized, so a model
+    converted from GGUF would refuse ``save_pretrained`` and load with a quantizer attached.
+    """
+    quantization = getattr(config, "quantization_config", None)
+    if isinstance(quantization, dict):
+        method = quantization.get("quant_method")
+    else:
+        method = getattr(quantization, "quant_method", None)
+    if str(getattr(method, "value", method)).lower() != "gguf":
+        return False
+    del config.quantization_config
+    return True
 
 
 def adapter_base(source: str) -> str | None:
@@ -213,9 +233,13 @@ def merge_adapter(model: PreTrainedModel, adapter_dir: str) -> PreTrainedModel:
 
     from inbedder.adapter_storage import INT8_WEIGHTS, load_int8
 
+    config = LoraConfig.from_pretrained(adapter_dir)
+    # the adapter names its base as the registry does ("smollm2-135m-instruct"); the model in hand was
+    # resolved from that name, so it is the base: say so rather than have peft warn about the rename
+    config.base_model_name_or_path = model.name_or_path
     if not (Path(adapter_dir) / INT8_WEIGHTS).is_file():
-        return PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
-    adapted = get_peft_model(model, LoraConfig.from_pretrained(adapter_dir))
+        return PeftModel.from_pretrained(model, adapter_dir, config=config).merge_and_unload()
+    adapted = get_peft_model(model, config)
     dtype = next(model.parameters()).dtype
     result = set_peft_model_state_dict(adapted, load_int8(adapter_dir, dtype))
     if result.unexpected_keys:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,11 @@ from transformers import (
     T5Config,
     T5ForConditionalGeneration,
 )
+
+# Most tests check vectors against float32 computations by hand, so models load in float32 unless a
+# test asks for another dtype (tests/test_precision.py covers bfloat16 and "auto"). An environment
+# variable, so that the processes tests start (the CLI, the server, Ray actors) load alike.
+os.environ.setdefault("INBEDDER_DTYPE", "float32")
 
 CORPUS = [
     "I love my cat and my dog.",

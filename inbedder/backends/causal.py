@@ -6,6 +6,9 @@ part its instructions share once per text): ``new_past`` and ``forward_states`` 
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import torch
 from torch import nn
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
@@ -40,6 +43,8 @@ class CausalBackend:
         eos_ids = end_token_ids(model, tokenizer)
         self.end_ids = torch.tensor(eos_ids, dtype=torch.long)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids)
+        if model.dtype in (torch.bfloat16, torch.float16):
+            keep_residual_float32(model, self.layers)
 
     @property
     def device(self) -> torch.device:
@@ -80,7 +85,7 @@ class CausalBackend:
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=positions,
-            past_key_values=past,
+            cache=past,
             use_cache=past is not None,
         )
         if layer == self.num_layers:
@@ -121,9 +126,19 @@ class CausalBackend:
 
     @torch.inference_mode()
     def vocabulary_logits(self, states: torch.Tensor) -> torch.Tensor:
-        """The LM head applied to last-layer states (..., H): one logit per vocabulary token."""
+        """The LM head applied to last-layer states (..., H): one logit per vocabulary token.
+
+        Computed in float32 whatever the model's dtype: a head readout (``fst_head``) is a softmax
+        over these logits, which bfloat16's 8-bit mantissa would coarsen.
+        """
+        weight, bias = self._float_head
+        return nn.functional.linear(states.to(device=self.device, dtype=torch.float32), weight, bias)
+
+    @functools.cached_property
+    def _float_head(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         head = self.model.get_output_embeddings()
-        return head(states.to(device=self.device, dtype=head.weight.dtype)).float()
+        bias = head.bias.float() if getattr(head, "bias", None) is not None else None
+        return head.weight.float(), bias
 
     @torch.inference_mode()
     def generate(
@@ -141,11 +156,40 @@ class CausalBackend:
         """
         config = settings.generation_config(self.pad_id, self.end_ids)
         out = self.model.generate(
-            input_ids=input_ids, attention_mask=attention_mask, past_key_values=past, generation_config=config
+            input_ids=input_ids, attention_mask=attention_mask, cache=past, generation_config=config
         )
         tokens = out.sequences[:, input_ids.shape[1] :]
         steps = out.hidden_states  # one tuple of per-layer states per decoding step
         return collect_answers(tokens, steps, layer, self.end_ids, steps[0][layer], attention_mask.bool())
+
+
+def keep_residual_float32(model: PreTrainedModel, layers: nn.ModuleList) -> bool:
+    """Run a pre-norm decoder's residual stream in float32 and its matrix products in the model's dtype.
+
+    In a bfloat16 model every layer adds its output to a bfloat16 residual stream, whose 8-bit
+    mantissa rounds away what the layers add and turns the tiny differences between kernels
+    (a text alone, or padded in a batch) into visible ones. Here the embeddings and the LM head
+    are float32, so the stream (and each norm's arithmetic) stays float32; each block's norms hand
+    its attention and MLP their input in the model's dtype, and the rotary tables follow. Applies
+    to Llama-style blocks (``input_layernorm``, ``post_attention_layernorm``, a ``rotary_emb``);
+    others are left as they are. Returns whether it applied.
+    """
+    norms = [getattr(layer, name, None) for layer in layers for name in ("input_layernorm", "post_attention_layernorm")]
+    rotary = getattr(model.base_model, "rotary_emb", None)
+    if not norms or any(norm is None for norm in norms) or rotary is None:
+        return False
+    compute = model.dtype
+
+    def to_compute(_module: nn.Module, _args: Any, output: Any) -> Any:
+        if isinstance(output, tuple):
+            return tuple(t.to(compute) for t in output)
+        return output.to(compute)
+
+    model.get_input_embeddings().float()
+    model.get_output_embeddings().float()  # tied to the embeddings in many models: already float32 then
+    for module in (*norms, rotary):
+        module.register_forward_hook(to_compute)
+    return True
 
 
 def _decoder_layers(base: nn.Module, num_layers: int) -> nn.ModuleList:

@@ -9,11 +9,14 @@ import typer
 
 from inbedder import models
 from inbedder.cli.common import (
+    DeviceOption,
+    DtypeOption,
     LayerOption,
     ModelOption,
     PostprocessOption,
     ReadoutOption,
     TemplateOption,
+    check_dtype,
     check_readout,
     checked_store,
     given,
@@ -50,7 +53,8 @@ def cluster(
     seed: int = 0,
     batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 16,
     max_new_tokens: Annotated[int, typer.Option(help="Answer length, for the keywords.")] = 8,
-    device: str = "auto",
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = None,
     cache: Annotated[
         bool,
         typer.Option(help="Keep the embeddings in the shared cache ($INBEDDER_CACHE), not OUT/embeddings.sqlite."),
@@ -101,6 +105,8 @@ def cluster(
             concurrency=concurrency,
             encode_batch_size=batch_size,
             max_new_tokens=max_new_tokens,
+            device=device,
+            dtype=dtype,
         )
         typer.echo(f"report: {paths['report.html']}", err=True)
         return
@@ -117,6 +123,7 @@ def cluster(
     k_value: int | str = k if k == "auto" else int_option("k", k)
     check_inputs(texts, instruction, k_value, method, map, labels, ids, min_cluster_size, batch_size)
     check_readout(readout)
+    check_dtype(dtype)
     tables.check_directory(out, create=False)
     finished = [name for name in RESULT_FILES if (out / name).exists()]
     if finished and not overwrite:
@@ -126,7 +133,9 @@ def cluster(
     from inbedder.embedder import InBedder
 
     embedder = InBedder(
-        model, device=device, **given(template=template, readout=readout, layer=layer, postprocess=postprocess)
+        model,
+        device=device,
+        **given(dtype=dtype, template=template, readout=readout, layer=layer, postprocess=postprocess),
     )
     kept = f"every finished batch is kept in {store.path}; run the same command again to go on from there"
     with interruptible(kept):

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from inbedder.errors import InputError, Interrupted
+from inbedder.model_settings import DTYPES
 from inbedder.postprocess import POSTPROCESSING
 from inbedder.readout import READOUTS
 
@@ -18,10 +19,23 @@ LayerOption = Annotated[int | None, typer.Option(help="Layer to read: 0 = embedd
 TemplateOption = Annotated[
     str | None, typer.Option(help="'qa' (default), 'chat', or a pattern with {input} and {instruction}.")
 ]
+DeviceOption = Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda.")]
+DtypeOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Weights' dtype: auto (bfloat16 on a CPU with AMX or AVX-512 BF16 and on CUDA, else float32), "
+        "float32, bfloat16 or float16 (default: the model's setting, else auto)."
+    ),
+]
 PostprocessOption = Annotated[
     str | None,
     typer.Option(help=f"Over the whole corpus: {', '.join(POSTPROCESSING)} (default: none)."),
 ]
+
+
+def check_dtype(dtype: str | None) -> None:
+    if dtype is not None and dtype not in DTYPES:
+        raise InputError(f"unknown --dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
 
 
 def check_readout(readout: str | None) -> None:

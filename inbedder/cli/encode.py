@@ -9,11 +9,14 @@ import typer
 
 from inbedder import models
 from inbedder.cli.common import (
+    DeviceOption,
+    DtypeOption,
     LayerOption,
     ModelOption,
     PostprocessOption,
     ReadoutOption,
     TemplateOption,
+    check_dtype,
     check_readout,
     checked_store,
     given,
@@ -56,7 +59,8 @@ def encode(
     return_generations: Annotated[
         bool, typer.Option(help="Also write the generated answers (parquet: 'answer' column).")
     ] = False,
-    device: str = "auto",
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     cache: Annotated[
@@ -92,6 +96,8 @@ def encode(
             address,
             concurrency,
             overwrite,
+            device,
+            dtype,
         )
         return
     if engine != "local":
@@ -112,6 +118,7 @@ def encode(
         raise InputError(f"{input} already has column(s) {sorted(clashes)}, which the output would add")
 
     check_readout(readout)
+    check_dtype(dtype)
     if isinstance(batch_size, bool) or batch_size < 1:
         raise InputError(f"--batch-size must be a positive number of texts, got {batch_size}")
     store = checked_store(True) if cache else None
@@ -135,7 +142,9 @@ def encode(
     embedder = InBedder(
         model,
         device=device,
-        **given(template=template, readout=readout, layer=layer, postprocess=postprocess, max_length=max_length),
+        **given(
+            dtype=dtype, template=template, readout=readout, layer=layer, postprocess=postprocess, max_length=max_length
+        ),
     )
     kept = (
         f"every finished batch is kept in the cache {store.path}; run the same command again to go on from there"
@@ -170,6 +179,8 @@ def _encode_on_ray(
     address: str | None,
     concurrency: int,
     overwrite: bool,
+    device: str,
+    dtype: str | None,
 ) -> None:
     """``--engine ray``: Parquet shards in the folder ``out``, the input's columns plus ``embedding``."""
     if instruction is None:
@@ -182,6 +193,7 @@ def _encode_on_ray(
         raise InputError(f"{out} is not empty; pass --overwrite to replace what is there")
     if not input.exists():
         raise InputError(f"no such file or folder: {input}")
+    check_dtype(dtype)
 
     from inbedder import distributed
 
@@ -198,6 +210,8 @@ def _encode_on_ray(
         cache=True if cache else None,
         concurrency=concurrency,
         encode_batch_size=batch_size,
+        device=device,
+        dtype=dtype,
     )
     if out.exists() and overwrite:
         import shutil

@@ -9,7 +9,16 @@ from typing import Annotated
 import typer
 
 from inbedder import models
-from inbedder.cli.common import LayerOption, PostprocessOption, ReadoutOption, TemplateOption, given
+from inbedder.cli.common import (
+    DeviceOption,
+    DtypeOption,
+    LayerOption,
+    PostprocessOption,
+    ReadoutOption,
+    TemplateOption,
+    check_dtype,
+    given,
+)
 from inbedder.errors import InputError
 
 
@@ -41,7 +50,8 @@ def evaluate(
     layer: LayerOption = None,
     template: TemplateOption = None,
     postprocess: PostprocessOption = None,
-    device: str = "auto",
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = None,
 ) -> None:
     """Evaluate instruction awareness on a task suite; print a table and write JSON."""
     from inbedder.eval import baselines as base
@@ -49,6 +59,7 @@ def evaluate(
 
     if out.exists() and not overwrite:
         raise InputError(f"{out} exists; pass --overwrite to replace it")
+    check_dtype(dtype)
     if suite == "local":
         chosen = eval_suite.local_tasks(
             tasks or eval_suite.LOCAL_SUITE, kinds or eval_suite.KINDS, data_dir, limit, seed
@@ -63,7 +74,7 @@ def evaluate(
     from inbedder.embedder import InBedder
 
     model = model or [models.DEFAULT_MODEL]
-    settings = given(template=template, readout=readout, layer=layer, postprocess=postprocess)
+    settings = given(dtype=dtype, template=template, readout=readout, layer=layer, postprocess=postprocess)
     encoders = {name: InBedder(name, device=device, **settings) for name in model}
     if baselines:
         minilm = base.load_sentence_embedder()

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from inbedder import models
-from inbedder.cli.common import ModelOption, checked_store
+from inbedder.cli.common import DeviceOption, DtypeOption, ModelOption, check_dtype, checked_store
 from inbedder.errors import InputError
 
 
@@ -32,6 +32,8 @@ def serve(
     max_queue: Annotated[
         int, typer.Option(help="Most texts waiting; beyond it requests get 503 + Retry-After.")
     ] = 4096,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = None,
     api_key_env: Annotated[
         str | None, typer.Option(help="Environment variable holding a bearer token that /v1 requests must send.")
     ] = None,
@@ -49,6 +51,7 @@ def serve(
             raise InputError(f"--api-key-env {api_key_env}: that environment variable is not set or empty")
     elif not _is_loopback(host):
         typer.echo(f"warning: serving on {host} without --api-key-env: anyone who can reach it can use it", err=True)
+    check_dtype(dtype)
     store = str(checked_store(cache).path) if cache is not None else None
 
     import uvicorn
@@ -63,6 +66,8 @@ def serve(
         max_chars=max_chars,
         max_queue=max_queue,
         api_key=api_key,
+        device=device,
+        dtype=dtype,
     )
     # uvicorn shuts down gracefully on SIGTERM and Ctrl-C (stop accepting, finish what is in flight), then
     # raises the signal again for the handler it found; a no-op one lets the command end with exit code 0

@@ -73,6 +73,13 @@ def train_model(
     answer_column: str = "answer",
     split: Annotated[str, typer.Option(help="Split of a hub dataset.")] = "train",
     device: str = "auto",
+    dtype: Annotated[
+        str,
+        typer.Option(
+            help="Forward-pass precision: auto (bfloat16 autocast on a CPU with AMX or AVX-512 BF16 and on a "
+            "bf16 GPU, else float32), bfloat16 or float32; weights and optimizer state stay float32."
+        ),
+    ] = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     trust_remote_code: Annotated[bool, typer.Option(help="Run model code from the hub (off unless asked).")] = False,
 ) -> None:

@@ -45,6 +45,8 @@ class ServerSettings:
     max_batch_texts: int = 256
     max_wait: float = 0.005
     api_key: str | None = None
+    device: str = "auto"
+    dtype: str | None = None
 
 
 class EmbeddingRequest(BaseModel):
@@ -135,7 +137,9 @@ def create_app(settings: ServerSettings, load: Callable[[], Any] | None = None) 
     def default_load() -> Any:
         from inbedder.embedder import InBedder
 
-        return InBedder(settings.model, max_batch_tokens=settings.max_batch_tokens)
+        return InBedder(
+            settings.model, max_batch_tokens=settings.max_batch_tokens, device=settings.device, dtype=settings.dtype
+        )
 
     service = Service(settings, load or default_load)
 

@@ -8,6 +8,7 @@ a directory that ``InBedder(out)`` loads, plus ``training.json``.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -27,7 +28,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from inbedder import models, tables
 from inbedder.backends import FAMILIES
-from inbedder.loading import load_tokenizer, read_family, resolve_device
+from inbedder.loading import cpu_runs_bfloat16, load_tokenizer, read_family, resolve_device
 from inbedder.model_settings import write_settings
 from inbedder.training import checkpoint as ckpt
 from inbedder.training.checkpoint import STEP_RECORDS
@@ -52,6 +53,7 @@ GROUP_BATCHES = 64
 """With ``group_by_length``, records are sorted by length within runs of this many batches."""
 AUTO_LENGTH_CAP = 1024
 """``max_length="auto"`` looks at each record's length up to this many tokens."""
+TRAINING_DTYPES = ("auto", "float32", "bfloat16")
 RESUMABLE_CHANGES = frozenset({"resume", "progress", "save_every", "keep_checkpoints", "device", "merge"})
 
 
@@ -72,6 +74,10 @@ class TrainingConfig:
     (prompt + answer; ``"auto"``: the 98th percentile of the records' lengths), ``max_answer_tokens``,
     ``answer_prefix`` (put between the prompt and the answer).
     Checkpoints: ``save_every`` steps (0: never), ``keep_checkpoints`` newest, ``resume``.
+    Precision: ``dtype`` of the forward pass: ``"auto"`` (bfloat16 autocast where the device runs
+    it natively: a CPU with AMX or AVX-512 BF16, or a CUDA GPU with bf16; else float32),
+    ``"bfloat16"`` or ``"float32"``. The weights, their gradients and the optimizer state stay
+    float32 either way, and the held-out loss is computed in float32.
     """
 
     family: str = "auto"
@@ -108,6 +114,7 @@ class TrainingConfig:
     resume: bool = False
     seed: int = 0
     device: str = "auto"
+    dtype: str = "auto"
     progress: bool = True
     trust_remote_code: bool = False
 
@@ -132,6 +139,8 @@ class TrainingConfig:
             raise ValueError(f"max_length must be a positive number of tokens or 'auto', got {self.max_length!r}")
         if self.target_modules is not None:
             self.target_modules = list(self.target_modules)
+        if self.dtype not in TRAINING_DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(TRAINING_DTYPES)}, got {self.dtype!r}")
 
     @property
     def learning_rate(self) -> float:
@@ -207,7 +216,9 @@ def train(base: str, data: DataSpec | list[DataSpec], out: str | Path, **options
     device = resolve_device(config.device)
     model = _trainable_model(base, source, family, config, resume_from).to(device)
     collate = Collator(pad_id(tokenizer))
-    loop = _Loop(model, train_set, collate, config, device)
+    compute_dtype = training_dtype(config.dtype, device)
+    logger.info("training on %s with the forward pass in %s", device, compute_dtype)
+    loop = _Loop(model, train_set, collate, config, device, compute_dtype)
     progress: dict[str, Any] = {"settings": settings, "step": 0, "train_losses": [], "seconds": 0.0}
     if resume_from is not None:
         progress |= ckpt.restore_state(resume_from, loop.optimizer, loop.scheduler)
@@ -226,6 +237,7 @@ def train(base: str, data: DataSpec | list[DataSpec], out: str | Path, **options
     details = {
         **settings,
         "family": family,
+        "compute_dtype": str(compute_dtype).removeprefix("torch."),
         "resumed_from_step": resumed_at,
         "steps": loop.total_steps,
         "train_records": len(train_set),
@@ -257,9 +269,16 @@ class _Loop:
     """
 
     def __init__(
-        self, model: nn.Module, examples: list[Example], collate: Collator, config: TrainingConfig, device: torch.device
+        self,
+        model: nn.Module,
+        examples: list[Example],
+        collate: Collator,
+        config: TrainingConfig,
+        device: torch.device,
+        compute_dtype: torch.dtype = torch.float32,
     ) -> None:
         self.model, self.examples, self.collate, self.config, self.device = model, examples, collate, config, device
+        self.compute_dtype = compute_dtype
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.per_epoch = math.ceil(len(examples) / config.batch_size)
         self.total_steps = config.max_steps or math.ceil(config.epochs * self.per_epoch / config.grad_accum)
@@ -324,7 +343,8 @@ class _Loop:
         total, tokens, padded = 0.0, 0, 0
         for index in range(step * accum, (step + 1) * accum):
             batch = self.batch(index)
-            loss = answer_loss(self.model, batch)
+            with compute_precision(self.device, self.compute_dtype):
+                loss = answer_loss(self.model, batch)
             (loss / accum).backward()
             total += loss.item()
             tokens += int(batch["attention_mask"].sum())
@@ -350,6 +370,22 @@ def evaluate(
         total += answer_loss(model, batch).item() * count
         tokens += count
     return total / tokens
+
+
+def training_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """The forward pass's dtype: ``"auto"`` is bfloat16 where ``device`` runs it natively, else float32
+    (never float16, which would need loss scaling)."""
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else device.type == "cpu" and cpu_runs_bfloat16()
+    return torch.bfloat16 if native else torch.float32
+
+
+def compute_precision(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """Autocast to ``dtype`` (matmuls in it, norms and losses in float32) unless it is float32."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def answer_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
