@@ -79,6 +79,7 @@ def cluster(
     from inbedder.clustering.pipeline import cluster as run_cluster
     from inbedder.clustering.result import RESULT_FILES
 
+    check_dtype(dtype)  # both engines: refused before any work
     if engine == "ray":
         if id_column is None:
             raise InputError("--engine ray needs --id-column: at scale, rows are named by their ids")
@@ -123,7 +124,6 @@ def cluster(
     k_value: int | str = k if k == "auto" else int_option("k", k)
     check_inputs(texts, instruction, k_value, method, map, labels, ids, min_cluster_size, batch_size)
     check_readout(readout)
-    check_dtype(dtype)
     tables.check_directory(out, create=False)
     finished = [name for name in RESULT_FILES if (out / name).exists()]
     if finished and not overwrite:

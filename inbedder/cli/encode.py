@@ -79,6 +79,7 @@ def encode(
 
     if instruction is not None and instruction_column is not None:
         raise InputError("give --instruction or --instruction-column, not both")
+    check_dtype(dtype)  # both engines: refused before any work
     if engine == "ray":
         check_readout(readout)
         _encode_on_ray(
@@ -118,7 +119,6 @@ def encode(
         raise InputError(f"{input} already has column(s) {sorted(clashes)}, which the output would add")
 
     check_readout(readout)
-    check_dtype(dtype)
     if isinstance(batch_size, bool) or batch_size < 1:
         raise InputError(f"--batch-size must be a positive number of texts, got {batch_size}")
     store = checked_store(True) if cache else None
@@ -193,7 +193,6 @@ def _encode_on_ray(
         raise InputError(f"{out} is not empty; pass --overwrite to replace what is there")
     if not input.exists():
         raise InputError(f"no such file or folder: {input}")
-    check_dtype(dtype)
 
     from inbedder import distributed
 
