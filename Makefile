@@ -38,6 +38,7 @@ bench-speed: $(STAMP)
 
 # the local evaluation suite, default model and baselines (under an hour here); rewrites its section of BENCHMARKS.md
 bench-quality: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[all,bench]"
 	$(PY) benchmarks/quality.py --limit 200 --model smollm2-135m-inbedder-v2 --model smollm2-135m-inbedder --write BENCHMARKS.md
 
 clean:

@@ -105,21 +105,21 @@ def main() -> None:
     print(f"prompt tokens: {real_tokens}; a batch holds {rows} padded tokens on average")
     for dtype, gflops in limits.items():
         print(
-            f"matmul limit {dtype}: {gflops:.0f} GFLOP/s at {rows} x {hidden} x {width} / {per_token:.3f} GFLOP per token"
-            f" = {gflops / per_token:.0f} tokens/s"
+            f"matmul limit {dtype}: {gflops:.0f} GFLOP/s at {rows} x {hidden} x {width} "
+            f"/ {per_token:.3f} GFLOP per token = {gflops / per_token:.0f} tokens/s"
         )
     print("| dtype | readout | seconds | texts/s | tokens/s | share of its dtype's limit |")
     print("|---|---|---|---|---|---|")
     for (dtype, readout), spent in seconds.items():
         rate = real_tokens / spent
-        print(
-            f"| {dtype} | {readout} | {spent:.1f} | {n / spent:.2f} | {rate:.0f} | {rate / (limits[dtype] / per_token):.0%} |"
-        )
+        share = rate / (limits[dtype] / per_token)
+        print(f"| {dtype} | {readout} | {spent:.1f} | {n / spent:.2f} | {rate:.0f} | {share:.0%} |")
     for readout in READOUTS:
         speedup = seconds["float32", readout] / seconds["bfloat16", readout]
         agree = cosines(*(np.concatenate(vectors[d, readout]) for d in DTYPES))
         print(
-            f"{readout}: bfloat16 / float32 speed-up {speedup:.2f}x; cosine to float32 min {agree.min():.5f}, mean {agree.mean():.5f}"
+            f"{readout}: bfloat16 / float32 speed-up {speedup:.2f}x; "
+            f"cosine to float32 min {agree.min():.5f}, mean {agree.mean():.5f}"
         )
     print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 

@@ -17,7 +17,6 @@ its nearest centroid on the cluster, and the files ``inbedder cluster`` writes.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -224,6 +223,7 @@ def cluster_dataset(
     from inbedder.clustering.report import render_report
     from inbedder.clustering.result import RESULT_FILES
     from inbedder.embedder import InBedder
+    from inbedder.tables import atomic_folder, atomic_write
 
     questions = [instructions] if isinstance(instructions, str) else list(instructions)
     columns = output_columns(questions)
@@ -271,19 +271,16 @@ def cluster_dataset(
     )
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in RESULT_FILES}
-    earlier = paths["assignments.parquet"]  # shards of an earlier run would mix with this one's
-    if earlier.is_dir():
-        shutil.rmtree(earlier)
-    elif earlier.exists():
-        earlier.unlink()
-    assigned.write_parquet(str(paths["assignments.parquet"]))
+    # a whole new folder of shards swapped in: an earlier run's shards never mix with this one's
+    assigned = assigned.materialize()
+    atomic_folder(paths["assignments.parquet"], lambda folder: assigned.write_parquet(str(folder)))
     sizes = assigned.select_columns(["instruction", "cluster"]).to_pandas().value_counts()
     for clustering in result.clusterings:
         for summary in clustering.clusters:
             summary.size = int(sizes.get((clustering.instruction, summary.cluster), 0))
     summary_json = result.clusters_json() | {"texts": total, "sample": len(sample)}
-    paths["clusters.json"].write_text(json.dumps(summary_json, indent=1))
-    paths["report.html"].write_text(render_report(result), encoding="utf-8")
+    atomic_write(paths["clusters.json"], lambda p: p.write_text(json.dumps(summary_json, indent=1)))
+    atomic_write(paths["report.html"], lambda p: p.write_text(render_report(result), encoding="utf-8"))
     return paths
 
 

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 CONVERTED_MARKER = "inbedder-source.json"
 ADAPTERS_DIR = Path(__file__).parent / "adapters"
 ADAPTER_CONFIG = "adapter_config.json"
+PEFT_WEIGHTS = "adapter_model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -227,21 +228,37 @@ def merge_adapter(model: PreTrainedModel, adapter_dir: str) -> PreTrainedModel:
     """``model`` with the LoRA adapter in ``adapter_dir`` merged into its weights (as fast as the base).
 
     The adapter's weights are peft's ``adapter_model.safetensors``, or int8 ones
-    (``inbedder.adapter_storage``) as small packaged adapters ship them.
+    (``inbedder.adapter_storage``) as small packaged adapters ship them; a pickled
+    ``adapter_model.bin`` is refused, as pickled models are. peft's LoRA tuner is applied directly
+    (not a ``PeftModel``, which only inference has no use for).
     """
-    from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
+    from peft import LoraConfig, LoraModel, set_peft_model_state_dict
+    from safetensors.torch import load_file
 
     from inbedder.adapter_storage import INT8_WEIGHTS, load_int8
 
-    config = LoraConfig.from_pretrained(adapter_dir)
-    # the adapter names its base as the registry does ("smollm2-135m-instruct"); the model in hand was
-    # resolved from that name, so it is the base: say so rather than have peft warn about the rename
-    config.base_model_name_or_path = model.name_or_path
-    if not (Path(adapter_dir) / INT8_WEIGHTS).is_file():
-        return PeftModel.from_pretrained(model, adapter_dir, config=config).merge_and_unload()
-    adapted = get_peft_model(model, config)
+    folder = Path(adapter_dir)
     dtype = next(model.parameters()).dtype
-    result = set_peft_model_state_dict(adapted, load_int8(adapter_dir, dtype))
+    if (folder / INT8_WEIGHTS).is_file():
+        weights = load_int8(folder, dtype)
+    elif (folder / PEFT_WEIGHTS).is_file():
+        weights = load_file(folder / PEFT_WEIGHTS)
+    elif (folder / "adapter_model.bin").is_file():
+        raise ValueError(
+            f"{folder / 'adapter_model.bin'} is a pickle, which inbedder does not load (it can run code); "
+            f"save the adapter as safetensors ({PEFT_WEIGHTS}: peft's save_pretrained does by default)"
+        )
+    else:
+        raise FileNotFoundError(f"{folder} holds an adapter_config.json but no {PEFT_WEIGHTS} or {INT8_WEIGHTS}")
+    config = LoraConfig.from_pretrained(adapter_dir)
+    config.base_model_name_or_path = model.name_or_path  # the model in hand was resolved from the adapter's base
+    config.inference_mode = True
+    adapted = LoraModel(model, config, "default")
+    # peft saves keys under its PeftModel wrapper ("base_model.model..."); the tuner holds them without it
+    result = set_peft_model_state_dict(adapted, {k.removeprefix("base_model."): v for k, v in weights.items()})
     if result.unexpected_keys:
         raise ValueError(f"{adapter_dir}: weights that fit no LoRA layer: {result.unexpected_keys[:3]}")
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if missing:
+        raise ValueError(f"{adapter_dir}: LoRA layers without weights: {missing[:3]}")
     return adapted.merge_and_unload()

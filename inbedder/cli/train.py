@@ -67,6 +67,9 @@ def train_model(
     keep_checkpoints: Annotated[int, typer.Option(help="Keep the newest N checkpoints.")] = 2,
     resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint in --out.")] = False,
     merge: Annotated[bool, typer.Option(help="Save the base model with the adapter merged in.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Write into an --out that holds other files (never into an earlier run).")
+    ] = False,
     seed: int = 0,
     context_column: str = "context",
     question_column: str = "question",

@@ -1,5 +1,5 @@
-"""Baselines in the same harness: a sentence embedder without, or with, the instruction, and the
-base language model's mean pooling over the raw text."""
+"""Baselines in the same harness: generic sentence embedders (all-MiniLM-L6-v2, all-mpnet-base-v2)
+without, or with, the instruction, and the base language model's mean pooling over the raw text."""
 
 from __future__ import annotations
 
@@ -8,18 +8,11 @@ from typing import Any
 import numpy as np
 
 from inbedder.options import EncodeOptions
-from inbedder.reencoder import MINILM_HUB_ID, MINILM_PACKAGE, load_sentence_embedder, minilm_path
+from inbedder.reencoder import MINILM, MPNET, load_sentence_embedder
 from inbedder.templates import one_per_text
 
-__all__ = [
-    "MINILM_HUB_ID",
-    "MINILM_PACKAGE",
-    "InstructionPrepended",
-    "RawTextMean",
-    "WithoutInstruction",
-    "load_sentence_embedder",
-    "minilm_path",
-]
+GENERIC_EMBEDDERS = (MINILM, MPNET)
+"""The generic sentence embedders every quality table reports, plain and with the instruction."""
 
 
 class WithoutInstruction:
@@ -56,3 +49,14 @@ class RawTextMean:
 
     def encode(self, sentences: list[str], instruction: Any = None, options: EncodeOptions | None = None) -> np.ndarray:
         return self.inbedder.encode(sentences, None, EncodeOptions.build(options, readout="avg_ppt"))
+
+
+def generic_baselines(names: tuple[str, ...] = GENERIC_EMBEDDERS) -> dict[str, WithoutInstruction]:
+    """Each sentence embedder of ``names`` twice: on the text alone (``NAME``) and with the instruction
+    prepended (``NAME + instruction``); loaded once each."""
+    encoders: dict[str, WithoutInstruction] = {}
+    for name in names:
+        model = load_sentence_embedder(name)
+        encoders[name] = WithoutInstruction(model, name)
+        encoders[f"{name} + instruction"] = InstructionPrepended(model, f"{name} + instruction")
+    return encoders

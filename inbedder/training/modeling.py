@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +17,11 @@ from transformers.pytorch_utils import Conv1D
 from inbedder import models
 from inbedder.backends import LORA_TASK_TYPES
 from inbedder.loading import load_language_model
+
+logger = logging.getLogger(__name__)
+
+PEFT_DEPRECATION = "`is_gradient_checkpointing` is deprecated"
+"""What transformers says of peft's own use of a renamed property: the cause is in peft, not in inbedder."""
 
 STACK_NAMES = ("layers", "layer", "h", "block", "blocks")
 """Attribute names under which transformers keep a model's stack of transformer blocks."""
@@ -106,7 +115,8 @@ def add_lora(model: PreTrainedModel, family: str, blocks: list[str], lora: LoraS
         target_modules=lora_targets(model, blocks, lora.target_modules),
         task_type=task,
     )
-    wrapped = get_peft_model(model, config)
+    with peft_deprecations_logged():
+        wrapped = get_peft_model(model, config)
     # recorded in adapter_config.json: InBedder(adapter_dir) loads the base by this name
     wrapped.peft_config["default"].base_model_name_or_path = base_reference(base)
     return wrapped
@@ -116,7 +126,22 @@ def load_lora(model: PreTrainedModel, adapter_dir: Path) -> nn.Module:
     """``model`` with the (trainable) adapters saved in ``adapter_dir``."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
+    with peft_deprecations_logged():
+        return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
+
+
+@contextmanager
+def peft_deprecations_logged() -> Iterator[None]:
+    """peft's use of transformers' deprecated ``is_gradient_checkpointing`` logged at debug level, not printed:
+    nothing a user can change causes it. Any other warning is shown as usual."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for warning in caught:
+        if issubclass(warning.category, FutureWarning) and PEFT_DEPRECATION in str(warning.message):
+            logger.debug("peft: %s", warning.message)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def freeze_below(model: nn.Module, blocks: list[str]) -> None:

@@ -54,7 +54,7 @@ GROUP_BATCHES = 64
 AUTO_LENGTH_CAP = 1024
 """``max_length="auto"`` looks at each record's length up to this many tokens."""
 TRAINING_DTYPES = ("auto", "float32", "bfloat16")
-RESUMABLE_CHANGES = frozenset({"resume", "progress", "save_every", "keep_checkpoints", "device", "merge"})
+RESUMABLE_CHANGES = frozenset({"resume", "overwrite", "progress", "save_every", "keep_checkpoints", "device", "merge"})
 
 
 @dataclass
@@ -112,6 +112,7 @@ class TrainingConfig:
     save_every: int = 200
     keep_checkpoints: int | None = 2
     resume: bool = False
+    overwrite: bool = False
     seed: int = 0
     device: str = "auto"
     dtype: str = "auto"
@@ -182,7 +183,7 @@ def train(base: str, data: DataSpec | list[DataSpec], out: str | Path, **options
     out = Path(out)
     sources = parse_sources(data)
     settings = {"base": base, "data": [asdict(s) for s in sources], **asdict(config)}
-    resume_from = _prepare_output(out, config.resume, settings)
+    resume_from = _prepare_output(out, config, settings)
     columns = Columns(config.context_column, config.question_column, config.answer_column)
     mixed = mix(
         sources,
@@ -193,6 +194,7 @@ def train(base: str, data: DataSpec | list[DataSpec], out: str | Path, **options
         eval_size=config.eval_size,
         eval_fraction=config.eval_fraction,
     )
+    out.mkdir(parents=True, exist_ok=True)  # only now that the data is known good: a refusal leaves nothing
     source = models.resolve(base)
     family = read_family(source, config.family, config.trust_remote_code)
     tokenizer = load_tokenizer(source, config.trust_remote_code)
@@ -253,6 +255,7 @@ def train(base: str, data: DataSpec | list[DataSpec], out: str | Path, **options
         **{key: progress[key] for key in STEP_RECORDS},
         "eval_loss": eval_loss,
         "versions": {name: version(name) for name in ("inbedder", "torch", "transformers", "peft")},
+        "settings": settings,  # as given, for a later --resume to compare against
     }
     (out / TRAINING_JSON).write_text(json.dumps(details, indent=2))
     write_settings(out, template=config.template)  # InBedder(out) prompts the way the model was trained
@@ -430,24 +433,40 @@ def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
     return tuple(values) if values is not None else None
 
 
-def _prepare_output(out: Path, resume: bool, settings: dict[str, Any]) -> Path | None:
-    """Create ``out``; the checkpoint to resume from (None: start afresh).
+def _recorded_settings(record: Path) -> dict[str, Any]:
+    """The settings a finished run was given, from its training.json (older ones: the record itself)."""
+    details = json.loads(record.read_text())
+    return details.get("settings", details)
 
-    Refuses to overwrite an earlier run, or to resume one whose settings differ.
+
+def _prepare_output(out: Path, config: TrainingConfig, settings: dict[str, Any]) -> Path | None:
+    """Check ``out`` (made later, once the data is known good); the checkpoint to resume from (None: start afresh).
+
+    Refuses to write into a folder of other files (unless ``overwrite``), to overwrite an earlier
+    run, or to resume one whose settings differ, from a checkpoint or from a finished run's record.
     """
-    tables.check_directory(out)
-    found = ckpt.checkpoints(out)
-    if not resume:
-        if found or (out / TRAINING_JSON).exists():
+    tables.check_directory(out, create=False)
+    found = ckpt.checkpoints(out) if out.is_dir() else []
+    record = out / TRAINING_JSON
+    if found or record.is_file():
+        if not config.resume:
             raise tables.InputError(f"{out} already holds a training run; pass --resume or choose another --out")
-        return None
-    if not found:
+        checkpoint = found[-1][1] if found else None
+        saved = ckpt.saved_progress(checkpoint)["settings"] if checkpoint else _recorded_settings(record)
+        changed = [k for k in settings if k not in RESUMABLE_CHANGES and saved.get(k) != settings[k]]
+        if changed:
+            diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {settings[k]!r}" for k in changed)
+            raise tables.InputError(f"cannot resume {checkpoint or record}: settings differ ({diffs})")
+        if checkpoint is None:
+            raise tables.InputError(
+                f"{out} holds a finished run and no checkpoint to go on from; choose another --out to train again"
+            )
+        return checkpoint
+    if out.is_dir() and any(out.iterdir()) and not config.overwrite:
+        raise tables.InputError(
+            f"{out} holds other files and no training run; the model's files would overwrite any of the same "
+            "name there: pass --overwrite, or choose another --out"
+        )
+    if config.resume:
         logger.warning("no checkpoint in %s: training from the start", out)
-        return None
-    checkpoint = found[-1][1]
-    saved = ckpt.saved_progress(checkpoint)["settings"]
-    changed = [k for k in settings if k not in RESUMABLE_CHANGES and saved.get(k) != settings[k]]
-    if changed:
-        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {settings[k]!r}" for k in changed)
-        raise ValueError(f"cannot resume from {checkpoint}: settings differ ({diffs})")
-    return checkpoint
+    return None
