@@ -174,6 +174,13 @@ class InBedder:
         the vocabulary's for ``fst_head``."""
         return self._dimension(self.readout.name)
 
+    def dimension(self, readout: str | None = None) -> int:
+        """The size of ``readout``'s embeddings (default: the model's readout)."""
+        name = readout or self.readout.name
+        if name not in KINDS:
+            raise ValueError(f"unknown readout {name!r}; known: {sorted(KINDS)}")
+        return self._dimension(name)
+
     @property
     def max_batch_tokens(self) -> int | None:
         """At most this many padded tokens in one forward pass (None: no limit)."""

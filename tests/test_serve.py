@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -79,12 +80,17 @@ class Gated:
 
 @pytest.fixture(scope="module")
 def url(tiny):
-    with running(ServerSettings(model="tiny", max_inputs=8, max_chars=200), tiny) as base:
+    settings = ServerSettings(
+        model="tiny", max_inputs=8, max_chars=200, max_instruction_chars=300, max_response_bytes=4096
+    )
+    with running(settings, tiny) as base:
         yield base
 
 
 def post(url: str, body: dict, **kwargs) -> httpx.Response:
-    return httpx.post(f"{url}/v1/embeddings", json=body, timeout=30, **kwargs)
+    """The body as JSON with \\u escapes, as a client in another language may send a lone surrogate."""
+    headers = {"content-type": "application/json", **kwargs.pop("headers", {})}
+    return httpx.post(f"{url}/v1/embeddings", content=json.dumps(body), headers=headers, timeout=30, **kwargs)
 
 
 def vectors(response: httpx.Response) -> np.ndarray:
@@ -133,6 +139,17 @@ def test_floats_base64_and_order(url, tiny):
         ({"input": "hi", "instructions": "q"}, 400, "instructions", "unknown field"),
         ({"input": "hi", "encoding_format": "int8"}, 400, "encoding_format", "float"),
         ({"model": "tiny"}, 400, "input", "Field required"),
+        ({"input": ["fine", "x\ud800y"]}, 400, "input[1]", "not valid Unicode text at character 1"),
+        ({"input": "hi", "instruction": "x\udfff"}, 400, "instruction", "not valid Unicode"),
+        ({"input": "hi", "instruction": "why " * 80}, 400, "instruction", "320 characters; the limit is 300"),
+        ({"input": "hi", "instruction": "why " * 70}, 400, "instruction", "leaving no room for the input"),
+        ({"input": ["a", "b"], "instruction": ["q", "why " * 70]}, 400, "instruction[1]", "no room"),
+        (
+            {"input": ["a"] * 8},
+            400,
+            "input",
+            "over this server's 0 MiB limit; send fewer inputs, or encoding_format base64",
+        ),
     ],
 )
 def test_bad_requests_name_the_field(url, body, status, param, words):
@@ -141,6 +158,69 @@ def test_bad_requests_name_the_field(url, body, status, param, words):
     error = response.json()["error"]
     assert error["param"] == param and words in error["message"], error
     assert error["type"] == "invalid_request_error"
+
+
+def test_a_response_within_the_limit_in_base64_is_served(url, tiny):
+    response = post(url, {"input": ["a"] * 8, "encoding_format": "base64"})  # refused as floats, above
+    assert response.status_code == 200 and len(response.json()["data"]) == 8
+
+
+def test_metrics_label_routes_not_raw_paths(url):
+    for i in range(20):
+        httpx.get(f"{url}/secret-{i}/x")
+    httpx.get(f"{url}/v1/models")
+    metrics = httpx.get(f"{url}/metrics").text
+    assert "secret" not in metrics
+    assert 'route="unmatched",status="404"' in metrics and 'route="/v1/models",status="200"' in metrics
+
+
+class Poisoned(Gated):
+    """The gated tiny model, failing any call that holds the text "poison" (past every check of the API)."""
+
+    def encode(self, texts, instruction=None, **options):
+        if "poison" in texts:
+            self.calls.append(len(texts))
+            raise ValueError("poison is not a text this model takes")
+        return super().encode(texts, instruction, **options)
+
+
+def test_one_failing_request_fails_alone_not_the_batch_it_joined(tiny):
+    model = Poisoned(tiny)
+    with (
+        running(ServerSettings(model="tiny", max_wait=0.2), model) as base,
+        concurrent.futures.ThreadPoolExecutor(10) as pool,
+    ):
+        first = pool.submit(post, base, {"input": TEXTS[0]})
+        wait_until(lambda: model.calls == [1])
+        asks = [[f"{TEXTS[i % 4]} ({i})"] for i in range(8)]
+        futures = [pool.submit(post, base, {"input": t, "instruction": QUESTION}) for t in asks]
+        bad = pool.submit(post, base, {"input": ["poison"], "instruction": QUESTION})
+        wait_until(lambda: queued(base) == 9)
+        model.gate.set()
+        assert first.result().status_code == 200
+        for texts, future in zip(asks, futures):
+            assert future.result().status_code == 200
+            np.testing.assert_allclose(vectors(future.result()), tiny.encode(texts, QUESTION), atol=1e-5)
+        refused = bad.result()
+        assert refused.status_code == 400 and "poison is not a text" in refused.json()["error"]["message"]
+    assert model.calls[:2] == [1, 9]  # merged, failed, then each request alone
+
+
+def test_health_says_failed_without_the_reason(tiny):
+    def broken():
+        raise OSError("cannot open /home/someone/private/model.safetensors")
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(ServerSettings(), load=broken), port=port, log_level="critical"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: server.started and httpx.get(f"{url}/health").status_code == 500)
+        assert httpx.get(f"{url}/health").json() == {"status": "failed"}
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 def test_health_models_and_metrics(url, tiny):

@@ -466,3 +466,12 @@ def test_merging_an_adapter_prints_no_warning(adapter_run):
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "Warning" not in run.stderr, run.stderr
+
+
+def test_a_model_trained_from_a_base_reads_out_as_the_base_says(tiny_model_dir, qa_file, tmp_path):
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    (base / "inbedder.json").write_text(json.dumps({"readout": "fst_head", "template": "chat"}))
+    result = train(str(base), qa_file, tmp_path / "out", max_steps=1, eval_size=2, **FAST)
+    assert json.loads((result.out / "inbedder.json").read_text()) == {"readout": "fst_head", "template": "qa"}
+    assert InBedder(str(result.out), max_length=64).readout.name == "fst_head"

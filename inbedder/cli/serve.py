@@ -29,6 +29,10 @@ def serve(
     ] = None,
     max_inputs: Annotated[int, typer.Option(help="Most texts in one request.")] = 2048,
     max_chars: Annotated[int, typer.Option(help="Longest text, in characters.")] = 32_000,
+    max_instruction_chars: Annotated[int, typer.Option(help="Longest instruction, in characters.")] = 2_000,
+    max_response_mb: Annotated[
+        int, typer.Option(help="Largest response body, in MiB; bigger requests are refused before any work.")
+    ] = 64,
     max_queue: Annotated[
         int, typer.Option(help="Most texts waiting; beyond it requests get 503 + Retry-After.")
     ] = 4096,
@@ -39,7 +43,14 @@ def serve(
     ] = None,
 ) -> None:
     """Serve embeddings over HTTP: OpenAI's POST /v1/embeddings (plus an instruction), /v1/models, /health, /metrics."""
-    for name, value in (("--max-inputs", max_inputs), ("--max-chars", max_chars), ("--max-queue", max_queue)):
+    limits = {
+        "--max-inputs": max_inputs,
+        "--max-chars": max_chars,
+        "--max-instruction-chars": max_instruction_chars,
+        "--max-response-mb": max_response_mb,
+        "--max-queue": max_queue,
+    }
+    for name, value in limits.items():
         if value < 1:
             raise InputError(f"{name} must be at least 1, got {value}")
     if max_batch_tokens is not None and max_batch_tokens < 1:
@@ -64,6 +75,8 @@ def serve(
         max_batch_tokens=max_batch_tokens,
         max_inputs=max_inputs,
         max_chars=max_chars,
+        max_instruction_chars=max_instruction_chars,
+        max_response_bytes=max_response_mb * 2**20,
         max_queue=max_queue,
         api_key=api_key,
         device=device,

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import hmac
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +30,8 @@ from inbedder import models
 from inbedder.serving.batcher import Batcher, Closed, QueueFull
 from inbedder.serving.metrics import Metrics
 
+logger = logging.getLogger(__name__)
+
 DISCONNECT_POLL = 0.05  # seconds between checks that a waiting request's client is still there
 
 
@@ -41,6 +44,8 @@ class ServerSettings:
     max_batch_tokens: int | None = None
     max_inputs: int = 2048
     max_chars: int = 32_000
+    max_instruction_chars: int = 2_000
+    max_response_bytes: int = 64 * 2**20
     max_queue: int = 4096
     max_batch_texts: int = 256
     max_wait: float = 0.005
@@ -98,8 +103,9 @@ class Service:
     def _start(self) -> None:
         try:
             model = self._load()
-        except Exception as err:  # /health reports it; requests get a 503 naming it
+        except Exception as err:  # /health says "failed"; the log and the requests' 503 say why
             self.error = f"{type(err).__name__}: {err}"
+            logger.error("the model failed to load: %s", self.error)
             return
         self.batcher = Batcher(
             model,
@@ -168,14 +174,14 @@ def create_app(settings: ServerSettings, load: Callable[[], Any] | None = None) 
             message += " (token ids are not supported: send text)"
         return APIError(400, f"{param}: {message}", param=param).response()
 
-    app.add_middleware(Guard, service=service)
+    app.add_middleware(Guard, service=service, routes=lambda: app.routes)
 
     @app.get("/health")
     async def health() -> JSONResponse:
         if service.model is not None:
             return JSONResponse({"status": "ok", "model": service.model.name})
-        if service.error is not None:
-            return JSONResponse({"status": "failed", "error": service.error}, status_code=500)
+        if service.error is not None:  # the reason (paths and all) is in the server's log, not told to anyone
+            return JSONResponse({"status": "failed"}, status_code=500)
         return JSONResponse({"status": "loading"}, status_code=503)
 
     @app.get("/metrics")
@@ -227,8 +233,8 @@ class Guard:
     Plain ASGI rather than an ``http`` middleware, which would hide a client's disconnect from the route.
     """
 
-    def __init__(self, app: Any, service: Service) -> None:
-        self.app, self.service = app, service
+    def __init__(self, app: Any, service: Service, routes: Callable[[], list[Any]]) -> None:
+        self.app, self.service, self.routes = app, service, routes
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -242,7 +248,7 @@ class Guard:
                 status = message["status"]
             await send(message)
 
-        key, route = self.service.settings.api_key, scope["path"]
+        key, route = self.service.settings.api_key, route_label(scope, self.routes())
         try:
             if key is not None and route.startswith("/v1/") and not _authorized(Request(scope), key):
                 response = APIError(401, "missing or wrong API key", code="invalid_api_key").response()
@@ -251,6 +257,17 @@ class Guard:
                 await self.app(scope, receive, sending)
         finally:
             self.service.metrics.requests.labels(route=route, status=str(status)).inc()
+
+
+def route_label(scope: dict, routes: list[Any]) -> str:
+    """The route's template (``/v1/embeddings``) for metrics; every path no route serves is one label,
+    so that no client can grow the metrics, or read another's paths there."""
+    from starlette.routing import Match
+
+    for route in routes:
+        if route.matches(scope)[0] is Match.FULL:
+            return getattr(route, "path", "other")
+    return "unmatched"
 
 
 def _checked(body: EmbeddingRequest, model: Any, service: Service) -> tuple[list[str], list[str | None]]:
@@ -278,6 +295,7 @@ def _checked(body: EmbeddingRequest, model: Any, service: Service) -> tuple[list
             raise APIError(400, f"{param} is empty; every text must have some content", param)
         if len(text) > settings.max_chars:
             raise APIError(400, f"{param} has {len(text)} characters; the limit is {settings.max_chars}", param)
+        _check_encodable(text, param)
     if isinstance(body.instruction, list):
         if len(body.instruction) != len(texts):
             raise APIError(
@@ -286,8 +304,53 @@ def _checked(body: EmbeddingRequest, model: Any, service: Service) -> tuple[list
         instructions = list(body.instruction)
     else:
         instructions = [body.instruction] * len(texts)
+    first = {instruction: i for i, instruction in reversed(list(enumerate(instructions)))}
+    for instruction, i in first.items():  # each distinct one, checked alone before it can join anyone's batch
+        if instruction is not None:
+            param = f"instruction[{i}]" if isinstance(body.instruction, list) else "instruction"
+            _check_instruction(model, instruction, param, settings)
     _check_readout(model, body.readout, body.layer)
+    _check_response_size(model, body, len(texts), settings)
     return texts, instructions
+
+
+def _check_encodable(text: str, param: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:  # a lone surrogate ("\ud800"), which no tokenizer takes
+        raise APIError(
+            400, f"{param} is not valid Unicode text at character {err.start}: {err.reason}", param
+        ) from None
+
+
+def _check_instruction(model: Any, instruction: str, param: str, settings: ServerSettings) -> None:
+    if len(instruction) > settings.max_instruction_chars:
+        raise APIError(
+            400, f"{param} has {len(instruction)} characters; the limit is {settings.max_instruction_chars}", param
+        )
+    _check_encodable(instruction, param)
+    try:
+        model.prompts("text", instruction, model.template)
+    except ValueError as err:  # too long for max_length, a field the template lacks, ...
+        raise APIError(400, f"{param}: {err}", param) from err
+
+
+BYTES_PER_NUMBER = {"float": 20, "base64": 4 * 4 / 3}
+"""What one embedding number costs in the response body, at most (JSON float text) or exactly (base64)."""
+
+
+def _check_response_size(model: Any, body: EmbeddingRequest, count: int, settings: ServerSettings) -> None:
+    size = count * model.dimension(body.readout) * BYTES_PER_NUMBER[body.encoding_format]
+    if size > settings.max_response_bytes:
+        hint = "send fewer inputs" + (
+            ", or encoding_format base64 (a third the size)" if body.encoding_format == "float" else ""
+        )
+        raise APIError(
+            400,
+            f"the response would be about {size / 2**20:.0f} MiB ({count} vectors of {model.dimension(body.readout)} "
+            f"numbers), over this server's {settings.max_response_bytes / 2**20:.0f} MiB limit; {hint}",
+            "input",
+        )
 
 
 def _check_readout(model: Any, readout: str | None, layer: int | None) -> None:
@@ -314,11 +377,6 @@ def _authorized(request: Request, key: str) -> bool:
     given = request.headers.get("authorization", "")
     scheme, _, token = given.partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), key.encode())
-
-
-def _is_type_name(part: str) -> bool:
-    """Pydantic puts the union branch it tried into an error's location: ``str``, ``list[str]``, ..."""
-    return part in ("str", "int", "none") or part.startswith(("list[", "literal[", "union["))
 
 
 def _param(location: tuple | list) -> str:

@@ -4,8 +4,9 @@ Requests wait in a bounded queue. One worker thread takes what has arrived withi
 window (up to ``max_batch_texts``), groups it by readout and layer, and runs each group as one
 ``encode`` call, whose length-sorted, token-budgeted batches then mix the requests' texts;
 requests that ask different questions of the same texts go through one ``encode_multi``. Each
-request gets exactly its own vectors, in order. A request cancelled before the worker takes it
-(its client went away) costs nothing.
+request gets exactly its own vectors, in order. A merged call that fails is retried request by
+request, so that only the request at fault gets the error. A request cancelled before the worker
+takes it (its client went away) costs nothing.
 """
 
 from __future__ import annotations
@@ -162,10 +163,13 @@ class Batcher:
                 for job in single:
                     self._finish(job, vectors[start : start + len(job.texts)])
                     start += len(job.texts)
-        except Exception as err:  # every request of the group learns why
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(err)
+        except Exception as err:
+            unfinished = [job for job in jobs if not job.future.done()]
+            if len(unfinished) == 1:
+                unfinished[0].future.set_exception(err)
+                return
+            for job in unfinished:  # one request's fault must not fail the others: each is retried alone
+                self._encode([job])
 
     def _finish(self, job: Job, vectors: np.ndarray) -> None:
         tokens = sum(len(self.model.prompts(t, i, self.model.template)) for t, i in zip(job.texts, job.instructions))

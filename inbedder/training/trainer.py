@@ -29,7 +29,7 @@ from transformers import get_linear_schedule_with_warmup
 from inbedder import models, tables
 from inbedder.backends import FAMILIES
 from inbedder.loading import cpu_runs_bfloat16, load_tokenizer, read_family, resolve_device
-from inbedder.model_settings import write_settings
+from inbedder.model_settings import read_settings, write_settings
 from inbedder.training import checkpoint as ckpt
 from inbedder.training.checkpoint import STEP_RECORDS
 from inbedder.training.data import Columns
@@ -258,7 +258,9 @@ def train(base: str, data: DataSpec | list[DataSpec], out: str | Path, **options
         "settings": settings,  # as given, for a later --resume to compare against
     }
     (out / TRAINING_JSON).write_text(json.dumps(details, indent=2))
-    write_settings(out, template=config.template)  # InBedder(out) prompts the way the model was trained
+    # InBedder(out) prompts the way the model was trained, and reads it out as its base was meant to be
+    inherited = {k: v for k, v in read_settings(source).items() if k in ("readout", "layer", "postprocess")}
+    write_settings(out, **inherited, template=config.template)
     return TrainingResult(
         out, family, loop.total_steps, losses, eval_loss, seconds, len(train_set), len(eval_set), details
     )
