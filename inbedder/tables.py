@@ -46,7 +46,11 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
             return pd.read_parquet(path)
         if kind == "jsonl":
             return _read_jsonl(path)
-        return pd.read_csv(path, sep="\t" if kind == "tsv" else ",", dtype=str, keep_default_na=False)
+        # a blank row stays a row (and is refused as empty): dropping it would shift every later vector
+        sep = "\t" if kind == "tsv" else ","
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, skip_blank_lines=False)
+    except InputError:
+        raise  # already says which file and where
     except (OSError, ValueError, UnicodeDecodeError, pa.ArrowException) as err:
         raise InputError(f"cannot read {path}: {err}") from err
 
@@ -86,12 +90,20 @@ def pick_column(table: pd.DataFrame, column: str | None, path: str | os.PathLike
 
 
 def column_texts(table: pd.DataFrame, column: str, path: str | os.PathLike) -> list[str]:
-    """The column's values as strings, naming the first row that is missing or empty."""
+    """The column's texts, naming the first row (counted from 1) that is missing, empty or not a text."""
     values = table[column].tolist()
-    for row, value in enumerate(values):
-        if value is None or (isinstance(value, float) and np.isnan(value)) or not str(value).strip():
-            raise InputError(f"{path}: row {row + 1} of column {column!r} is empty")
-    return [str(v) for v in values]
+    if not values:
+        raise InputError(f"{path} holds no rows: there is nothing to embed")
+    for row, value in enumerate(values, start=1):
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            raise InputError(f"{path}: row {row} of column {column!r} is empty")
+        if not isinstance(value, str):  # 5, true, ["a"], {"k": "v"}: not texts, and not to embed as Python prints them
+            shown = repr(value)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise InputError(f"{path}: row {row} of column {column!r} is {shown} ({type(value).__name__}), not a text")
+        if not value.strip():
+            raise InputError(f"{path}: row {row} of column {column!r} is empty")
+    return values
 
 
 def check_output(path: str | os.PathLike, overwrite: bool) -> Path:

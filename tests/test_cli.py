@@ -180,6 +180,49 @@ def test_empty_cell_is_named(tmp_path, monkeypatch, capsys):
     assert code == 2 and "row 2 of column 'text' is empty" in err
 
 
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("t.csv", "text\nfine\n   \nlast\n", "row 2 of column 'text' is empty"),  # pandas would drop the row
+        ("t.csv", "text\nfine\n\nlast\n", "row 2 of column 'text' is empty"),
+        ("t.csv", "id,text\n", "holds no rows: there is nothing to embed"),
+        ("t.jsonl", '{"text": "fine"}\n{"text": 5}\n', "row 2 of column 'text' is 5 (int), not a text"),
+        ("t.jsonl", '{"text": "fine"}\n{"text": true}\n', "row 2 of column 'text' is True (bool), not a text"),
+        ("t.jsonl", '{"text": ["a", "b"]}\n', "row 1 of column 'text' is ['a', 'b'] (list), not a text"),
+        ("t.jsonl", '{"text": "a"}\n{"text": {"k": "v"}}\n', "row 2 of column 'text' is {'k': 'v'} (dict), not a text"),
+    ],
+)
+def test_rows_that_are_not_texts_are_refused_before_the_model_loads(
+    tmp_path, monkeypatch, capsys, name, content, message
+):
+    path = tmp_path / name
+    path.write_text(content)
+    code, err = main_exit(
+        monkeypatch, capsys, "encode", path, "--model", tmp_path / "no-model", "--out", tmp_path / "e.npy"
+    )
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "e.npy").exists()
+
+
+def test_a_bad_jsonl_is_named_once(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "fine"}\n{"text": \n')
+    code, err = main_exit(monkeypatch, capsys, "encode", path, "--out", tmp_path / "e.npy")
+    assert code == 2 and err.count("cannot read") == 1 and "line 2 is not valid JSON" in err, err
+
+
+def test_parquet_columns_that_are_not_texts_are_refused(tmp_path):
+    from inbedder.tables import InputError, column_texts, read_table
+
+    path = tmp_path / "t.parquet"
+    pd.DataFrame({"text": [["a", "b"], ["c"]], "n": [1, 2]}).to_parquet(path)
+    table = read_table(path)
+    with pytest.raises(InputError, match=r"row 1 of column 'text' is .*\(ndarray\), not a text"):
+        column_texts(table, "text", path)
+    with pytest.raises(InputError, match=r"row 1 of column 'n' is 1 \(int\), not a text"):
+        column_texts(table, "n", path)
+
+
 def test_models_lists_the_default(monkeypatch, capsys):
     result = run("models")
     assert result.exit_code == 0

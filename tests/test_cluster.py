@@ -132,6 +132,8 @@ def test_fixed_k_hdbscan_noise_and_no_head_at_lower_layers():
     assert found.k == 2 and found.assignments[-1] == NOISE
     assert found.clusters[-1].cluster == NOISE and found.clusters[-1].size == 1
     assert np.isnan(found.distances[-1]) and not np.isnan(found.distances[:-1]).any()
+    with pytest.raises(ValueError, match="HDBSCAN found no cluster among 19 texts"):
+        cluster(texts, "colour?", WithOutlier(), method="hdbscan", min_cluster_size=19)
 
 
 @pytest.mark.parametrize(
@@ -145,7 +147,8 @@ def test_fixed_k_hdbscan_noise_and_no_head_at_lower_layers():
         ({"labels": {"colour": ["red"]}}, "'colour' has 1 values for 18 texts"),
         ({"instructions": ["colour?", "colour?"]}, "repeat"),
         ({"instructions": [""]}, "non-empty"),
-        ({"ids": ["a", "b", "c", "b"] + [f"x{i}" for i in range(14)]}, r"id 'b' repeats \(first again at row 3\)"),
+        ({"ids": ["a", "b", "c", "b"] + [f"x{i}" for i in range(14)]}, r"id 'b' of row 4 repeats row 2's"),
+        ({"method": "hdbscan", "k": 3}, "k=3 is for k-means; HDBSCAN finds the number of clusters itself"),
     ],
 )
 def test_bad_input_is_refused_before_any_model_work(kwargs, message):

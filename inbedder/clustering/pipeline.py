@@ -209,6 +209,8 @@ def check_inputs(
             raise ValueError(f"k must be an int of at least 2 or 'auto', got {k!r}")
         if k > len(texts):
             raise ValueError(f"k={k} is larger than the number of texts ({len(texts)})")
+        if method == "hdbscan":
+            raise ValueError(f"k={k} is for k-means; HDBSCAN finds the number of clusters itself (leave k 'auto')")
     if len(texts) < 3:
         raise ValueError(f"clustering needs at least 3 texts, got {len(texts)}")
     if len(set(texts)) < 2:
@@ -219,18 +221,24 @@ def check_inputs(
     if ids is not None and len(ids) != len(texts):
         raise ValueError(f"ids has {len(ids)} values for {len(texts)} texts")
     if ids is not None:
-        seen: set[str] = set()
-        for position, value in enumerate(map(str, ids)):
-            if value in seen:
-                raise ValueError(f"id {value!r} repeats (first again at row {position}); every text needs its own id")
-            seen.add(value)
+        first: dict[str, int] = {}
+        for row, value in enumerate(map(str, ids), start=1):
+            if value in first:
+                raise ValueError(f"id {value!r} of row {row} repeats row {first[value]}'s; every text needs its own id")
+            first[value] = row
 
 
 def _assign(space: np.ndarray, k: int | str, method: str, seed: int, min_cluster_size: int) -> tuple[np.ndarray, int]:
     """Cluster ids per row (NOISE for HDBSCAN's noise) and the number of clusters."""
     if method == "hdbscan":
-        found = HDBSCAN(min_cluster_size=min(min_cluster_size, len(space))).fit_predict(space)
-        return found, len(set(found) - {NOISE})
+        found = HDBSCAN(min_cluster_size=min(min_cluster_size, len(space)), copy=True).fit_predict(space)
+        clusters = len(set(found) - {NOISE})
+        if clusters == 0:
+            raise ValueError(
+                f"HDBSCAN found no cluster among {len(space)} texts (every one is noise at min_cluster_size="
+                f"{min_cluster_size}); lower min_cluster_size, or cluster with k-means"
+            )
+        return found, clusters
     distinct = len(np.unique(space.round(6), axis=0))
     if method == "kmeans" and distinct < (2 if k == "auto" else k):
         wanted = "2 for k='auto'" if k == "auto" else f"k={k}"
