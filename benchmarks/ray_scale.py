@@ -85,7 +85,7 @@ def main() -> None:
                 model=Reporting(args.model, folder),
                 concurrency=actors,
                 num_cpus=cores / actors,
-                batch_size=args.batch_size,
+                rows_per_batch=args.batch_size,
             ).to_pandas()
             seconds = time.perf_counter() - start
             reports = [json.loads(p.read_text()) for p in Path(folder).glob("actor-*.json")]

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from inbedder.extras import require
+from inbedder.options import EncodeOptions, takes_encode_options
 
 require("ray", "ray")
 
@@ -56,8 +59,7 @@ class _Embedder:
         columns: dict[str, str],
         text_column: str,
         id_column: str | None,
-        return_generations: bool,
-        encode_options: dict[str, Any],
+        options: EncodeOptions,
         model_options: dict[str, Any],
     ) -> None:
         if callable(model):
@@ -66,8 +68,12 @@ class _Embedder:
             from inbedder.embedder import InBedder
 
             self.model = InBedder(model, **model_options)
-        self.columns, self.text_column, self.id_column = columns, text_column, id_column
-        self.return_generations, self.options = return_generations, encode_options
+        if options.postprocess is None and getattr(self.model, "postprocess", "none") != "none":
+            raise ValueError(
+                f"the model post-processes its vectors ({self.model.postprocess!r}) over each encode call, and on Ray "
+                "every batch is a call of its own; pass postprocess='none' and post-process the gathered vectors"
+            )
+        self.columns, self.text_column, self.id_column, self.options = columns, text_column, id_column, options
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         texts = batch.column(self.text_column).to_pylist()
@@ -78,11 +84,9 @@ class _Embedder:
                 )
                 problem = "is empty" if isinstance(text, str) else f"is {text!r}, not a string"
                 raise ValueError(f"{where}: its text {problem}; every text must have some content")
-        results = self.model.encode_multi(
-            texts, list(self.columns.values()), return_generations=self.return_generations, **self.options
-        )
+        results = self.model.encode_multi(texts, list(self.columns.values()), self.options)
         for name, result in zip(self.columns, results):
-            vectors, answers = result if self.return_generations else (result, None)
+            vectors, answers = result if self.options.return_generations else (result, None)
             vectors = np.asarray(vectors, dtype=np.float32)
             flat = pa.array(vectors.reshape(-1), type=pa.float32())
             batch = batch.append_column(name, pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]))
@@ -91,24 +95,20 @@ class _Embedder:
         return batch
 
 
+@takes_encode_options
 def embed_dataset(
     data: Any,
     instructions: Instructions,
+    options: EncodeOptions | None = None,
     *,
     model: str | Callable[[], Any] | None = None,
+    model_options: Mapping[str, Any] | None = None,
     text_column: str = "text",
     id_column: str | None = None,
-    readout: str | None = None,
-    layer: int | None = None,
-    return_generations: bool = False,
-    max_new_tokens: int = 8,
-    cache: bool | str | None = None,
     concurrency: int = 1,
-    batch_size: int = 256,
-    encode_batch_size: int = 16,
+    rows_per_batch: int = 256,
     num_cpus: float | None = None,
-    device: str = "auto",
-    dtype: str | None = None,
+    **overrides: Any,
 ) -> ray.data.Dataset:
     """A Ray Dataset: ``data``'s columns plus one embedding column per instruction (``output_columns``).
 
@@ -116,29 +116,36 @@ def embed_dataset(
         data: a Ray Dataset, or a path to Parquet, CSV or JSONL (a file or a folder of them).
         instructions: one question (column ``embedding``), a list (``embedding_0``, ...), or a
             mapping of column name to question. Several go through ``encode_multi``.
+        options, overrides: how to encode, as for ``InBedder.encode`` (an ``EncodeOptions``, or
+            keywords of the same names: ``readout``, ``layer``, ``template``, ``batch_size``
+            (texts per forward pass), ``normalize_embeddings``, ``max_new_tokens``, ...); every
+            one applies on the actors. ``return_generations`` adds the answers, in ``answer`` (or
+            ``NAME_answer`` for each embedding column ``NAME``). ``cache``: the persistent store
+            each actor uses: a path on a file system every node shares, or True for each node's
+            own ``$INBEDDER_CACHE``. Post-processing over the corpus (``center``,
+            ``standardize``) is refused: each actor call would be a corpus of its own.
         model: a registered name, path or hub id (default: the default model), or a function
             that returns an ``InBedder``-like object (called once in each actor).
+        model_options: ``InBedder``'s other arguments (``device``, ``dtype``, ``max_length``, ...).
         text_column, id_column: the texts, and the ids that errors name.
-        readout, layer, return_generations, max_new_tokens: as in ``encode``; answers go to
-            ``answer`` (or ``NAME_answer`` for each embedding column ``NAME``).
-        cache: the persistent store each actor uses: a path on a file system every node shares,
-            True for each node's own (``$INBEDDER_CACHE``), None for none.
-        concurrency: how many actors (each holds one model); batch_size: rows per actor call;
-        encode_batch_size: texts per forward pass; num_cpus: CPUs reserved per actor (Ray's
-        default, 1, when None). Leave the cluster some CPUs beyond the actors' for reading and
-        writing, or those tasks wait for actors that wait for them.
+        concurrency: how many actors (each holds one model); rows_per_batch: rows per actor
+            call; num_cpus: CPUs reserved per actor (Ray's default, 1, when None). Leave the
+            cluster some CPUs beyond the actors' for reading and writing, or those tasks wait
+            for actors that wait for them.
     """
+    options = EncodeOptions.build(options, **overrides)
+    model_options = dict(model_options or {})
+    check_options(model, options, model_options)
     columns = output_columns(instructions)
     dataset = _as_dataset(data)
     names = set(dataset.schema().names)
     for needed, role in ((text_column, "text"), (id_column, "id")):
         if needed is not None and needed not in names:
             raise ValueError(f"the {role} column {needed!r} is not in the data; its columns are {sorted(names)}")
-    clashes = (set(columns) | ({_answer_column(c) for c in columns} if return_generations else set())) & names
+    answers = {_answer_column(c) for c in columns} if options.return_generations else set()
+    clashes = (set(columns) | answers) & names
     if clashes:
         raise ValueError(f"the data already has column(s) {sorted(clashes)}, which the output would add")
-    options = {"batch_size": encode_batch_size, "max_new_tokens": max_new_tokens, "cache": cache or False}
-    options.update({k: v for k, v in (("readout", readout), ("layer", layer)) if v is not None})
     return dataset.map_batches(
         _Embedder,
         fn_constructor_kwargs={
@@ -146,17 +153,44 @@ def embed_dataset(
             "columns": columns,
             "text_column": text_column,
             "id_column": id_column,
-            "return_generations": return_generations,
-            "encode_options": options,
-            "model_options": {"device": device, **({"dtype": dtype} if dtype is not None else {})},
+            "options": replace(options, show_progress_bar=False),
+            "model_options": model_options,
         },
         batch_format="pyarrow",
-        batch_size=batch_size,
+        batch_size=rows_per_batch,
         concurrency=concurrency,
         num_cpus=num_cpus,
         max_restarts=-1,  # an actor that dies comes back, and its batch is retried
         max_task_retries=-1,
     )
+
+
+def check_options(model: Any, options: EncodeOptions, model_options: Mapping[str, Any]) -> None:
+    """Refuse, before any actor starts, what the actors could not honour or would fail on.
+
+    A named model's readout and layer are checked against its config (no weights loaded).
+    """
+    from inbedder.readout import KINDS, Readout
+
+    if options.convert_to_tensor:
+        raise ValueError("convert_to_tensor does not apply on Ray: the vectors go into the dataset's columns")
+    if options.postprocess not in (None, "none") or model_options.get("postprocess") not in (None, "none"):
+        raise ValueError(
+            "postprocess 'center' or 'standardize' takes statistics over the texts of one encode call, and on Ray "
+            "every batch is a call of its own; embed with postprocess 'none' and post-process the gathered vectors"
+        )
+    if options.cache is not None and not isinstance(options.cache, (bool, str, PathLike)):
+        raise ValueError("on Ray, cache must be True, False or a path every node can open (not a store object)")
+    readout = options.readout or model_options.get("readout")
+    if readout is not None and readout not in KINDS:
+        raise ValueError(f"unknown readout {readout!r}; known: {sorted(KINDS)}")
+    layer = options.layer if options.layer is not None else model_options.get("layer")
+    if layer is not None and not callable(model):
+        from inbedder import models
+        from inbedder.loading import read_config
+
+        config = read_config(models.resolve(model or models.DEFAULT_MODEL))
+        Readout(readout or "fst_gen", layer).layer_index(config.num_hidden_layers)
 
 
 def init(address: str | None = None, **kwargs: Any) -> None:
@@ -192,63 +226,64 @@ def cluster_dataset(
     data: Any,
     instructions: str | Sequence[str],
     out: str | Path,
+    options: EncodeOptions | None = None,
     *,
     model: str | None = None,
+    model_options: Mapping[str, Any] | None = None,
     k: int | str = "auto",
     sample_size: int = 10_000,
     seed: int = 0,
+    map_method: str = "auto",
     text_column: str = "text",
     id_column: str = "id",
     label_columns: Sequence[str] = (),
     concurrency: int = 1,
+    rows_per_batch: int = 256,
     num_cpus: float | None = None,
-    batch_size: int = 256,
-    encode_batch_size: int = 16,
-    max_new_tokens: int = 8,
-    device: str = "auto",
-    dtype: str | None = None,
 ) -> dict[str, Path]:
     """Cluster a dataset under each instruction at scale; write what ``inbedder cluster`` writes.
 
     Every row is embedded (with its answer) on the actors; k-means is fit on a seeded sample of
     ``sample_size`` rows, whose clustering is explained as on one machine (keywords, LM-head words,
-    examples, label composition, the map); then every row is assigned to its nearest centroid on
-    the cluster. ``out`` gets ``assignments.parquet`` (a folder of shards: id, instruction,
-    cluster, distance, answer; an earlier run's are replaced), ``clusters.json`` (cluster sizes
-    over every row, the rest from the sample, whose size it records) and ``report.html``. Rows
-    are named by ``id_column``. With every row in the sample, the assignments are those of
-    ``inbedder.clustering.cluster``.
+    examples, label composition, the map by ``map_method``); then every row is assigned to its
+    nearest centroid on the cluster. ``out`` gets ``assignments.parquet`` (a folder of shards: id,
+    instruction, cluster, distance, answer; swapped in whole, replacing an earlier run's),
+    ``clusters.json`` (cluster sizes over every row, the rest from the sample, whose size it
+    records) and ``report.html``. Rows are named by ``id_column``. With every row in the sample,
+    the assignments are those of ``inbedder.clustering.cluster``. ``options`` (an
+    ``EncodeOptions``; answers are always kept), ``model``, ``model_options`` and the rest are as
+    for ``embed_dataset``; ``seed`` chooses the sample and seeds k-means.
     """
     from inbedder.clustering import cluster
+    from inbedder.clustering.pipeline import check_map
     from inbedder.clustering.report import render_report
     from inbedder.clustering.result import RESULT_FILES
     from inbedder.embedder import InBedder
     from inbedder.tables import atomic_folder, atomic_write
 
+    check_map(map_method)
+    options = replace(EncodeOptions.build(options), return_generations=True)
+    model_options = dict(model_options or {})
     questions = [instructions] if isinstance(instructions, str) else list(instructions)
     columns = output_columns(questions)
     out = Path(out)
     embedded = embed_dataset(
         data,
         columns,
+        options,
         model=model,
+        model_options=model_options,
         text_column=text_column,
         id_column=id_column,
-        return_generations=True,
-        max_new_tokens=max_new_tokens,
         concurrency=concurrency,
+        rows_per_batch=rows_per_batch,
         num_cpus=num_cpus,
-        batch_size=batch_size,
-        encode_batch_size=encode_batch_size,
-        device=device,
-        dtype=dtype,
     ).materialize()
     total = embedded.count()
     sample = (embedded if total <= sample_size else embedded.random_sample(sample_size / total, seed=seed)).to_pandas()
     sample = sample.sort_values(id_column, kind="stable").reset_index(drop=True)  # Ray's order varies; this does not
-    explainer = InBedder(model, device=device, dtype=dtype)
-    if explainer.postprocess == "standardize":
-        raise ValueError("clustering on Ray needs postprocess 'none' or 'center' (k-means distances are shift-free)")
+    asked = {k: v for k, v in (("readout", options.readout), ("layer", options.layer)) if v is not None}
+    explainer = InBedder(model, **model_options | asked)  # names LM-head words only for last-layer states
     result = cluster(
         sample[text_column].tolist(),
         questions,
@@ -259,6 +294,7 @@ def cluster_dataset(
         ids=sample[id_column].astype(str).tolist(),
         embeddings=[np.stack(sample[name].to_numpy()) for name in columns],
         answers=[sample[_answer_column(name)].tolist() for name in columns],
+        map_method=map_method,
     )
     centroids = {
         name: _centroids(np.stack(sample[name].to_numpy()), clustering.assignments)

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from inbedder import models
 from inbedder.backends import MODEL_CLASSES, check_family, detect_family
@@ -69,14 +69,19 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return resolved
 
 
+def read_config(source: str, trust_remote_code: bool = False) -> PretrainedConfig:
+    """``source``'s model config (an adapter's is its base's), read without loading any weights."""
+    base = models.adapter_base(source)
+    if base is not None:
+        return read_config(models.resolve(base), trust_remote_code)
+    return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+
+
 def read_family(source: str, family: str = "auto", trust_remote_code: bool = False) -> str:
     """The model family of ``source`` (``family`` itself unless it is ``"auto"``), read from its config."""
     if check_family(family) != "auto":
         return family
-    base = models.adapter_base(source)
-    if base is not None:
-        return read_family(models.resolve(base), family, trust_remote_code)
-    return detect_family(AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code))
+    return detect_family(read_config(source, trust_remote_code))
 
 
 def load_tokenizer(source: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:

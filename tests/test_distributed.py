@@ -54,7 +54,7 @@ def test_vectors_equal_one_process_encode_with_every_column_kept(reference, tiny
         model=str(tiny_model_dir),
         concurrency=2,
         num_cpus=0.5,
-        batch_size=8,
+        rows_per_batch=8,
         return_generations=True,
     )
     got = by_id(embedded.to_pandas())
@@ -104,7 +104,7 @@ def test_a_killed_actor_loses_and_duplicates_no_row(reference, tiny_model_dir, t
 
     dataset = ray.data.from_pandas(table).repartition(5)
     embedded = distributed.embed_dataset(
-        dataset, QUESTIONS[0], model=crashing_model, concurrency=2, num_cpus=0.5, batch_size=8
+        dataset, QUESTIONS[0], model=crashing_model, concurrency=2, num_cpus=0.5, rows_per_batch=8
     )
     got = by_id(embedded.to_pandas())
     assert flag.exists()
@@ -246,3 +246,78 @@ def test_the_cluster_command_on_ray(tiny_model_dir, table, tmp_path):
         assert result.exit_code == 0, result.output
     rows = pd.read_parquet(out / "assignments.parquet")
     assert sorted(rows["id"]) == sorted(table["id"]) and set(rows["cluster"]) == {0, 1}
+
+
+def test_every_encode_option_applies_on_the_actors(tiny_model_dir, table):
+    from inbedder import InBedder
+
+    chosen = dict(normalize_embeddings=True, template="Text: {input}\nQ: {instruction}\nA:", readout="avg_ppt", layer=1)
+    local = InBedder(str(tiny_model_dir), max_length=40).encode(TEXTS, QUESTIONS[0], **chosen)
+    embedded = distributed.embed_dataset(
+        ray.data.from_pandas(table), QUESTIONS[0], model=str(tiny_model_dir), model_options={"max_length": 40}, **chosen
+    )
+    got = np.stack(by_id(embedded.to_pandas())["embedding"])
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(got, local, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"postprocess": "center"}, "every batch is a call of its own"),
+        ({"model_options": {"postprocess": "standardize"}}, "every batch is a call of its own"),
+        ({"convert_to_tensor": True}, "convert_to_tensor does not apply on Ray"),
+        ({"readout": "nope"}, "unknown readout 'nope'"),
+        ({"layer": 999}, "layer 999 does not exist"),
+        ({"batch_size": 0}, "batch_size must be a positive int"),
+        ({"bogus": 1}, r"unknown encode option\(s\) \['bogus'\]"),
+    ],
+)
+def test_options_the_actors_cannot_honour_are_refused_before_any_work(tiny_model_dir, table, options, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        distributed.embed_dataset(ray.data.from_pandas(table), QUESTIONS[0], model=str(tiny_model_dir), **options)
+
+
+def test_the_commands_apply_or_refuse_every_option_on_ray(tiny_model_dir, table, tmp_path):
+    from typer.testing import CliRunner
+
+    from inbedder import cli
+
+    source = tmp_path / "in.parquet"
+    table.to_parquet(source)
+    base = ["-i", QUESTIONS[0], "-m", tiny_model_dir, "--engine", "ray"]
+    run = [
+        "encode",
+        source,
+        *base,
+        "--normalize",
+        "--template",
+        "T: {input} Q: {instruction} A:",
+        "--max-length",
+        40,
+        "-o",
+        tmp_path / "shards",
+    ]
+    result = CliRunner().invoke(cli.app, [str(a) for a in run])
+    assert result.exit_code == 0, result.output
+    got = np.stack(by_id(pd.read_parquet(tmp_path / "shards"))["embedding"])
+    from inbedder import InBedder
+
+    local = InBedder(str(tiny_model_dir), max_length=40, template="T: {input} Q: {instruction} A:")
+    np.testing.assert_allclose(got, local.encode(TEXTS, QUESTIONS[0], normalize_embeddings=True), atol=1e-5)
+
+    refusals = [
+        (
+            ["encode", source, *base, "--postprocess", "center", "-o", tmp_path / "a"],
+            "every batch is a call of its own",
+        ),
+        (["encode", source, *base, "--layer", 999, "-o", tmp_path / "b"], "layer 999 does not exist"),
+        (["cluster", source, *base, "--id-column", "id", "--readout", "nope", "-o", tmp_path / "c"], "'nope'"),
+        (["cluster", source, *base, "--id-column", "id", "--layer", 999, "-o", tmp_path / "d"], "layer 999"),
+        (["cluster", source, *base, "--id-column", "id", "--map", "umap", "-o", tmp_path / "e"], "umap"),
+        (["cluster", source, *base, "--id-column", "id", "--map", "tsne", "-o", tmp_path / "f"], "unknown map 'tsne'"),
+    ]
+    for args, message in refusals:
+        refused = CliRunner().invoke(cli.app, [str(a) for a in args])
+        assert refused.exit_code != 0 and message in str(refused.exception), (args, refused.exception)
+        assert not any(p.name.startswith((".a", ".b", "a", "b", "c", "d", "e", "f")) for p in tmp_path.iterdir())

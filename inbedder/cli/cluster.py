@@ -75,7 +75,7 @@ def cluster(
     computed: an interrupted run loses at most one batch, and a rerun does no model work.
     """
     from inbedder import tables
-    from inbedder.clustering.pipeline import check_inputs
+    from inbedder.clustering.pipeline import check_inputs, check_map
     from inbedder.clustering.pipeline import cluster as run_cluster
     from inbedder.clustering.result import RESULT_FILES
 
@@ -89,26 +89,40 @@ def cluster(
         finished = [name for name in RESULT_FILES if (out / name).exists()]
         if finished and not overwrite:
             raise InputError(f"{out} already holds a clustering ({', '.join(finished)}); pass --overwrite")
+        check_readout(readout)
+        try:
+            check_map(map)
+        except (ValueError, ImportError) as err:
+            raise InputError(str(err)) from err
         from inbedder import distributed
+        from inbedder.options import EncodeOptions
 
-        distributed.init(address)
-        paths = distributed.cluster_dataset(
-            str(input),
-            instruction,
-            out,
-            model=model,
-            k=k_ray,
-            sample_size=sample_size,
-            seed=seed,
-            text_column=text_column or "text",
-            id_column=id_column,
-            label_columns=label_column or [],
-            concurrency=concurrency,
-            encode_batch_size=batch_size,
+        options = EncodeOptions(
+            batch_size=batch_size,
             max_new_tokens=max_new_tokens,
-            device=device,
-            dtype=dtype,
+            cache=True if cache else None,
+            **given(template=template, readout=readout, layer=layer, postprocess=postprocess),
         )
+        distributed.init(address)
+        try:
+            paths = distributed.cluster_dataset(
+                str(input),
+                instruction,
+                out,
+                options,
+                model=model,
+                model_options={"device": device, **given(dtype=dtype)},
+                k=k_ray,
+                sample_size=sample_size,
+                seed=seed,
+                map_method=map,
+                text_column=text_column or "text",
+                id_column=id_column,
+                label_columns=label_column or [],
+                concurrency=concurrency,
+            )
+        except ValueError as err:
+            raise InputError(str(err)) from err
         typer.echo(f"report: {paths['report.html']}", err=True)
         return
     if engine != "local":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +24,7 @@ from inbedder.cli.common import (
     interruptible,
 )
 from inbedder.errors import InputError
+from inbedder.options import EncodeOptions
 
 
 def encode(
@@ -80,29 +82,34 @@ def encode(
     if instruction is not None and instruction_column is not None:
         raise InputError("give --instruction or --instruction-column, not both")
     check_dtype(dtype)  # both engines: refused before any work
+    check_readout(readout)
+    if isinstance(batch_size, bool) or batch_size < 1:
+        raise InputError(f"--batch-size must be a positive number of texts, got {batch_size}")
+    settings = given(template=template, readout=readout, layer=layer, postprocess=postprocess)
+    options = EncodeOptions(
+        batch_size=batch_size,
+        show_progress_bar=progress,
+        normalize_embeddings=normalize,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        num_samples=num_samples,
+        filter_words=filter_word,
+        return_generations=return_generations,
+    )
+    model_options = {"device": device, **given(dtype=dtype, max_length=max_length)}
     if engine == "ray":
-        check_readout(readout)
-        _encode_on_ray(
-            input,
-            out,
-            instruction,
-            text_column,
-            model,
-            readout,
-            layer,
-            batch_size,
-            max_new_tokens,
-            return_generations,
-            cache,
-            address,
-            concurrency,
-            overwrite,
-            device,
-            dtype,
-        )
+        if instruction is None:
+            raise InputError("--engine ray needs --instruction (one question for every text)")
+        if concurrency < 1:
+            raise InputError(f"--concurrency must be at least 1, got {concurrency}")
+        if not input.exists():
+            raise InputError(f"no such file or folder: {input}")
+        tables.check_output_folder(out, overwrite, inputs=[input])
+        ray_options = replace(options, cache=True if cache else None, **settings)
+        _encode_on_ray(input, out, instruction, text_column, model, ray_options, model_options, address, concurrency)
         return
-    if engine != "local":
-        raise InputError(f"unknown --engine {engine!r}; use 'local' or 'ray'")
     out = tables.check_output(out, overwrite)
     kind = out.suffix.lower()
     answers_out = out.with_suffix(".answers.txt") if return_generations and kind == ".npy" else None
@@ -118,34 +125,12 @@ def encode(
     if clashes and kind == ".parquet":
         raise InputError(f"{input} already has column(s) {sorted(clashes)}, which the output would add")
 
-    check_readout(readout)
-    if isinstance(batch_size, bool) or batch_size < 1:
-        raise InputError(f"--batch-size must be a positive number of texts, got {batch_size}")
     store = checked_store(True) if cache else None
+    options = replace(options, cache=store if store is not None else False)
 
     from inbedder.embedder import InBedder  # heavy imports only once the inputs are known to be good
-    from inbedder.options import EncodeOptions
 
-    options = EncodeOptions(
-        batch_size=batch_size,
-        show_progress_bar=progress,
-        normalize_embeddings=normalize,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        seed=seed,
-        num_samples=num_samples,
-        filter_words=filter_word,
-        return_generations=return_generations,
-        cache=store if store is not None else False,
-    )
-    embedder = InBedder(
-        model,
-        device=device,
-        **given(
-            dtype=dtype, template=template, readout=readout, layer=layer, postprocess=postprocess, max_length=max_length
-        ),
-    )
+    embedder = InBedder(model, **model_options, **settings)
     kept = (
         f"every finished batch is kept in the cache {store.path}; run the same command again to go on from there"
         if store is not None
@@ -167,50 +152,31 @@ def encode(
 def _encode_on_ray(
     input: Path,
     out: Path,
-    instruction: str | None,
+    instruction: str,
     text_column: str | None,
     model: str,
-    readout: str | None,
-    layer: int | None,
-    batch_size: int,
-    max_new_tokens: int,
-    return_generations: bool,
-    cache: bool,
+    options: EncodeOptions,
+    model_options: dict,
     address: str | None,
     concurrency: int,
-    overwrite: bool,
-    device: str,
-    dtype: str | None,
 ) -> None:
-    """``--engine ray``: Parquet shards in the folder ``out``, the input's columns plus ``embedding``."""
-    if instruction is None:
-        raise InputError("--engine ray needs --instruction (one question for every text)")
-    if concurrency < 1:
-        raise InputError(f"--concurrency must be at least 1, got {concurrency}")
-    if not input.exists():
-        raise InputError(f"no such file or folder: {input}")
-    from inbedder import tables
-
-    tables.check_output_folder(out, overwrite, inputs=[input])
-
-    from inbedder import distributed
+    """``--engine ray``: Parquet shards in the folder ``out``, the input's columns plus ``embedding``;
+    every option of the command applies on the actors, or is refused before they start."""
+    from inbedder import distributed, tables
 
     distributed.init(address)
-    embedded = distributed.embed_dataset(
-        input,
-        instruction,
-        model=model,
-        text_column=text_column or "text",
-        readout=readout,
-        layer=layer,
-        return_generations=return_generations,
-        max_new_tokens=max_new_tokens,
-        cache=True if cache else None,
-        concurrency=concurrency,
-        encode_batch_size=batch_size,
-        device=device,
-        dtype=dtype,
-    )
+    try:
+        embedded = distributed.embed_dataset(
+            input,
+            instruction,
+            options,
+            model=model,
+            model_options=model_options,
+            text_column=text_column or "text",
+            concurrency=concurrency,
+        )
+    except ValueError as err:  # refused before the actors start: an option they could not honour, a column
+        raise InputError(str(err)) from err
     about = {"command": "encode", "input": str(input), "instruction": instruction, "model": model}
     tables.atomic_folder(out, lambda folder: embedded.write_parquet(str(folder)), about)
     typer.echo(f"wrote Parquet shards to {out}", err=True)

@@ -177,6 +177,14 @@ def _precomputed(
     return states, said
 
 
+def check_map(map_method: str) -> None:
+    """Refuse a map method that is unknown, or that needs a package not installed."""
+    if map_method not in MAPS:
+        raise ValueError(f"unknown map {map_method!r}; choose one of {list(MAPS)}")
+    if map_method == "umap" and importlib.util.find_spec("umap") is None:
+        raise ImportError("map 'umap' needs umap-learn (pip install umap-learn); or use 'pca' or 'auto'")
+
+
 def check_inputs(
     texts: list[str],
     instructions: list[str],
@@ -197,10 +205,7 @@ def check_inputs(
         raise ValueError(f"instructions repeat: {instructions!r}")
     if method not in METHODS:
         raise ValueError(f"unknown clustering method {method!r}; choose one of {list(METHODS)}")
-    if map_method not in MAPS:
-        raise ValueError(f"unknown map {map_method!r}; choose one of {list(MAPS)}")
-    if map_method == "umap" and importlib.util.find_spec("umap") is None:
-        raise ImportError("map 'umap' needs umap-learn (pip install umap-learn); or use 'pca' or 'auto'")
+    check_map(map_method)
     for name, value in (("min_cluster_size", min_cluster_size), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
