@@ -28,7 +28,7 @@ from inbedder.backends import AnswerStates, GenerationSettings, make_backend, of
 from inbedder.cache import CacheSession, EmbeddingCache, model_fingerprint, model_label, open_cache
 from inbedder.cache import settings_fingerprint as cache_settings
 from inbedder.cache import weights_fingerprint as module_fingerprint
-from inbedder.loading import default_dtype, load_language_model, resolve_device, resolve_dtype
+from inbedder.loading import default_dtype, load_language_model, read_config, resolve_device, resolve_dtype
 from inbedder.model_settings import read_settings
 from inbedder.options import EncodeOptions, Fields, takes_encode_options
 from inbedder.pooling import HeadDistribution, ReadoutStage, ReEncoding, StatePooling, embedding_size
@@ -135,6 +135,7 @@ class InBedder:
                 ("max_length", max_length),
             ]
         )
+        _check_before_loading(source, readout, layer, postprocess, max_length, trust_remote_code)
         self.tokenizer, model, self.family = load_language_model(
             source, family, dtype=self.dtype, trust_remote_code=trust_remote_code
         )
@@ -430,6 +431,30 @@ class InBedder:
 
             self.reencoder = load_sentence_embedder(self.reencoder, device=str(self.device))
         return self.reencoder
+
+
+def _check_before_loading(
+    source: str,
+    readout: str | None,
+    layer: int | None,
+    postprocess: str | None,
+    max_length: int | None,
+    trust_remote_code: bool,
+) -> None:
+    """What can be refused from the config alone, refused before the weights load (seconds to minutes)."""
+    if readout is not None and readout not in KINDS:
+        raise ValueError(f"unknown readout {readout!r}; known: {sorted(KINDS)}")
+    if postprocess is not None:
+        check_postprocess(postprocess)
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
+        raise ValueError(f"max_length must be a positive number of tokens, got {max_length!r}")
+    if layer is not None:
+        try:
+            config = read_config(source, trust_remote_code)
+        except (OSError, ValueError):
+            return  # the loading that follows names the problem with the model itself
+        if not getattr(config, "is_encoder_decoder", False):  # an encoder-decoder's count depends on its backend
+            Readout(readout or "fst_gen", layer).layer_index(config.num_hidden_layers)
 
 
 def _as_texts(sentences: Any) -> tuple[list[str], bool]:

@@ -256,3 +256,41 @@ def test_max_batch_tokens_is_checked(tiny_model_dir):
     assert InBedder(str(tiny_model_dir), max_length=64).max_batch_tokens == 1024  # the CPU default
     with pytest.raises(ValueError, match="max_batch_tokens must be a positive int or None, got 0"):
         InBedder(str(tiny_model_dir), max_length=64, max_batch_tokens=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"layer": 999}, "layer 999 does not exist"),
+        ({"readout": "nope"}, "unknown readout 'nope'"),
+        ({"max_length": 0}, "max_length must be a positive number of tokens, got 0"),
+        ({"postprocess": "whiten"}, "unknown postprocess 'whiten'"),
+        ({"device": "tpu"}, "unknown device 'tpu'"),
+    ],
+)
+def test_settings_are_refused_before_the_weights_load(tiny_model_dir, tmp_path, kwargs, message):
+    import shutil
+
+    from inbedder import InBedder
+
+    weightless = tmp_path / "weightless"  # any attempt to load weights would fail with another message
+    shutil.copytree(tiny_model_dir, weightless, ignore=shutil.ignore_patterns("*.safetensors"))
+    with pytest.raises(ValueError, match=message):
+        InBedder(str(weightless), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ({"max_new_tokens": 0}, "max_new_tokens must be a positive int, got 0"),
+        ({"num_samples": 0}, "num_samples must be a positive int, got 0"),
+        ({"top_p": 0.0}, r"top_p must be in \(0, 1\]"),
+        ({"temperature": -1.0}, "temperature must be >= 0"),
+        ({"layer": "last"}, "layer must be an int"),
+    ],
+)
+def test_encode_options_check_their_own_values(option, message):
+    from inbedder import EncodeOptions
+
+    with pytest.raises(ValueError, match=message):
+        EncodeOptions(**option)
