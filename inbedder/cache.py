@@ -291,8 +291,14 @@ class EmbeddingCache:
                 connection.executemany("INSERT OR IGNORE INTO embeddings VALUES (?, ?, ?, ?, ?, ?, ?, ?)", records)
                 added = connection.total_changes - before
                 connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
+            except BaseException as err:
+                if connection.in_transaction:  # SQLite has already rolled back after some errors (a full disk)
+                    connection.execute("ROLLBACK")
+                if isinstance(err, sqlite3.OperationalError) and "full" in str(err):
+                    raise CacheError(
+                        f"cannot write to the cache {self.path}: {err}; free some space, or give a store on "
+                        "another disk ($INBEDDER_CACHE or --cache)"
+                    ) from None
                 raise
         return added
 
@@ -346,6 +352,15 @@ def _unreadable(path: Path) -> bool:
 def default_path() -> Path:
     """The store ``cache=True`` means: ``$INBEDDER_CACHE/embeddings.sqlite`` (see ``models.home_dir``)."""
     return models.home_dir() / FILE_NAME
+
+
+def check_writable(path: Path) -> None:
+    """Refuse a store that could be read but not written: a read-only file or folder (SQLite's journal
+    lives beside the file), or, for a store yet to be made, its nearest existing folder."""
+    folder = path.parent if path.parent.exists() else next(p for p in path.absolute().parents if p.exists())
+    for target in (path, folder) if path.exists() else (folder,):
+        if not os.access(target, os.W_OK):
+            raise CacheError(f"the cache {path} cannot be written ({target} is read-only); give a writable path")
 
 
 def open_cache(spec: Any, check: bool = True) -> EmbeddingCache | None:

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,8 +174,11 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     logger.warning("converting %s to safetensors in %s (once; later loads are fast)", gguf, target)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except (struct.error, EOFError, KeyError, IndexError, ValueError, OSError) as err:  # cut short, or not GGUF
+        raise ValueError(f"{gguf} is not a GGUF model file inbedder can read ({type(err).__name__}: {err})") from err
     # transformers refuses save_pretrained on a GGUF-loaded model; a fresh one with its weights saves.
     config = copy.deepcopy(loaded.config)
     drop_gguf_quantization(config)  # the weights are dequantized now: nothing is left for a quantizer to do

@@ -485,3 +485,50 @@ def test_rows_are_filed_under_the_canonical_model_name(tiny_model_dir):
     assert model_label("default") == "smollm2-135m-inbedder-v2"
     assert model_label(f"{tiny_model_dir}/.") == str(Path(tiny_model_dir).resolve())
     assert model_label("someone/some-model") == "someone/some-model"
+
+
+@contextlib.contextmanager
+def tiny_disk(folder: Path, size: str = "160k") -> Iterator[Path]:
+    """A small tmpfs at ``folder`` (root only; the test is skipped where mounting is not allowed)."""
+    import subprocess
+
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_full_disk_is_named_not_hidden_by_the_rollback(tmp_path):
+    from inbedder.cache import CacheError, EmbeddingCache
+
+    with tiny_disk(tmp_path / "disk") as disk:
+        cache = EmbeddingCache(disk / "store.sqlite")
+        with pytest.raises(CacheError, match=r"cannot write to the cache .*store.sqlite: database or disk is full"):
+            for batch in range(200):
+                cache.put_many("m", "s", "name", [(f"{batch}-{i}", np.random.rand(256), None) for i in range(16)])
+        cache.close()
+
+
+def test_a_read_only_store_is_refused_before_any_model_work(tmp_path, monkeypatch, capsys):
+    import subprocess
+
+    from inbedder import cli
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("cannot mount a read-only tmpfs here")
+    try:
+        monkeypatch.setenv("INBEDDER_CACHE", str(folder))
+        (tmp_path / "t.txt").write_text("a text\n")
+        args = ["encode", str(tmp_path / "t.txt"), "--model", str(tmp_path / "no-model"), "--cache", "-o", "x.npy"]
+        monkeypatch.setattr("sys.argv", ["inbedder", *args])
+        with pytest.raises(SystemExit) as stopped:
+            cli.main()
+        err = capsys.readouterr().err
+        assert stopped.value.code == 2 and "cannot be written" in err and "read-only" in err, err
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

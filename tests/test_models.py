@@ -58,3 +58,13 @@ def test_half_written_conversion_is_not_taken_for_a_model(isolated_cache, monkey
 def test_default_model_package_is_installed():
     gguf = REGISTRY[models.BASE_MODEL].packaged_gguf()
     assert gguf is not None and gguf.suffix == ".gguf" and gguf.stat().st_size > 50_000_000
+
+
+@pytest.mark.parametrize("content", [b"", b"GGUF\x03\x00\x00\x00garbage", b"not a gguf file at all" * 10])
+def test_a_broken_gguf_file_is_named_in_one_error(tmp_path, content):
+    from inbedder import InBedder
+
+    path = tmp_path / "broken.gguf"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"broken.gguf is not a GGUF model file inbedder can read"):
+        InBedder(str(path))

@@ -378,3 +378,10 @@ def wait_until(condition, timeout: float = 30) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met")
         time.sleep(0.01)
+
+
+def test_the_command_refuses_a_model_it_cannot_find_before_starting(tmp_path):
+    command = [sys.executable, "-m", "inbedder.cli", "serve", "--model", str(tmp_path / "nowhere"), "--port", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "cannot serve" in done.stderr and "nowhere" in done.stderr, done.stderr
+    assert "Uvicorn running" not in done.stderr

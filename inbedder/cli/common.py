@@ -44,10 +44,13 @@ def check_readout(readout: str | None) -> None:
 
 
 def checked_store(spec: object) -> Any:
-    """The persistent cache ``spec`` names, refused now (one line) if it cannot be used."""
-    from inbedder.cache import open_cache
+    """The persistent cache ``spec`` names, refused now (one line) if it cannot be used or written."""
+    from inbedder.cache import check_writable, open_cache
 
-    return open_cache(spec)
+    store = open_cache(spec)
+    if store is not None:
+        check_writable(store.path)
+    return store
 
 
 @contextlib.contextmanager

@@ -64,6 +64,12 @@ def serve(
         typer.echo(f"warning: serving on {host} without --api-key-env: anyone who can reach it can use it", err=True)
     check_dtype(dtype)
     store = str(checked_store(cache).path) if cache is not None else None
+    from inbedder.loading import read_config
+
+    try:  # a model that cannot be found is refused now, not by every request after the server has started
+        read_config(models.resolve(model))
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot serve {model!r}: {err}") from err
 
     import uvicorn
 
