@@ -17,6 +17,7 @@ its nearest centroid on the cluster, and the files ``inbedder cluster`` writes.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from os import PathLike
@@ -191,6 +192,23 @@ def check_options(model: Any, options: EncodeOptions, model_options: Mapping[str
 
         config = read_config(models.resolve(model or models.DEFAULT_MODEL))
         Readout(readout or "fst_gen", layer).layer_index(config.num_hidden_layers)
+
+
+def user_error(err: BaseException) -> ValueError | None:
+    """The ``ValueError`` at the root of ``err``: what a check or an actor refused (a row with no text,
+    named by its id; a prompt too long), in its own words; None when the root is something else (a
+    bug, a lost node). An actor's error reaches the driver only as Ray's text of it, read there."""
+    chain = [err]
+    while (inner := getattr(chain[-1], "cause", None) or chain[-1].__cause__) is not None and inner not in chain:
+        chain.append(inner)
+    if isinstance(chain[-1], ValueError):
+        return chain[-1]
+    for wrapper in chain:
+        if isinstance(wrapper, ray.exceptions.RayError):
+            found = re.findall(r"^ValueError: (.+)$", str(wrapper), flags=re.MULTILINE)
+            if found:
+                return ValueError(found[-1])
+    return None
 
 
 def init(address: str | None = None, **kwargs: Any) -> None:

@@ -493,7 +493,8 @@ def tiny_disk(folder: Path, size: str = "160k") -> Iterator[Path]:
     import subprocess
 
     folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True).returncode:
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)]
+    if subprocess.run(mount, capture_output=True).returncode:
         pytest.skip("cannot mount a small tmpfs here")
     try:
         yield folder
@@ -519,7 +520,8 @@ def test_a_read_only_store_is_refused_before_any_model_work(tmp_path, monkeypatc
 
     folder = tmp_path / "ro"
     folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(folder)], capture_output=True).returncode:
+    mount = ["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(folder)]
+    if subprocess.run(mount, capture_output=True).returncode:
         pytest.skip("cannot mount a read-only tmpfs here")
     try:
         monkeypatch.setenv("INBEDDER_CACHE", str(folder))

@@ -321,3 +321,18 @@ def test_the_commands_apply_or_refuse_every_option_on_ray(tiny_model_dir, table,
         refused = CliRunner().invoke(cli.app, [str(a) for a in args])
         assert refused.exit_code != 0 and message in str(refused.exception), (args, refused.exception)
         assert not any(p.name.startswith((".a", ".b", "a", "b", "c", "d", "e", "f")) for p in tmp_path.iterdir())
+
+
+def test_a_bad_row_is_named_by_its_id_in_one_line_by_the_command(tiny_model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from inbedder import cli
+
+    source = tmp_path / "in.parquet"
+    pd.DataFrame({"id": ["a", "b", "c"], "text": ["fine", "  ", "fine too"]}).to_parquet(source)
+    args = ["encode", source, "-i", QUESTIONS[0], "-m", tiny_model_dir, "--engine", "ray", "--id-column", "id"]
+    result = CliRunner().invoke(cli.app, [str(a) for a in [*args, "-o", tmp_path / "out"]])
+    assert result.exit_code != 0
+    message = str(result.exception)
+    assert message == f"{source}: row 'b': its text is empty; every text must have some content", message
+    assert not (tmp_path / "out").exists()

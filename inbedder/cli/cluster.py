@@ -121,8 +121,11 @@ def cluster(
                 label_columns=label_column or [],
                 concurrency=concurrency,
             )
-        except ValueError as err:
-            raise InputError(str(err)) from err
+        except Exception as err:
+            refused = distributed.user_error(err)  # a check before the actors started, or a row they refused
+            if refused is None:
+                raise
+            raise InputError(str(refused)) from None
         typer.echo(f"report: {paths['report.html']}", err=True)
         return
     if engine != "local":

@@ -75,6 +75,9 @@ def encode(
         str | None, typer.Option(help="With --engine ray: the cluster ('auto': this node's; default: start one).")
     ] = None,
     concurrency: Annotated[int, typer.Option(help="With --engine ray: actors, each holding one model.")] = 1,
+    id_column: Annotated[
+        str | None, typer.Option(help="With --engine ray: the column of row ids that errors name rows by.")
+    ] = None,
 ) -> None:
     """Embed every text of INPUT under an instruction and write the embeddings."""
     from inbedder import tables
@@ -108,7 +111,9 @@ def encode(
             raise InputError(f"no such file or folder: {input}")
         tables.check_output_folder(out, overwrite, inputs=[input])
         ray_options = replace(options, cache=True if cache else None, **settings)
-        _encode_on_ray(input, out, instruction, text_column, model, ray_options, model_options, address, concurrency)
+        _encode_on_ray(
+            input, out, instruction, text_column, model, ray_options, model_options, address, concurrency, id_column
+        )
         return
     out = tables.check_output(out, overwrite)
     kind = out.suffix.lower()
@@ -159,6 +164,7 @@ def _encode_on_ray(
     model_options: dict,
     address: str | None,
     concurrency: int,
+    id_column: str | None,
 ) -> None:
     """``--engine ray``: Parquet shards in the folder ``out``, the input's columns plus ``embedding``;
     every option of the command applies on the actors, or is refused before they start."""
@@ -173,10 +179,17 @@ def _encode_on_ray(
             model=model,
             model_options=model_options,
             text_column=text_column or "text",
+            id_column=id_column,
             concurrency=concurrency,
         )
     except ValueError as err:  # refused before the actors start: an option they could not honour, a column
         raise InputError(str(err)) from err
     about = {"command": "encode", "input": str(input), "instruction": instruction, "model": model}
-    tables.atomic_folder(out, lambda folder: embedded.write_parquet(str(folder)), about)
+    try:
+        tables.atomic_folder(out, lambda folder: embedded.write_parquet(str(folder)), about)
+    except Exception as err:
+        refused = distributed.user_error(err)
+        if refused is None:
+            raise
+        raise InputError(f"{input}: {refused}") from None
     typer.echo(f"wrote Parquet shards to {out}", err=True)
