@@ -181,6 +181,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
         write(Path(tmp))
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the result gets the mode any new file gets
         os.replace(tmp, path)
+    except OSError as err:  # numpy on a full disk says only "48000 requested and 37856 written"
+        reason = err.strerror or f"{err} (is the disk full?)"
+        raise InputError(f"cannot write {path}: {reason}") from err
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

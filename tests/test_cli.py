@@ -451,3 +451,20 @@ def test_sampled_answers_go_to_the_answers_file_one_line_per_text(tiny_model_dir
     assert np.load(out).shape == (2, 384)
     lines = out.with_suffix(".answers.txt").read_text().splitlines()
     assert len(lines) == 2 and all(line.count("\t") == 1 for line in lines)
+
+
+def test_an_output_on_a_full_disk_is_named(tmp_path):
+    import subprocess
+
+    from inbedder.tables import InputError, write_embeddings
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        with pytest.raises(InputError, match=r"cannot write .*disk/e.npy: .*(No space left|disk full)"):
+            write_embeddings(disk / "e.npy", np.ones((100, 576), dtype=np.float32))
+        assert list(disk.iterdir()) == []  # no partial file left
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -165,6 +165,19 @@ def test_a_response_within_the_limit_in_base64_is_served(url, tiny):
     assert response.status_code == 200 and len(response.json()["data"]) == 8
 
 
+def test_every_error_comes_in_openai_shape(url):
+    cases = [
+        (httpx.get(f"{url}/v1/embeddings"), 405),
+        (httpx.post(f"{url}/v1/nothing", json={}), 404),
+        (httpx.post(f"{url}/v1/embeddings", content=b"{not json", headers={"content-type": "application/json"}), 400),
+        (httpx.post(f"{url}/v1/embeddings", content=b"input=hi"), 400),
+    ]
+    for response, status in cases:
+        assert response.status_code == status, response.text
+        body = response.json()
+        assert set(body) == {"error"} and body["error"]["message"], body
+
+
 def test_metrics_label_routes_not_raw_paths(url):
     for i in range(20):
         httpx.get(f"{url}/secret-{i}/x")
@@ -301,6 +314,22 @@ def test_a_request_whose_client_left_is_dropped(tiny):
     assert gated.calls == [1, 1]  # the abandoned request never reached the model
 
 
+def test_a_request_whose_client_leaves_mid_call_stops_at_the_next_batch(tiny):
+    ran = []
+
+    def slow_batch(batch):  # each batch of the model takes a tenth of a second
+        ran.append(len(batch))
+        time.sleep(0.1)
+
+    texts = [f"{TEXTS[i % 4]} ({i})" for i in range(64)]
+    with running(ServerSettings(model="tiny"), tiny) as base, tiny.runner.watch(slow_batch):
+        with pytest.raises(httpx.ReadTimeout):  # 64 texts in batches of 16 at most: 0.4 s of batches or more
+            httpx.post(f"{base}/v1/embeddings", json={"input": texts, "instruction": QUESTION}, timeout=0.15)
+        wait_until(lambda: post(base, {"input": "after"}).status_code == 200)
+        taken = sum(ran[:-1])  # the last batch is the request that came after
+    assert 0 < taken < len(texts), ran
+
+
 def test_bearer_token(tiny):
     with running(ServerSettings(model="tiny", api_key="s3cret"), tiny) as base:
         assert post(base, {"input": "hi"}).status_code == 401
@@ -385,3 +414,40 @@ def test_the_command_refuses_a_model_it_cannot_find_before_starting(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "cannot serve" in done.stderr and "nowhere" in done.stderr, done.stderr
     assert "Uvicorn running" not in done.stderr
+
+
+def test_mixed_valid_and_invalid_requests_at_once_each_get_exactly_their_own(url, tiny):
+    import random
+
+    rng = random.Random(7)
+    questions = [QUESTION, "How does the writer feel?", None]
+    invalid = [
+        {"input": ["fine", " "]},
+        {"input": ["x\ud800y"]},
+        {"input": "hi", "instruction": "why " * 80},
+        {"input": [1, 2]},
+        {"input": "hi", "readout": "nope"},
+        {"input": "hi", "layer": 99},
+    ]
+    asks = []
+    for i in range(48):
+        if rng.random() < 0.35:
+            asks.append((rng.choice(invalid), None))
+            continue
+        texts = [f"{rng.choice(TEXTS)} #{i}-{j}" for j in range(rng.randint(1, 5))]
+        instruction = [rng.choice(questions) for _ in texts] if rng.random() < 0.5 else rng.choice(questions)
+        body = {"input": texts, "instruction": instruction, "encoding_format": rng.choice(["float", "base64"])}
+        asks.append((body, tiny.encode(texts, instruction)))
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        responses = list(pool.map(lambda ask: post(url, ask[0]), asks))
+    for (body, expected), response in zip(asks, responses):
+        if expected is None:
+            assert response.status_code == 400 and response.json()["error"]["param"], response.text
+            continue
+        assert response.status_code == 200, response.text
+        data = response.json()["data"]
+        if body["encoding_format"] == "base64":
+            got = np.stack([np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in data])
+        else:
+            got = vectors(response)
+        np.testing.assert_allclose(got, expected, atol=1e-5)

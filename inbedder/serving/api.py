@@ -25,12 +25,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inbedder import models
 from inbedder.serving.batcher import Batcher, Closed, QueueFull
 from inbedder.serving.metrics import Metrics
 
 logger = logging.getLogger(__name__)
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 DISCONNECT_POLL = 0.05  # seconds between checks that a waiting request's client is still there
 
@@ -162,6 +165,13 @@ def create_app(settings: ServerSettings, load: Callable[[], Any] | None = None) 
     async def api_error(_request: Request, err: APIError) -> JSONResponse:
         return err.response()
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, err: StarletteHTTPException) -> JSONResponse:
+        # unknown routes and methods answer in OpenAI's shape too, not FastAPI's {"detail": ...}
+        response = APIError(err.status_code, str(err.detail), code=_HTTP_CODES.get(err.status_code)).response()
+        response.headers.update(err.headers or {})
+        return response
+
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, err: RequestValidationError) -> JSONResponse:
         # of a union's failed branches, the one that got furthest says most (input: [1, 2] -> input[0])
@@ -209,7 +219,7 @@ def create_app(settings: ServerSettings, load: Callable[[], Any] | None = None) 
         while not waiting.done():
             await asyncio.wait({waiting}, timeout=DISCONNECT_POLL)
             if not waiting.done() and await request.is_disconnected():
-                future.cancel()  # dropped from the queue if the worker has not taken it yet
+                service.batcher.abandon(future)  # dropped from the queue, or its call stops at the next batch
                 return Response(status_code=499)
         try:
             result = waiting.result()

@@ -11,6 +11,7 @@ takes it (its client went away) costs nothing.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -30,6 +31,10 @@ class Closed(RuntimeError):
     """The batcher is shutting down and takes no new requests."""
 
 
+class Abandoned(Exception):
+    """Every request of a merged call was given up by its client: the call stops at the next batch."""
+
+
 @dataclass
 class Job:
     """One request: its texts, one instruction per text, the readout and layer, and its result."""
@@ -39,6 +44,7 @@ class Job:
     readout: str | None = None
     layer: int | None = None
     future: Future = field(default_factory=Future)
+    abandoned: threading.Event = field(default_factory=threading.Event)
 
     @property
     def group(self) -> tuple[str | None, int | None]:
@@ -78,6 +84,7 @@ class Batcher:
         self.model, self.max_queue, self.max_batch_texts, self.max_wait = model, max_queue, max_batch_texts, max_wait
         self.cache, self.on_batch = cache, on_batch
         self._jobs: deque[Job] = deque()
+        self._taken: list[Job] = []  # the requests of the merged call the worker is running
         self._waiting = 0  # texts in the queue
         self._lock = threading.Condition()
         self._closing = False
@@ -104,6 +111,16 @@ class Batcher:
             self._lock.notify()
         return job.future
 
+    def abandon(self, future: Future) -> None:
+        """The client of ``future``'s request went away: drop it from the queue, or, once taken, let
+        the merged call stop at its next batch if no other request still waits for it."""
+        if future.cancel():
+            return
+        with self._lock:
+            for job in self._taken:
+                if job.future is future:
+                    job.abandoned.set()
+
     def close(self) -> None:
         """Take no new requests, finish the queued ones, and stop the worker."""
         with self._lock:
@@ -116,8 +133,12 @@ class Batcher:
             jobs = self._take()
             if jobs is None:
                 return
+            with self._lock:
+                self._taken = jobs
             for group in _by_group(jobs).values():
                 self._encode(group)
+            with self._lock:
+                self._taken = []
 
     def _take(self) -> list[Job] | None:
         """The requests of the next merged call (None once closing with nothing left)."""
@@ -145,24 +166,20 @@ class Batcher:
         """One group (same readout and layer): shared texts through ``encode_multi``, the rest in one ``encode``."""
         readout, layer = jobs[0].group
         options = {"readout": readout, "layer": layer, "cache": self.cache}
+
+        def stop_if_abandoned(_batch: list[int]) -> None:
+            if all(job.abandoned.is_set() for job in jobs):
+                raise Abandoned
+
+        runner = getattr(self.model, "runner", None)  # an InBedder's; a stand-in model may have none
+        watching = runner.watch(stop_if_abandoned) if runner is not None else contextlib.nullcontext()
         try:
-            multi, single = _split_shared(jobs)
-            for texts, asked in multi:
-                questions = list(dict.fromkeys(job.instructions[0] for job in asked))
-                results = self.model.encode_multi(texts, questions, **options)
-                by_question = dict(zip(questions, results))
-                self._count(len(texts) * len(questions))
-                for job in asked:
-                    self._finish(job, by_question[job.instructions[0]])
-            if single:
-                texts = [t for job in single for t in job.texts]
-                instructions = [i for job in single for i in job.instructions]
-                vectors = self.model.encode(texts, instructions, **options)
-                self._count(len(texts))
-                start = 0
-                for job in single:
-                    self._finish(job, vectors[start : start + len(job.texts)])
-                    start += len(job.texts)
+            with watching:
+                self._encode_watched(jobs, options)
+        except Abandoned:
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(Abandoned())
         except Exception as err:
             unfinished = [job for job in jobs if not job.future.done()]
             if len(unfinished) == 1:
@@ -170,6 +187,26 @@ class Batcher:
                 return
             for job in unfinished:  # one request's fault must not fail the others: each is retried alone
                 self._encode([job])
+
+    def _encode_watched(self, jobs: list[Job], options: dict[str, Any]) -> None:
+        """The merged call itself: ``encode_multi`` for shared texts, one ``encode`` for the rest."""
+        multi, single = _split_shared(jobs)
+        for texts, asked in multi:
+            questions = list(dict.fromkeys(job.instructions[0] for job in asked))
+            results = self.model.encode_multi(texts, questions, **options)
+            by_question = dict(zip(questions, results))
+            self._count(len(texts) * len(questions))
+            for job in asked:
+                self._finish(job, by_question[job.instructions[0]])
+        if single:
+            texts = [t for job in single for t in job.texts]
+            instructions = [i for job in single for i in job.instructions]
+            vectors = self.model.encode(texts, instructions, **options)
+            self._count(len(texts))
+            start = 0
+            for job in single:
+                self._finish(job, vectors[start : start + len(job.texts)])
+                start += len(job.texts)
 
     def _finish(self, job: Job, vectors: np.ndarray) -> None:
         tokens = sum(len(self.model.prompts(t, i, self.model.template)) for t, i in zip(job.texts, job.instructions))
