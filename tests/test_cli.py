@@ -468,3 +468,12 @@ def test_an_output_on_a_full_disk_is_named(tmp_path):
         assert list(disk.iterdir()) == []  # no partial file left
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_the_command_prints_no_library_warning(tiny_model_dir, tmp_path):
+    source = tmp_path / "t.csv"
+    source.write_text("text\nI love my cat\nthe lazy dog\n")
+    command = [sys.executable, "-m", "inbedder.cli", "encode", str(source), "-m", str(tiny_model_dir), "-i", "Animal?"]
+    done = subprocess.run([*command, "-o", str(tmp_path / "e.npy")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "Warning" not in done.stderr and "warn(" not in done.stderr, done.stderr

@@ -69,3 +69,15 @@ def test_encode_multi_equals_separate_calls_on_the_real_model(default):
     multi = default.encode_multi(texts, instructions, batch_size=2)
     for instruction, got in zip(instructions, multi):
         np.testing.assert_allclose(got, default.encode(texts, instruction, batch_size=2), atol=1e-4)
+
+
+def test_the_default_model_loads_and_encodes_without_a_warning(cache):
+    import os
+    import subprocess
+    import sys
+
+    code = "from inbedder import InBedder; InBedder().encode(['I love my cat'], 'What animal is mentioned?')"
+    env = {**os.environ, "INBEDDER_CACHE": str(cache)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "Warning" not in done.stderr and "warn(" not in done.stderr, done.stderr
