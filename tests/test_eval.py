@@ -220,6 +220,8 @@ def test_eval_command_end_to_end(tiny_model_dir, crossed_dir, tmp_path):
         "--limit",
         "12",
         "--baselines",
+        "--baseline-model",
+        "all-MiniLM-L6-v2",  # all-mpnet-base-v2 is not installed for the default test run
         "--out",
         str(out),
     ]

