@@ -28,7 +28,14 @@ from inbedder.backends import AnswerStates, GenerationSettings, make_backend, of
 from inbedder.cache import CacheSession, EmbeddingCache, model_fingerprint, model_label, open_cache
 from inbedder.cache import settings_fingerprint as cache_settings
 from inbedder.cache import weights_fingerprint as module_fingerprint
-from inbedder.loading import default_dtype, load_language_model, read_config, resolve_device, resolve_dtype
+from inbedder.loading import (
+    default_dtype,
+    load_language_model,
+    load_tokenizer,
+    read_config,
+    resolve_device,
+    resolve_dtype,
+)
 from inbedder.model_settings import read_settings
 from inbedder.options import EncodeOptions, Fields, takes_encode_options
 from inbedder.pooling import HeadDistribution, ReadoutStage, ReEncoding, StatePooling, embedding_size
@@ -431,6 +438,27 @@ class InBedder:
 
             self.reencoder = load_sentence_embedder(self.reencoder, device=str(self.device))
         return self.reencoder
+
+
+def check_instructions_fit(
+    model_name_or_path: str | None,
+    instructions: Sequence[str | None],
+    *,
+    template: str | None = None,
+    max_length: int | None = None,
+    trust_remote_code: bool = False,
+) -> None:
+    """Refuse, with the tokenizer and config alone (no weights), an instruction that leaves a prompt no
+    room for its text: what ``encode`` would refuse only after the model has loaded."""
+    source = models.resolve(model_name_or_path or models.DEFAULT_MODEL)
+    saved = read_settings(source) if os.path.isdir(source) else {}
+    tokenizer = load_tokenizer(source, trust_remote_code)
+    limit = getattr(read_config(source, trust_remote_code), "max_position_embeddings", None) or DEFAULT_MAX_LENGTH
+    length = max_length or saved.get("max_length") or min(DEFAULT_MAX_LENGTH, limit)
+    prompts = PromptTokenizer(tokenizer, length)
+    chosen = PromptTemplate.from_spec(template or saved.get("template") or "qa", tokenizer)
+    for instruction in dict.fromkeys(i for i in instructions if i is not None):
+        prompts("x", instruction, chosen)
 
 
 def _check_before_loading(

@@ -477,3 +477,17 @@ def test_the_command_prints_no_library_warning(tiny_model_dir, tmp_path):
     done = subprocess.run([*command, "-o", str(tmp_path / "e.npy")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "Warning" not in done.stderr and "warn(" not in done.stderr, done.stderr
+
+
+def test_an_instruction_too_long_for_the_prompt_is_refused_before_the_weights_load(
+    tiny_model_dir, tmp_path, monkeypatch, capsys
+):
+    import shutil
+
+    weightless = tmp_path / "weightless"  # loading weights would fail with another message
+    shutil.copytree(tiny_model_dir, weightless, ignore=shutil.ignore_patterns("*.safetensors"))
+    source = tmp_path / "t.txt"
+    source.write_text("a text\n")
+    args = ["encode", source, "-m", weightless, "-i", "why " * 1250, "-o", tmp_path / "e.npy"]
+    code, err = main_exit(monkeypatch, capsys, *args)
+    assert code == 2 and "leaving no room for the input within max_length" in err, err

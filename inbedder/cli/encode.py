@@ -133,8 +133,10 @@ def encode(
     store = checked_store(True) if cache else None
     options = replace(options, cache=store if store is not None else False)
 
-    from inbedder.embedder import InBedder  # heavy imports only once the inputs are known to be good
+    from inbedder.embedder import InBedder, check_instructions_fit  # heavy imports once the inputs are good
 
+    asked = instruction if isinstance(instruction, list) else [instruction]
+    check_instructions_fit(model, asked, template=template, max_length=max_length)  # before the weights load
     embedder = InBedder(model, **model_options, **settings)
     kept = (
         f"every finished batch is kept in the cache {store.path}; run the same command again to go on from there"
