@@ -409,6 +409,14 @@ class InBedder:
             return ReEncoding(self._sentence_embedder)
         return StatePooling(spec, self.backend)
 
+    def check(self, options: EncodeOptions | None = None, **overrides: Any) -> None:
+        """Refuse, before any work, what ``encode`` with these options would refuse: a readout this model
+        does not offer, a layer it lacks, a head readout away from the last layer."""
+        options = EncodeOptions.build(options, **overrides)
+        name = options.readout or self.readout.name
+        layer = self.readout.layer if options.layer is None else options.layer
+        self._check_readout(Readout.make(name, layer, options.filter_words))
+
     def _check_readout(self, spec: Readout) -> int:
         """The readout's layer index, once the model's family is known to offer the readout."""
         offered = offered_readouts(self.backend)

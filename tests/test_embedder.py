@@ -294,3 +294,14 @@ def test_encode_options_check_their_own_values(option, message):
 
     with pytest.raises(ValueError, match=message):
         EncodeOptions(**option)
+
+
+def test_check_refuses_what_encode_would_refuse_without_running_the_model(tiny):
+    with tiny.runner.watch(lambda batch: pytest.fail("check ran the model")):
+        tiny.check(readout="avg_gen", layer=1)
+        with pytest.raises(ValueError, match="layer 99 does not exist"):
+            tiny.check(layer=99)
+        with pytest.raises(ValueError, match="unknown readout 'nope'"):
+            tiny.check(readout="nope")
+        with pytest.raises(ValueError, match="reads the LM head"):
+            tiny.check(readout="fst_head", layer=1)

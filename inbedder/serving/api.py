@@ -364,17 +364,12 @@ def _check_response_size(model: Any, body: EmbeddingRequest, count: int, setting
 
 
 def _check_readout(model: Any, readout: str | None, layer: int | None) -> None:
-    from inbedder.backends import offered_readouts
-    from inbedder.readout import Readout
-
-    offered = offered_readouts(model.backend)
-    name = readout or model.readout.name
-    if name not in offered:
-        raise APIError(400, f"unknown readout {name!r}; this model offers {sorted(offered)}", "readout")
-    try:
-        Readout(name, model.readout.layer if layer is None else layer).layer_index(model.num_layers)
-    except ValueError as err:
-        raise APIError(400, str(err), "layer") from err
+    """``model.check`` of the readout (at the model's layer), then of the layer: the error names its field."""
+    for param, asked in (("readout", {"readout": readout}), ("layer", {"readout": readout, "layer": layer})):
+        try:
+            model.check(**asked)
+        except ValueError as err:
+            raise APIError(400, str(err), param) from err
 
 
 def _encoded(vector: np.ndarray, encoding_format: str) -> list[float] | str:
