@@ -475,3 +475,17 @@ def test_a_model_trained_from_a_base_reads_out_as_the_base_says(tiny_model_dir, 
     result = train(str(base), qa_file, tmp_path / "out", max_steps=1, eval_size=2, **FAST)
     assert json.loads((result.out / "inbedder.json").read_text()) == {"readout": "fst_head", "template": "qa"}
     assert InBedder(str(result.out), max_length=64).readout.name == "fst_head"
+
+
+def test_training_from_an_adapter_without_a_tokenizer_stacks_on_it(adapter_run, qa_file, tmp_path):
+    result, _ = adapter_run
+    shipped = tmp_path / "shipped"  # as packaged adapters ship: config and weights, no tokenizer files
+    shipped.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copy(result.out / name, shipped / name)
+    second = train(str(shipped), qa_file, tmp_path / "second", max_steps=2, eval_size=2, **FAST | {"lr": 5e-3})
+    assert json.loads((second.out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(shipped)
+    texts = ["I love my cat", "the lazy dog"]
+    first_vectors = InBedder(str(shipped), max_length=64).encode(texts, "What animal?")
+    stacked = InBedder(str(second.out), max_length=64).encode(texts, "What animal?")
+    assert stacked.shape == first_vectors.shape and not np.allclose(stacked, first_vectors, atol=1e-4)
