@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from inbedder import models
-from inbedder.backends import AnswerStates, GenerationSettings, make_backend, offered_readouts
+from inbedder.backends import AnswerStates, GenerationSettings, make_backend
 from inbedder.cache import CacheSession, EmbeddingCache, model_fingerprint, model_label, open_cache
 from inbedder.cache import settings_fingerprint as cache_settings
 from inbedder.cache import weights_fingerprint as module_fingerprint
@@ -41,7 +41,7 @@ from inbedder.options import EncodeOptions, Fields, takes_encode_options
 from inbedder.pooling import HeadDistribution, ReadoutStage, ReEncoding, StatePooling, embedding_size
 from inbedder.postprocess import check_postprocess
 from inbedder.postprocess import postprocess as postprocess_states
-from inbedder.readout import KINDS, Readout
+from inbedder.readout import KINDS, Readout, offered_readouts
 from inbedder.runner import Prompts, Runner
 from inbedder.templates import PromptTemplate, PromptTokenizer, one_per_text
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -123,6 +123,11 @@ register_readout(
     "(the fst_gen state at the last layer, read by the head)",
     head_of="fst_gen",
 )
+
+
+def offered_readouts(backend: Any) -> frozenset[str]:
+    """The registered readouts that ``backend``'s family offers: all but its ``lacks_readouts``."""
+    return frozenset(KINDS) - backend.lacks_readouts
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from inbedder.backends.base import AnswerStates, Backend, GenerationSettings, offered_readouts
+from inbedder.backends.base import AnswerStates, Backend, GenerationSettings
 from inbedder.backends.causal import CausalBackend
 from inbedder.backends.masked import DEFAULT_MASK_LENGTH, MASKED_MODEL_TYPES, MaskedBackend
 from inbedder.backends.seq2seq import Seq2SeqBackend
@@ -84,5 +84,4 @@ __all__ = [
     "check_family",
     "detect_family",
     "make_backend",
-    "offered_readouts",
 ]

@@ -14,8 +14,6 @@ import torch
 from torch import nn
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from inbedder.readout import KINDS
-
 
 @dataclass(frozen=True)
 class GenerationSettings:
@@ -168,11 +166,6 @@ class SharedPrefixBackend(Backend, Protocol):
         settings: GenerationSettings,
         past: Any = None,
     ) -> AnswerStates: ...
-
-
-def offered_readouts(backend: Backend) -> frozenset[str]:
-    """The registered readouts (``inbedder.readout``) that ``backend``'s family offers."""
-    return frozenset(KINDS) - backend.lacks_readouts
 
 
 def end_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:

@@ -6,15 +6,24 @@ piece of text from the corpus or the model is HTML-escaped.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from html import escape
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from inbedder.clustering.summary import NOISE, ClusterSummary, InstructionClustering
 
-if TYPE_CHECKING:
-    from inbedder.clustering.result import ClusteringResult
+
+class Reportable(Protocol):
+    """What the page shows of a clustering result (``inbedder.clustering.ClusteringResult`` has it)."""
+
+    texts: list[str]
+    model: str
+    map_method: str
+    labels: Mapping[str, Sequence[str]]
+    clusterings: list[InstructionClustering]
+
 
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#2f4b7c")
 NOISE_COLOUR = "#b4b4b4"
@@ -201,7 +210,7 @@ def _section(clustering: InstructionClustering, texts: list[str]) -> str:
     )
 
 
-def render_report(result: ClusteringResult, title: str | None = None) -> str:
+def render_report(result: Reportable, title: str | None = None) -> str:
     """The whole result as one self-contained HTML document (no network: inline CSS, SVG and script)."""
     title = title or "inbedder clustering"
     meta = [
