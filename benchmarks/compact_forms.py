@@ -7,8 +7,9 @@ numbers for SmolLM2. Every candidate here is computed from the same fst_gen stat
 pass per corpus and question, through the store), so the table compares forms, not runs:
 
 - ``fst_head``: the full square-root distribution (the reference);
-- ``RP-d`` (d = 256, 512, 1024): the square-root distribution under a fixed random +-1 projection
-  (Johnson-Lindenstrauss; seed 0, scaled by 1/sqrt(d)); the first d' columns of the 1,024 are RP-d';
+- ``RP-d`` (d = 256, 512, 1024): the square-root distribution under the library's fixed random +-1
+  projection (Johnson-Lindenstrauss; ``HeadDistribution.project``, the ``fst_head_rp`` readout for
+  d = 1,024); the first d' columns of the 1,024 are RP-d';
 - ``top-k`` (k = 64, 256): the k largest square-root probabilities kept, the rest zero (stored as
   k (token, weight) pairs);
 - ``mean embedding``: the distribution's mean of the LM's output embeddings (hidden size);
@@ -50,10 +51,6 @@ class Forms:
     def __init__(self, model: InBedder, batch_size: int) -> None:
         self.model, self.batch_size = model, batch_size
         self.states: dict[Key, np.ndarray] = {}
-        vocabulary = model.dimension("fst_head")
-        generator = torch.Generator().manual_seed(0)
-        signs = torch.randint(0, 2, (vocabulary, max(DIMENSIONS)), generator=generator, dtype=torch.int8)
-        self.projection = (signs.float() * 2 - 1) / 1.0  # scaled per d when used
         self.embeddings = model.backend.model.get_output_embeddings().weight.detach().float()
 
     def add(self, texts: list[str], questions: list[Any]) -> None:
@@ -71,10 +68,10 @@ class Forms:
         """Form name -> (states -> vectors, bytes a text)."""
         hidden = self.model.backend.hidden_size
         forms: dict[str, tuple[Callable[[np.ndarray], np.ndarray], int]] = {
-            "fst_head": (lambda s: self.sqrt_probs(s).numpy(), 4 * self.projection.shape[0]),
+            "fst_head": (lambda s: self.sqrt_probs(s).numpy(), 4 * self.model.dimension("fst_head")),
         }
         for d in DIMENSIONS:
-            forms[f"RP-{d}"] = (lambda s, d=d: (self.sqrt_probs(s) @ self.projection[:, :d]).numpy() / d**0.5, 4 * d)
+            forms[f"RP-{d}"] = (lambda s, d=d: self.model.head.project(self.sqrt_probs(s), d).numpy(), 4 * d)
         for k in TOP_K:
             forms[f"top-{k}"] = (lambda s, k=k: self.top(s, k), 8 * k)
         forms["mean embedding"] = (lambda s: (self.sqrt_probs(s) ** 2 @ self.embeddings).numpy(), 4 * hidden)

@@ -294,7 +294,7 @@ class InBedder:
         embeddings, answers = self._embed(prompts, pooled, layer, settings if generate else None, options)
 
         if spec.reads_head:
-            embeddings = torch.stack([self.head(e) for e in embeddings])
+            embeddings = torch.stack([self.head(e, spec.kind.head_dim) for e in embeddings])
         if n:
             embeddings = torch.stack([postprocess_states(e, post) for e in embeddings])
         if options.normalize_embeddings:
@@ -429,14 +429,17 @@ class InBedder:
     def _dimension(self, readout: str) -> int:
         kind = KINDS[readout]
         if kind.head_of is not None:
-            return self.head.dimension
+            return kind.head_dim or self.head.dimension
         return embedding_size(self._sentence_embedder()) if kind.reencodes else self.backend.hidden_size
 
     @torch.inference_mode()
     def _vocabulary_scores(self, vectors: torch.Tensor) -> torch.Tensor:
-        """(n, vocabulary) scores: last-layer states through the LM head; a head readout's vectors as they are."""
+        """(n, vocabulary) scores: a head readout's vectors as they are (or projected back to the vocabulary, for
+        the model's projected readout); last-layer states through the LM head."""
         if vectors.shape[-1] == self.head.dimension:
             return vectors.reshape(-1, self.head.dimension)
+        if vectors.shape[-1] == self.readout.kind.head_dim:
+            return self.head.back_project(vectors.reshape(-1, vectors.shape[-1]))
         return self.backend.vocabulary_logits(vectors.reshape(-1, self.backend.hidden_size))
 
     def _sentence_embedder(self) -> Any:

@@ -9,7 +9,7 @@ A stage's ``dimension`` is the size of what it returns.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -69,14 +69,27 @@ class ReEncoding:
 
 
 class HeadDistribution:
-    """Square roots of the LM head's probabilities for last-layer states (n, H): (n, vocabulary), unit norm.
+    """Square roots of the LM head's probabilities for last-layer states (n, H): (n, vocabulary), unit norm;
+    or, given ``dim``, their fixed random +-1 projection to ``dim`` numbers (scaled by 1/sqrt(dim)).
+
+    A random projection keeps dot products (Johnson-Lindenstrauss), so the cosine of two projected
+    vectors is close to that of the distributions (their Bhattacharyya coefficient). Its signs come
+    from NumPy's PCG64 stream (seed ``PROJECTION_SEED``), whose raw output NumPy keeps stable across
+    versions and machines, so the same text gets the same vector anywhere; they are kept as bits
+    (vocabulary x 128 bytes) and unpacked a block of rows at a time. Column j is the same whatever
+    ``dim``, so the first d numbers of a projection are the d-number projection.
 
     Applied after the store, which keeps the smaller states; in chunks, to bound memory.
     """
 
+    PROJECTION_SEED = 0
+    MAX_PROJECTION = 1024
+    ROWS_PER_BLOCK = 8192
+
     def __init__(self, backend: Backend, chunk: int = 256) -> None:
         self.backend, self.chunk = backend, chunk
         self._dimension: int | None = None
+        self._signs: np.ndarray | None = None
 
     @property
     def dimension(self) -> int:
@@ -87,12 +100,36 @@ class HeadDistribution:
         return self._dimension
 
     @torch.inference_mode()
-    def __call__(self, states: torch.Tensor) -> torch.Tensor:
-        parts = [
-            self.backend.vocabulary_logits(states[i : i + self.chunk]).softmax(-1).sqrt().cpu()
-            for i in range(0, len(states), self.chunk)
-        ]
-        return torch.cat(parts) if parts else torch.empty((0, self.dimension))
+    def __call__(self, states: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+        parts = []
+        for i in range(0, len(states), self.chunk):
+            roots = self.backend.vocabulary_logits(states[i : i + self.chunk]).softmax(-1).sqrt().cpu()
+            parts.append(roots if dim is None else self.project(roots, dim))
+        return torch.cat(parts) if parts else torch.empty((0, dim or self.dimension))
+
+    def project(self, roots: torch.Tensor, dim: int) -> torch.Tensor:
+        """(n, vocabulary) -> (n, dim): ``roots @ R[:, :dim] / sqrt(dim)`` with R the fixed +-1 matrix."""
+        out = torch.zeros((len(roots), dim))
+        for start, block in self._sign_blocks(dim):
+            out += roots[:, start : start + len(block)] @ block
+        return out / dim**0.5
+
+    def back_project(self, vectors: torch.Tensor) -> torch.Tensor:
+        """(n, dim) projected vectors -> (n, vocabulary) scores ``vectors @ R[:, :dim].T``, whose largest
+        entries are the tokens the projected distribution weighs most (R R^T is about dim x identity)."""
+        dim = vectors.shape[-1]
+        return torch.cat([vectors @ block.T for _, block in self._sign_blocks(dim)], dim=-1)
+
+    def _sign_blocks(self, dim: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """(first row, R's rows from there as a float +-1 block of ``dim`` columns), block after block."""
+        if not 8 <= dim <= self.MAX_PROJECTION or dim % 8:
+            raise ValueError(f"a projection has a multiple of 8 up to {self.MAX_PROJECTION} numbers, got {dim}")
+        if self._signs is None:
+            words = np.random.PCG64(self.PROJECTION_SEED).random_raw(self.dimension * self.MAX_PROJECTION // 64)
+            self._signs = words.astype("<u8").view(np.uint8).reshape(self.dimension, self.MAX_PROJECTION // 8)
+        for start in range(0, self.dimension, self.ROWS_PER_BLOCK):
+            bits = np.unpackbits(self._signs[start : start + self.ROWS_PER_BLOCK, : dim // 8], axis=1)
+            yield start, torch.from_numpy(bits).float().mul_(2).sub_(1)
 
 
 def embedding_size(embedder: Any) -> int:

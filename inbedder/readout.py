@@ -37,6 +37,8 @@ class ReadoutKind:
     """It needs the answer's tokens: generated, or (masked LMs) predicted at the mask slots."""
     reencodes: bool = False
     head_of: str | None = None
+    head_dim: int | None = None
+    """For a head readout: the size of a fixed random projection of its square-root distribution (None: all of it)."""
 
 
 KINDS: dict[str, ReadoutKind] = {}
@@ -52,6 +54,7 @@ def register_readout(
     generating: bool = False,
     reencodes: bool = False,
     head_of: str | None = None,
+    head_dim: int | None = None,
 ) -> ReadoutKind:
     """Make ``name`` a readout that every family offers (unless its backend lists it among those it lacks)."""
     if name in KINDS:
@@ -60,7 +63,9 @@ def register_readout(
         raise ValueError(f"readout {name!r}: give exactly one of pool, reencodes=True or head_of")
     if head_of is not None and (head_of not in KINDS or KINDS[head_of].pool is None):
         raise ValueError(f"readout {name!r}: head_of must name a pooling readout, got {head_of!r}")
-    kind = ReadoutKind(name, description, pool, generating or reencodes, reencodes, head_of)
+    if head_dim is not None and (head_of is None or head_dim < 8 or head_dim % 8):
+        raise ValueError(f"readout {name!r}: head_dim applies to head readouts, as a multiple of 8, got {head_dim!r}")
+    kind = ReadoutKind(name, description, pool, generating or reencodes, reencodes, head_of, head_dim)
     KINDS[name] = kind
     READOUTS[name] = description
     return kind
@@ -122,6 +127,13 @@ register_readout(
     "square roots of the LM head's probabilities for the first answer token, one number per vocabulary token "
     "(the fst_gen state at the last layer, read by the head)",
     head_of="fst_gen",
+)
+register_readout(
+    "fst_head_rp",
+    "fst_head under a fixed random +-1 projection to 1,024 numbers (the same cosines, 1/48 of the size; "
+    "its first d numbers are the d-number projection)",
+    head_of="fst_gen",
+    head_dim=1024,
 )
 
 

@@ -312,3 +312,37 @@ def test_fst_head_reads_the_last_layer_only(tiny_model_dir):
     with pytest.raises(ValueError, match=r"readout 'fst_head' reads the LM head.*layer must be -1 \(or 3\), got 1"):
         model.encode(TEXTS, INSTRUCTION, readout="fst_head", layer=1)
     assert model.encode(TEXTS[:1], INSTRUCTION, readout="fst_head", layer=model.num_layers).shape[0] == 1
+
+
+def plus_minus_one(rows: int, columns: int) -> np.ndarray:
+    """The fixed projection's signs, from NumPy's PCG64 raw stream (seed 0), computed here on their own."""
+    words = np.random.PCG64(0).random_raw(rows * 1024 // 64).astype("<u8")
+    bits = np.unpackbits(words.view(np.uint8).reshape(rows, 128), axis=1)[:, :columns]
+    return bits.astype(np.float32) * 2 - 1
+
+
+@pytest.mark.parametrize("name", ["tiny_model", "bert"])
+def test_fst_head_rp_is_a_fixed_random_projection_of_fst_head(name, request):
+    model = load(request.getfixturevalue(f"{name}_dir"))
+    full = model.encode(TEXTS, INSTRUCTION, readout="fst_head")
+    got = model.encode(TEXTS, INSTRUCTION, readout="fst_head_rp")
+    signs = plus_minus_one(full.shape[1], 1024)
+    assert got.shape == (len(TEXTS), 1024) and model.dimension("fst_head_rp") == 1024
+    np.testing.assert_allclose(got, full @ signs / 32, atol=1e-4)
+    # a prefix is the smaller projection (up to its scale), and cosines stay near the distributions'
+    np.testing.assert_allclose(model.head.project(torch.as_tensor(full), 256).numpy(), got[:, :256] * 2, atol=1e-4)
+    unit = got / np.linalg.norm(got, axis=1, keepdims=True)
+    np.testing.assert_allclose(unit @ unit.T, full @ full.T, atol=0.1)
+
+
+def test_a_projected_readout_still_names_its_top_tokens(tiny_model_dir):
+    model = load(tiny_model_dir, readout="fst_head_rp")
+    vocabulary = model.dimension("fst_head")
+    words = [t for t in range(vocabulary) if model.tokenizer.decode([t]).strip().isalpha()][-3:]
+    peaked = torch.full((3, vocabulary), 0.01)
+    peaked[[0, 1, 2], words] = 1.0  # three distributions, each with one strong token
+    projected = model.head.project(peaked / peaked.norm(dim=1, keepdim=True), 1024)
+    assert model.head.back_project(projected).argmax(1).tolist() == words
+    # top_tokens reads vectors of the model's projected readout through that back-projection
+    named = [found[0] for found in model.top_tokens(projected.numpy(), top=1)]
+    assert named == [model.tokenizer.decode([t]).strip() for t in words]

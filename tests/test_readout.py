@@ -66,3 +66,12 @@ def test_filter_mask_drops_listed_words_but_never_fst_gen():
     kept = filter_mask(mask, [[1, 2], [3, 3]], frozenset({"the"}), lambda ids: vocab[ids[0]])
     assert kept.tolist() == [[True, False, True], [True, False, False]]
     assert filter_mask(mask, [[1, 2], [3, 3]], frozenset(), lambda ids: "") is mask
+
+
+def test_a_projection_size_applies_to_head_readouts_in_multiples_of_8():
+    from inbedder.readout import register_readout
+
+    with pytest.raises(ValueError, match="head_dim applies to head readouts, as a multiple of 8"):
+        register_readout("bad_projection", "x", head_of="fst_gen", head_dim=100)
+    with pytest.raises(ValueError, match="head_dim applies to head readouts"):
+        register_readout("bad_projection", "x", lambda run, kept: run.answer_states[:, 0], head_dim=64)
