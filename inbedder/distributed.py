@@ -185,6 +185,10 @@ def check_options(model: Any, options: EncodeOptions, model_options: Mapping[str
     readout = options.readout or model_options.get("readout")
     if readout is not None and readout not in KINDS:
         raise ValueError(f"unknown readout {readout!r}; known: {sorted(KINDS)}")
+    if readout is not None:
+        from inbedder.embedder import check_truncation
+
+        check_truncation(Readout(readout), options.truncate_dim)
     layer = options.layer if options.layer is not None else model_options.get("layer")
     if layer is not None and not callable(model):
         from inbedder import models

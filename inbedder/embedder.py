@@ -282,6 +282,7 @@ class InBedder:
             options.filter_words,
         )
         layer = self._check_readout(spec)
+        check_truncation(spec, options.truncate_dim)
         settings = GenerationSettings(options.max_new_tokens, options.temperature, options.top_p, options.num_samples)
         if options.num_samples != 1 and not spec.kind.reencodes:
             raise ValueError(
@@ -295,6 +296,8 @@ class InBedder:
 
         if spec.reads_head:
             embeddings = torch.stack([self.head(e, spec.kind.head_dim) for e in embeddings])
+        if options.truncate_dim is not None:
+            embeddings = embeddings[..., : options.truncate_dim]
         if n:
             embeddings = torch.stack([postprocess_states(e, post) for e in embeddings])
         if options.normalize_embeddings:
@@ -415,7 +418,9 @@ class InBedder:
         options = EncodeOptions.build(options, **overrides)
         name = options.readout or self.readout.name
         layer = self.readout.layer if options.layer is None else options.layer
-        self._check_readout(Readout.make(name, layer, options.filter_words))
+        spec = Readout.make(name, layer, options.filter_words)
+        self._check_readout(spec)
+        check_truncation(spec, options.truncate_dim)
 
     def _check_readout(self, spec: Readout) -> int:
         """The readout's layer index, once the model's family is known to offer the readout."""
@@ -449,6 +454,20 @@ class InBedder:
 
             self.reencoder = load_sentence_embedder(self.reencoder, device=str(self.device))
         return self.reencoder
+
+
+def check_truncation(spec: Readout, truncate_dim: int | None) -> None:
+    """Refuse a ``truncate_dim`` the readout cannot honour: only a projected head's prefix is a smaller projection."""
+    if truncate_dim is None:
+        return
+    size = spec.kind.head_dim
+    if size is None:
+        raise ValueError(
+            f"truncate_dim applies to readouts whose first numbers stand for the whole (fst_head_rp), "
+            f"not to {spec.name!r}: its numbers have no such order"
+        )
+    if truncate_dim > size:
+        raise ValueError(f"truncate_dim={truncate_dim} is more than readout {spec.name!r} gives ({size} numbers)")
 
 
 def check_instructions_fit(

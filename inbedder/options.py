@@ -35,6 +35,10 @@ class EncodeOptions:
         num_samples: for ``readout="re_encode"``: embed this many sampled answers per text
             and average them (above 1, needs ``temperature > 0``).
         filter_words: words whose answer tokens ``avg_gen`` skips.
+        truncate_dim: keep only the first ``truncate_dim`` numbers of each vector (the
+            sentence-transformers name), for readouts whose prefix stands for the whole (a
+            projected head, ``fst_head_rp``: its first d numbers are the d-number projection);
+            refused for the others. Normalization applies after it.
         return_generations: also return the answers (generating them for single-pass
             readouts too); with ``num_samples > 1``, a list of the ``num_samples`` answers per text.
         cache: the persistent cache: None for the model's default (its ``cache``), False for
@@ -59,6 +63,7 @@ class EncodeOptions:
     seed: int | None = None
     num_samples: int = 1
     filter_words: Iterable[str] | None = None
+    truncate_dim: int | None = None
     return_generations: bool = False
     cache: Any = None  # bool, a path, or an EmbeddingCache
 
@@ -67,6 +72,10 @@ class EncodeOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.truncate_dim is not None and (
+            isinstance(self.truncate_dim, bool) or not isinstance(self.truncate_dim, int) or self.truncate_dim < 1
+        ):
+            raise ValueError(f"truncate_dim must be a positive int or None, got {self.truncate_dim!r}")
         if self.layer is not None and (isinstance(self.layer, bool) or not isinstance(self.layer, int)):
             raise ValueError(f"layer must be an int (negative counts from the last), got {self.layer!r}")
         if not (isinstance(self.temperature, (int, float)) and self.temperature >= 0):

@@ -305,3 +305,15 @@ def test_check_refuses_what_encode_would_refuse_without_running_the_model(tiny):
             tiny.check(readout="nope")
         with pytest.raises(ValueError, match="reads the LM head"):
             tiny.check(readout="fst_head", layer=1)
+
+
+def test_truncate_dim_keeps_a_projections_prefix_and_is_refused_elsewhere(tiny):
+    full = tiny.encode(["I love my cat", "the dog"], "Animal?", readout="fst_head_rp")
+    cut = tiny.encode(["I love my cat", "the dog"], "Animal?", readout="fst_head_rp", truncate_dim=128)
+    np.testing.assert_allclose(cut, full[:, :128], atol=1e-6)
+    unit = tiny.encode(["I love my cat"], "Animal?", readout="fst_head_rp", truncate_dim=64, normalize_embeddings=True)
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-5)  # normalized after the cut
+    with pytest.raises(ValueError, match="not to 'fst_gen': its numbers have no such order"):
+        tiny.encode(["I love my cat"], "Animal?", readout="fst_gen", truncate_dim=8)
+    with pytest.raises(ValueError, match=r"truncate_dim=2048 is more than readout 'fst_head_rp' gives \(1024"):
+        tiny.check(readout="fst_head_rp", truncate_dim=2048)

@@ -132,7 +132,8 @@ def test_floats_base64_and_order(url, tiny):
         ({"input": "x" * 201}, 400, "input", "201 characters; the limit is 200"),
         ({"input": ["a"] * 9}, 400, "input", "9 texts; the limit is 8"),
         ({"input": "hi", "model": "gpt-4"}, 404, "model", "'gpt-4' is not served here"),
-        ({"input": "hi", "dimensions": 8}, 400, "dimensions", "dimensions is not supported"),
+        ({"input": "hi", "dimensions": 8}, 400, "dimensions", "not to 'fst_gen': its numbers have no such order"),
+        ({"input": "hi", "readout": "fst_head_rp", "dimensions": 2048}, 400, "dimensions", "more than readout"),
         ({"input": "hi", "readout": "nope"}, 400, "readout", "unknown readout 'nope'"),
         ({"input": "hi", "layer": 99}, 400, "layer", "layer 99 does not exist"),
         ({"input": ["a", "b"], "instruction": ["q"]}, 400, "instruction", "1 entries for 2 inputs"),
@@ -158,6 +159,14 @@ def test_bad_requests_name_the_field(url, body, status, param, words):
     error = response.json()["error"]
     assert error["param"] == param and words in error["message"], error
     assert error["type"] == "invalid_request_error"
+
+
+def test_dimensions_keep_the_first_numbers_of_a_projected_readout(url, tiny):
+    body = {"input": TEXTS[:2], "instruction": QUESTION, "readout": "fst_head_rp", "dimensions": 64}
+    response = post(url, body | {"encoding_format": "base64"})
+    assert response.status_code == 200, response.text
+    got = np.stack([np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in response.json()["data"]])
+    np.testing.assert_allclose(got, tiny.encode(TEXTS[:2], QUESTION, readout="fst_head_rp")[:, :64], atol=1e-5)
 
 
 def test_a_response_within_the_limit_in_base64_is_served(url, tiny):

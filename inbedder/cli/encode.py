@@ -58,6 +58,10 @@ def encode(
         list[str] | None, typer.Option(help="A word whose answer tokens avg_gen skips. Repeatable.")
     ] = None,
     normalize: Annotated[bool, typer.Option(help="Scale each embedding to unit length.")] = False,
+    truncate_dim: Annotated[
+        int | None,
+        typer.Option(help="Keep the first N numbers (readouts whose prefix stands for the whole: fst_head_rp)."),
+    ] = None,
     return_generations: Annotated[
         bool, typer.Option(help="Also write the generated answers (parquet: 'answer' column).")
     ] = False,
@@ -93,6 +97,7 @@ def encode(
         batch_size=batch_size,
         show_progress_bar=progress,
         normalize_embeddings=normalize,
+        truncate_dim=truncate_dim,
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         top_p=top_p,

@@ -1,10 +1,11 @@
 """The HTTP API: OpenAI's embeddings routes, plus an instruction per request.
 
-``POST /v1/embeddings`` takes OpenAI's request (``input``, ``model``, ``encoding_format``;
-``dimensions`` is refused) and three extensions: ``instruction`` (one, or one per input),
-``readout`` and ``layer``. ``GET /v1/models`` lists the served model, ``GET /health`` says
-whether it is loaded, ``GET /metrics`` gives Prometheus text. Errors come in OpenAI's shape,
-``{"error": {"message", "type", "param", "code"}}``, naming the field at fault.
+``POST /v1/embeddings`` takes OpenAI's request (``input``, ``model``, ``encoding_format``,
+``dimensions`` where the readout's first numbers stand for the whole) and three extensions:
+``instruction`` (one, or one per input), ``readout`` and ``layer``. ``GET /v1/models`` lists the
+served model, ``GET /health`` says whether it is loaded, ``GET /metrics`` gives Prometheus text.
+Errors come in OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``, naming the
+field at fault.
 """
 
 from __future__ import annotations
@@ -229,7 +230,7 @@ def create_app(settings: ServerSettings, load: Callable[[], Any] | None = None) 
         service.metrics.latency.observe(time.perf_counter() - start)
         data = [
             {"object": "embedding", "index": i, "embedding": _encoded(vector, body.encoding_format)}
-            for i, vector in enumerate(result.vectors)
+            for i, vector in enumerate(result.vectors[:, : body.dimensions])  # checked: a prefix stands for the whole
         ]
         usage = {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens}
         return JSONResponse({"object": "list", "data": data, "model": model.name, "usage": usage})
@@ -287,13 +288,6 @@ def _checked(body: EmbeddingRequest, model: Any, service: Service) -> tuple[list
         raise APIError(
             404, f"model {body.model!r} is not served here; this server has {model.name!r}", "model", "model_not_found"
         )
-    if body.dimensions is not None:
-        raise APIError(
-            400,
-            f"dimensions is not supported: inbedder's embeddings have the model's size ({model.embedding_dim} "
-            "for its default readout); leave it out",
-            "dimensions",
-        )
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not texts:
         raise APIError(400, "input must hold at least one text", "input")
@@ -320,6 +314,11 @@ def _checked(body: EmbeddingRequest, model: Any, service: Service) -> tuple[list
             param = f"instruction[{i}]" if isinstance(body.instruction, list) else "instruction"
             _check_instruction(model, instruction, param, settings)
     _check_readout(model, body.readout, body.layer)
+    if body.dimensions is not None:
+        try:
+            model.check(readout=body.readout, layer=body.layer, truncate_dim=body.dimensions)
+        except ValueError as err:
+            raise APIError(400, f"dimensions: {err}", "dimensions") from err
     _check_response_size(model, body, len(texts), settings)
     return texts, instructions
 
@@ -350,14 +349,15 @@ BYTES_PER_NUMBER = {"float": 20, "base64": 4 * 4 / 3}
 
 
 def _check_response_size(model: Any, body: EmbeddingRequest, count: int, settings: ServerSettings) -> None:
-    size = count * model.dimension(body.readout) * BYTES_PER_NUMBER[body.encoding_format]
+    size = count * (body.dimensions or model.dimension(body.readout)) * BYTES_PER_NUMBER[body.encoding_format]
     if size > settings.max_response_bytes:
         hint = "send fewer inputs" + (
             ", or encoding_format base64 (a third the size)" if body.encoding_format == "float" else ""
         )
         raise APIError(
             400,
-            f"the response would be about {size / 2**20:.0f} MiB ({count} vectors of {model.dimension(body.readout)} "
+            f"the response would be about {size / 2**20:.0f} MiB ({count} vectors of "
+            f"{body.dimensions or model.dimension(body.readout)} "
             f"numbers), over this server's {settings.max_response_bytes / 2**20:.0f} MiB limit; {hint}",
             "input",
         )
