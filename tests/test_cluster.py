@@ -302,3 +302,15 @@ def test_texts_the_model_cannot_tell_apart_get_inbedders_words():
         cluster(TEXTS, "colour?", k=3, embeddings=np.repeat(np.eye(2), 9, axis=0))
     two = cluster(TEXTS, "colour?", embeddings=np.repeat(np.eye(2), 9, axis=0))["colour?"]
     assert two.k == 2  # auto tries no more clusters than there are distinct points
+
+
+def test_a_projected_readouts_clusters_are_named_from_the_full_distribution(tiny_model_dir):
+    from inbedder import InBedder
+
+    model = InBedder(str(tiny_model_dir), readout="fst_head_rp")
+    texts = [f"{animal} number {i} sat on the mat." for i, animal in enumerate(["A cat", "The dog", "A bird"] * 4)]
+    found = cluster(texts, "What animal?", model, k=3, seed=0)["What animal?"]
+    full = model.encode(texts, "What animal?", readout="fst_head")  # what the projection stands for
+    for summary in found.clusters:
+        shift = full[found.assignments == summary.cluster].mean(0) - full.mean(0)
+        assert summary.lm_head_tokens == model.top_tokens(shift[None])[0]

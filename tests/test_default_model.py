@@ -37,8 +37,8 @@ def test_first_load_converts_the_gguf_and_later_loads_read_safetensors(default, 
 
 def test_default_model_shapes_and_determinism(default):
     emb = default.encode(TEXTS, instruction="What animal is mentioned?")
-    assert default.readout.name == "fst_head"  # the default model's saved readout
-    assert emb.shape == (3, 49152) and emb.dtype == np.float32 and np.isfinite(emb).all()
+    assert default.readout.name == "fst_head_rp"  # the default model's saved readout
+    assert emb.shape == (3, 1024) and emb.dtype == np.float32 and np.isfinite(emb).all()
     np.testing.assert_array_equal(emb, default.encode(TEXTS, instruction="What animal is mentioned?"))
 
 

@@ -61,7 +61,7 @@ def test_its_embeddings_are_not_the_untuned_models(trained, cache):
 
 def test_v2_reads_the_lm_head_as_its_settings_say(cache):
     model = load("smollm2-135m-inbedder-v2", cache)
-    assert model.readout.name == "fst_head" and model.embedding_dim == 49152
+    assert model.readout.name == "fst_head_rp" and model.embedding_dim == 1024
     vectors = model.encode(TEXTS, LANGUAGE)
-    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=0.1)  # a projection of unit vectors
     assert [words[0].lower() for words in model.top_tokens(vectors, top=1)] == ["french", "german"]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +77,7 @@ def cluster(
     """
     instructions = [instructions] if isinstance(instructions, str) else list(instructions)
     texts = list(texts)
+    explain: list[np.ndarray] | None = None
     check_inputs(texts, instructions, k, method, map_method, labels, ids, min_cluster_size, batch_size)
     if embeddings is not None:
         states, said = _precomputed(embeddings, answers, instructions, len(texts))
@@ -92,15 +96,22 @@ def cluster(
             show_progress_bar=show_progress_bar,
             cache=store,
         )
-        results = model.encode_multi(texts, instructions, options)
-        states = [np.asarray(vectors, dtype=np.float32) for vectors, _ in results]
-        said = [list(generated) for _, generated in results]
+        with contextlib.ExitStack() as scratch:
+            explained_by = model.readout.kind.head_of if model.readout.kind.head_dim else None
+            if explained_by and options.cache is None:  # the states' second read must come from a store
+                options = replace(options, cache=Path(scratch.enter_context(tempfile.TemporaryDirectory())))
+            results = model.encode_multi(texts, instructions, options)
+            states = [np.asarray(vectors, dtype=np.float32) for vectors, _ in results]
+            said = [list(generated) for _, generated in results]
+            if explained_by:  # a projected head: its clusters' words come from the full distribution of the states
+                plain = replace(options, readout=explained_by, return_generations=False, show_progress_bar=False)
+                explain = [np.asarray(v, dtype=np.float32) for v in model.encode_multi(texts, instructions, plain)]
     reads_last = model is not None and model.readout.layer_index(model.num_layers) == model.num_layers
     post = model.postprocess if model is not None else "none"
     map_name, project = _mapper(map_method, seed)
     head = model if reads_last else None
     clusterings = []
-    for instruction, raw, generated in zip(instructions, states, said):
+    for number, (instruction, raw, generated) in enumerate(zip(instructions, states, said)):
         space = postprocess(torch.from_numpy(raw), post).numpy()
         try:
             assignments, k_used = _assign(space, k, method, seed, min_cluster_size)
@@ -125,6 +136,7 @@ def cluster(
                     top_keywords,
                     top_examples,
                     instruction,
+                    explain[number] if explain is not None else None,
                 ),
                 method=method,
                 k=k_used,
@@ -283,6 +295,22 @@ def _centroid_distances(space: np.ndarray, assignments: np.ndarray) -> np.ndarra
     return distances
 
 
+def _distribution_shifts(model: Any, states: np.ndarray, assignments: np.ndarray, ids: list[int]) -> np.ndarray:
+    """(clusters, vocabulary): each cluster's mean head distribution (square roots) minus the corpus mean,
+    a block of states at a time, so memory holds k vocabulary-sized rows, not n."""
+    sums, total = np.zeros((len(ids), 0)), None
+    for start in range(0, len(states), 1024):
+        full = model.head(torch.as_tensor(states[start : start + 1024])).numpy()
+        block = assignments[start : start + 1024]
+        if total is None:
+            sums, total = np.zeros((len(ids), full.shape[1])), np.zeros(full.shape[1])
+        total += full.sum(0)
+        for row, c in enumerate(ids):
+            sums[row] += full[block == c].sum(0)
+    counts = np.array([(assignments == c).sum() for c in ids], dtype=np.float64)[:, None]
+    return (sums / counts - total / len(states)).astype(np.float32)
+
+
 def _summaries(
     raw: np.ndarray,
     assignments: np.ndarray,
@@ -294,13 +322,18 @@ def _summaries(
     top_keywords: int,
     top_examples: int,
     instruction: str,
+    states: np.ndarray | None = None,
 ) -> list[ClusterSummary]:
-    """A card per cluster, largest first, noise last; LM-head tokens when ``head`` is given."""
+    """A card per cluster, largest first, noise last; LM-head tokens when ``head`` is given (from the
+    full head distribution of ``states``, when the vectors are a projection of it)."""
     ids = sorted(set(assignments.tolist()) - {NOISE}, key=lambda c: (-(assignments == c).sum(), c))
     keywords = ctfidf_keywords(answers, assignments, ids, top_keywords, exclude=instruction)
     head_tokens: dict[int, list[str]] = {}
     if head is not None:
-        shifts = np.stack([raw[assignments == c].mean(0) - raw.mean(0) for c in ids])
+        if states is None:
+            shifts = np.stack([raw[assignments == c].mean(0) - raw.mean(0) for c in ids])
+        else:
+            shifts = _distribution_shifts(head, states, assignments, ids)
         head_tokens = dict(zip(ids, head.top_tokens(shifts)))
     summaries = []
     for c in ids + ([NOISE] if (assignments == NOISE).any() else []):
