@@ -227,3 +227,24 @@ def test_answer_loss_equals_the_models_own_loss(tiny_model_dir, bert_dir):
     with torch.no_grad():
         torch.testing.assert_close(answer_loss(llama, batch), expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(answer_loss(llama, batch), by_hand, rtol=1e-5, atol=1e-6)
+
+
+def test_the_mix_script_splits_open_answers_by_group_and_caps_tasks(tmp_path):
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    data.mkdir()
+    open_rows = [{"context": f"t{i}", "question": "q", "answer": "a", "group": g} for i, g in enumerate("xxy")]
+    aspects = [{"context": f"c{i}", "question": "q", "answer": "a", "task": t} for i, t in enumerate("sssssmmmm")]
+    write_jsonl(data / "qa-open.jsonl", open_rows)
+    write_jsonl(data / "qa-aspects.jsonl", aspects)
+    script = Path(__file__).parents[1] / "scripts" / "training_mix.py"
+    command = [sys.executable, str(script), "--data-dir", str(data), "--out", str(tmp_path / "mix"), "--cap", "3"]
+    done = subprocess.run([*command, "--task-cap", "m=0"], capture_output=True, text=True, check=True)
+    assert "qa-aspects-capped.jsonl: 3 records" in done.stdout
+    capped = [json.loads(line) for line in (tmp_path / "mix" / "qa-aspects-capped.jsonl").read_text().splitlines()]
+    assert Counter(r["task"] for r in capped) == {"s": 3}
+    assert len((tmp_path / "mix" / "qa-open-x.jsonl").read_text().splitlines()) == 2
+    refused = subprocess.run([*command, "--task-cap", "nope=1"], capture_output=True, text=True)
+    assert refused.returncode != 0 and "--task-cap names tasks qa-aspects does not have: nope" in refused.stderr
