@@ -14,6 +14,7 @@ from inbedder._version import __version__
 if TYPE_CHECKING:
     from inbedder.clustering import ClusteringResult, cluster
     from inbedder.embedder import InBedder
+    from inbedder.guided import GuidedEmbedder, GuidedMap, GuidedOptions
     from inbedder.models import DEFAULT_MODEL, REGISTRY
     from inbedder.options import EncodeOptions
     from inbedder.readout import READOUTS, Readout, register_readout
@@ -23,6 +24,9 @@ _LAZY = {
     "ClusteringResult": "inbedder.clustering",
     "cluster": "inbedder.clustering",
     "InBedder": "inbedder.embedder",
+    "GuidedEmbedder": "inbedder.guided",
+    "GuidedMap": "inbedder.guided",
+    "GuidedOptions": "inbedder.guided",
     "DEFAULT_MODEL": "inbedder.models",
     "REGISTRY": "inbedder.models",
     "EncodeOptions": "inbedder.options",
@@ -57,6 +61,9 @@ __all__ = [
     "DEFAULT_MODEL",
     "ClusteringResult",
     "EncodeOptions",
+    "GuidedEmbedder",
+    "GuidedMap",
+    "GuidedOptions",
     "InBedder",
     "PromptTemplate",
     "QA_PATTERN",

@@ -379,7 +379,7 @@ def open_cache(spec: Any, check: bool = True) -> EmbeddingCache | None:
         path = Path(spec).expanduser()
         store = EmbeddingCache(path / FILE_NAME if path.is_dir() or not path.suffix else path)
     else:
-        raise ValueError(f"cache must be True, False, None, a path or an EmbeddingCache, got {spec!r}")
+        raise InputError(f"cache must be True, False, None, a path or an EmbeddingCache, got {spec!r}")
     return store.check() if check else store
 
 
@@ -396,6 +396,11 @@ def model_label(name: str) -> str:
 def prompt_key(token_ids: Sequence[int]) -> str:
     """A prompt's key: the hash of its token ids."""
     return _digest(np.asarray(token_ids, dtype="<i8").tobytes())
+
+
+def text_key(text: str) -> str:
+    """A raw text's key (for embedders that take the text itself, not token ids): the hash of its UTF-8 bytes."""
+    return _digest(text.encode("utf-8", "surrogatepass"))
 
 
 def weights_fingerprint(module: Any) -> str:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from inbedder.errors import InputError
 from inbedder.extras import require
 from inbedder.options import EncodeOptions, takes_encode_options
 
@@ -47,7 +48,7 @@ def output_columns(instructions: Instructions) -> dict[str, str]:
     else:
         named = {f"embedding_{k}": instruction for k, instruction in enumerate(instructions)}
     if not named or not all(isinstance(i, str) and i.strip() for i in named.values()):
-        raise ValueError(f"instructions must be one or more non-empty questions, got {instructions!r}")
+        raise InputError(f"instructions must be one or more non-empty questions, got {instructions!r}")
     return named
 
 
@@ -70,30 +71,118 @@ class _Embedder:
 
             self.model = InBedder(model, **model_options)
         if options.postprocess is None and getattr(self.model, "postprocess", "none") != "none":
-            raise ValueError(
+            raise InputError(
                 f"the model post-processes its vectors ({self.model.postprocess!r}) over each encode call, and on Ray "
                 "every batch is a call of its own; pass postprocess='none' and post-process the gathered vectors"
             )
         self.columns, self.text_column, self.id_column, self.options = columns, text_column, id_column, options
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        texts = batch.column(self.text_column).to_pylist()
-        for row, text in enumerate(texts):  # named by the row's id here, where encode only knows positions
-            if not isinstance(text, str) or not text.strip():
-                where = (
-                    f"row {batch.column(self.id_column)[row].as_py()!r}" if self.id_column else f"row {row} of a batch"
-                )
-                problem = "is empty" if isinstance(text, str) else f"is {text!r}, not a string"
-                raise ValueError(f"{where}: its text {problem}; every text must have some content")
+        texts = _batch_texts(batch, self.text_column, self.id_column)
         results = self.model.encode_multi(texts, list(self.columns.values()), self.options)
         for name, result in zip(self.columns, results):
             vectors, answers = result if self.options.return_generations else (result, None)
-            vectors = np.asarray(vectors, dtype=np.float32)
-            flat = pa.array(vectors.reshape(-1), type=pa.float32())
-            batch = batch.append_column(name, pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]))
+            batch = _with_vectors(batch, name, vectors)
             if answers is not None:
                 batch = batch.append_column(_answer_column(name), pa.array(list(answers), type=pa.string()))
         return batch
+
+
+class _GuidedApplier:
+    """A Ray actor: the sentence embedder, loaded once, and fitted guided maps applied to each batch."""
+
+    def __init__(self, maps: dict[str, Any], generic: Any, text_column: str, id_column: str | None) -> None:
+        from inbedder.guided import GuidedEmbedder
+
+        self.embedder = GuidedEmbedder(generic=generic)
+        self.maps, self.text_column, self.id_column = maps, text_column, id_column
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        vectors = self.embedder.generic_vectors(_batch_texts(batch, self.text_column, self.id_column))
+        for name, guided_map in self.maps.items():
+            batch = _with_vectors(batch, name, self.embedder.transform_vectors(vectors, guided_map))
+        return batch
+
+
+def _batch_texts(batch: pa.Table, text_column: str, id_column: str | None) -> list[str]:
+    """The batch's texts; one that is empty or not a string is named by its row's id (encode knows only positions)."""
+    texts = batch.column(text_column).to_pylist()
+    for row, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            where = f"row {batch.column(id_column)[row].as_py()!r}" if id_column else f"row {row} of a batch"
+            problem = "is empty" if isinstance(text, str) else f"is {text!r}, not a string"
+            raise InputError(f"{where}: its text {problem}; every text must have some content")
+    return texts
+
+
+def _with_vectors(batch: pa.Table, name: str, vectors: Any) -> pa.Table:
+    """``batch`` with a fixed-size-list column ``name`` of float32 vectors."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    flat = pa.array(vectors.reshape(-1), type=pa.float32())
+    return batch.append_column(name, pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]))
+
+
+def guided_dataset(
+    data: Any,
+    instructions: Instructions,
+    guided: Any = None,
+    options: EncodeOptions | None = None,
+    *,
+    model: str | None = None,
+    model_options: Mapping[str, Any] | None = None,
+    generic: str | None = None,
+    text_column: str = "text",
+    id_column: str | None = None,
+    concurrency: int = 1,
+    rows_per_batch: int = 256,
+    num_cpus: float | None = None,
+) -> ray.data.Dataset:
+    """A Ray Dataset: ``data``'s columns plus one guided embedding column per instruction (``inbedder.guided``).
+
+    Each instruction's map is fitted here, on the driver: the model embeds a seeded sample of
+    ``guided.sample`` rows (``guided``: ``GuidedOptions``, default ones when None), and the actors
+    then apply the maps to the generic embedder's vectors of every row (no language model on
+    them). ``options`` go to the model's run over the sample; the other arguments are as for
+    ``embed_dataset``.
+    """
+    from inbedder.embedder import InBedder
+    from inbedder.guided import GuidedEmbedder, GuidedOptions
+
+    columns = output_columns(instructions)
+    dataset = _as_dataset(data)
+    names = set(dataset.schema().names)
+    if text_column not in names:
+        raise InputError(f"the text column {text_column!r} is not in the data; its columns are {sorted(names)}")
+    if id_column is not None and id_column not in names:
+        raise InputError(f"the id column {id_column!r} is not in the data; its columns are {sorted(names)}")
+    if set(columns) & names:
+        raise InputError(f"the data already has column(s) {sorted(set(columns) & names)}, which the output would add")
+    settings = guided if guided is not None else GuidedOptions()
+    total = dataset.count()
+    picked = (
+        dataset
+        if total <= settings.sample
+        else dataset.random_sample(1.2 * settings.sample / total, seed=settings.seed)
+    )
+    texts = sorted(picked.select_columns([text_column]).to_pandas()[text_column].tolist())  # Ray's order varies
+    embedder = GuidedEmbedder(InBedder(model, **dict(model_options or {})), generic, settings)
+    options = replace(EncodeOptions.build(options), show_progress_bar=False)
+    maps = {name: replace(embedder.fit(texts, q, options), sample=None) for name, q in columns.items()}
+    return dataset.map_batches(
+        _GuidedApplier,
+        fn_constructor_kwargs={
+            "maps": maps,
+            "generic": generic,
+            "text_column": text_column,
+            "id_column": id_column,
+        },
+        batch_format="pyarrow",
+        batch_size=rows_per_batch,
+        concurrency=concurrency,
+        num_cpus=num_cpus,
+        max_restarts=-1,
+        max_task_retries=-1,
+    )
 
 
 @takes_encode_options
@@ -142,11 +231,11 @@ def embed_dataset(
     names = set(dataset.schema().names)
     for needed, role in ((text_column, "text"), (id_column, "id")):
         if needed is not None and needed not in names:
-            raise ValueError(f"the {role} column {needed!r} is not in the data; its columns are {sorted(names)}")
+            raise InputError(f"the {role} column {needed!r} is not in the data; its columns are {sorted(names)}")
     answers = {_answer_column(c) for c in columns} if options.return_generations else set()
     clashes = (set(columns) | answers) & names
     if clashes:
-        raise ValueError(f"the data already has column(s) {sorted(clashes)}, which the output would add")
+        raise InputError(f"the data already has column(s) {sorted(clashes)}, which the output would add")
     return dataset.map_batches(
         _Embedder,
         fn_constructor_kwargs={
@@ -174,17 +263,17 @@ def check_options(model: Any, options: EncodeOptions, model_options: Mapping[str
     from inbedder.readout import KINDS, Readout
 
     if options.convert_to_tensor:
-        raise ValueError("convert_to_tensor does not apply on Ray: the vectors go into the dataset's columns")
+        raise InputError("convert_to_tensor does not apply on Ray: the vectors go into the dataset's columns")
     if options.postprocess not in (None, "none") or model_options.get("postprocess") not in (None, "none"):
-        raise ValueError(
+        raise InputError(
             "postprocess 'center' or 'standardize' takes statistics over the texts of one encode call, and on Ray "
             "every batch is a call of its own; embed with postprocess 'none' and post-process the gathered vectors"
         )
     if options.cache is not None and not isinstance(options.cache, (bool, str, PathLike)):
-        raise ValueError("on Ray, cache must be True, False or a path every node can open (not a store object)")
+        raise InputError("on Ray, cache must be True, False or a path every node can open (not a store object)")
     readout = options.readout or model_options.get("readout")
     if readout is not None and readout not in KINDS:
-        raise ValueError(f"unknown readout {readout!r}; known: {sorted(KINDS)}")
+        raise InputError(f"unknown readout {readout!r}; known: {sorted(KINDS)}")
     if readout is not None:
         from inbedder.embedder import check_truncation
 
@@ -209,7 +298,7 @@ def user_error(err: BaseException) -> ValueError | None:
         return chain[-1]
     for wrapper in chain:
         if isinstance(wrapper, ray.exceptions.RayError):
-            found = re.findall(r"^ValueError: (.+)$", str(wrapper), flags=re.MULTILINE)
+            found = re.findall(r"^(?:[\w.]+\.)?(?:ValueError|InputError): (.+)$", str(wrapper), flags=re.MULTILINE)
             if found:
                 return ValueError(found[-1])
     return None
@@ -231,7 +320,7 @@ def _as_dataset(data: Any) -> ray.data.Dataset:
     suffix = path.suffix.lower() if path.is_file() else _folder_suffix(path)
     readers = {".parquet": ray.data.read_parquet, ".csv": ray.data.read_csv, ".jsonl": ray.data.read_json}
     if suffix not in readers:
-        raise ValueError(f"{path}: Ray reads Parquet, CSV or JSONL here, not {suffix or 'this folder'}")
+        raise InputError(f"{path}: Ray reads Parquet, CSV or JSONL here, not {suffix or 'this folder'}")
     return readers[suffix](str(path))
 
 

@@ -28,6 +28,7 @@ from inbedder.backends import AnswerStates, GenerationSettings, make_backend
 from inbedder.cache import CacheSession, EmbeddingCache, model_fingerprint, model_label, open_cache
 from inbedder.cache import settings_fingerprint as cache_settings
 from inbedder.cache import weights_fingerprint as module_fingerprint
+from inbedder.errors import InputError
 from inbedder.loading import (
     default_dtype,
     load_language_model,
@@ -155,7 +156,7 @@ class InBedder:
         if max_length is None:
             max_length = min(DEFAULT_MAX_LENGTH, limit)
         elif max_length > limit:
-            raise ValueError(f"max_length={max_length} exceeds the model's {limit} positions")
+            raise InputError(f"max_length={max_length} exceeds the model's {limit} positions")
         self.prompts = PromptTokenizer(self.tokenizer, max_length, self.backend.answer_slots)
         if max_batch_tokens is None and self.device.type == "cpu":
             max_batch_tokens = CPU_BATCH_TOKENS
@@ -186,7 +187,7 @@ class InBedder:
         """The size of ``readout``'s embeddings (default: the model's readout)."""
         name = readout or self.readout.name
         if name not in KINDS:
-            raise ValueError(f"unknown readout {name!r}; known: {sorted(KINDS)}")
+            raise InputError(f"unknown readout {name!r}; known: {sorted(KINDS)}")
         return self._dimension(name)
 
     @property
@@ -268,7 +269,7 @@ class InBedder:
         results equal separate ``encode`` calls.
         """
         if isinstance(instructions, str) or not isinstance(instructions, Sequence) or not instructions:
-            raise ValueError(f"instructions must be a non-empty list of instructions, got {instructions!r}")
+            raise InputError(f"instructions must be a non-empty list of instructions, got {instructions!r}")
         return self._encode(sentences, list(instructions), EncodeOptions.build(options, **overrides))
 
     def _encode(self, sentences: Any, instructions: list[Any], options: EncodeOptions) -> list:
@@ -285,7 +286,7 @@ class InBedder:
         check_truncation(spec, options.truncate_dim)
         settings = GenerationSettings(options.max_new_tokens, options.temperature, options.top_p, options.num_samples)
         if options.num_samples != 1 and not spec.kind.reencodes:
-            raise ValueError(
+            raise InputError(
                 f"num_samples={options.num_samples} applies to readout='re_encode' only, not {spec.name!r}"
             )
         post = check_postprocess(self.postprocess if options.postprocess is None else options.postprocess, n or None)
@@ -426,7 +427,7 @@ class InBedder:
         """The readout's layer index, once the model's family is known to offer the readout."""
         offered = offered_readouts(self.backend)
         if spec.name not in offered:
-            raise ValueError(
+            raise InputError(
                 f"readout {spec.name!r} is not available for {self.family} models; choose one of {sorted(offered)}"
             )
         return spec.layer_index(self.backend.num_layers)
@@ -462,12 +463,12 @@ def check_truncation(spec: Readout, truncate_dim: int | None) -> None:
         return
     size = spec.kind.head_dim
     if size is None:
-        raise ValueError(
+        raise InputError(
             f"truncate_dim applies to readouts whose first numbers stand for the whole (fst_head_rp), "
             f"not to {spec.name!r}: its numbers have no such order"
         )
     if truncate_dim > size:
-        raise ValueError(f"truncate_dim={truncate_dim} is more than readout {spec.name!r} gives ({size} numbers)")
+        raise InputError(f"truncate_dim={truncate_dim} is more than readout {spec.name!r} gives ({size} numbers)")
 
 
 def check_instructions_fit(
@@ -501,11 +502,11 @@ def _check_before_loading(
 ) -> None:
     """What can be refused from the config alone, refused before the weights load (seconds to minutes)."""
     if readout is not None and readout not in KINDS:
-        raise ValueError(f"unknown readout {readout!r}; known: {sorted(KINDS)}")
+        raise InputError(f"unknown readout {readout!r}; known: {sorted(KINDS)}")
     if postprocess is not None:
         check_postprocess(postprocess)
     if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
-        raise ValueError(f"max_length must be a positive number of tokens, got {max_length!r}")
+        raise InputError(f"max_length must be a positive number of tokens, got {max_length!r}")
     if layer is not None:
         try:
             config = read_config(source, trust_remote_code)
@@ -513,6 +514,11 @@ def _check_before_loading(
             return  # the loading that follows names the problem with the model itself
         if not getattr(config, "is_encoder_decoder", False):  # an encoder-decoder's count depends on its backend
             Readout(readout or "fst_gen", layer).layer_index(config.num_hidden_layers)
+
+
+def check_texts(sentences: Any) -> list[str]:
+    """``sentences`` as a list of texts, each a non-empty string (one string is a list of one)."""
+    return _as_texts(sentences)[0]
 
 
 def _as_texts(sentences: Any) -> tuple[list[str], bool]:
@@ -526,7 +532,7 @@ def _as_texts(sentences: Any) -> tuple[list[str], bool]:
         if not isinstance(text, str):
             raise TypeError(f"sentences[{i}] is {text!r} ({type(text).__name__}); every text must be a string")
         if not text.strip():
-            raise ValueError(f"sentences[{i}] is empty; every text must have some content")
+            raise InputError(f"sentences[{i}] is empty; every text must have some content")
     return sentences, single
 
 
@@ -547,11 +553,11 @@ def _records(fields: Fields | None, n: int) -> list[dict[str, str]]:
     if isinstance(fields, Mapping):
         for name, values in fields.items():
             if isinstance(values, str) or len(values) != n:
-                raise ValueError(f"fields[{name!r}] must hold one value per text ({n})")
+                raise InputError(f"fields[{name!r}] must hold one value per text ({n})")
         return [{name: values[i] for name, values in fields.items()} for i in range(n)]
     records = [dict(record) for record in fields]
     if len(records) != n:
-        raise ValueError(f"fields has {len(records)} records for {n} texts")
+        raise InputError(f"fields has {len(records)} records for {n} texts")
     return records
 
 

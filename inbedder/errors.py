@@ -2,7 +2,10 @@
 
 
 class InputError(ValueError):
-    """A problem with the user's files or columns, told in one line."""
+    """A problem the user can fix (a file, a column, an option, a value), told in one line.
+
+    Every user error the library raises is one; the command line shows it without a traceback.
+    """
 
 
 class Interrupted(Exception):

@@ -14,6 +14,7 @@ from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrained
 
 from inbedder import models
 from inbedder.backends import MODEL_CLASSES, check_family, detect_family
+from inbedder.errors import InputError
 from inbedder.model_settings import DTYPES
 
 
@@ -24,9 +25,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+        raise InputError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
+        raise InputError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
     return resolved
 
 
@@ -50,7 +51,7 @@ def default_dtype(model_setting: str | None = None) -> str:
     chosen = os.environ.get(DTYPE_ENV)
     if chosen:
         if chosen not in DTYPES:
-            raise ValueError(f"{DTYPE_ENV}={chosen!r} is not a dtype; use one of {', '.join(DTYPES)}")
+            raise InputError(f"{DTYPE_ENV}={chosen!r} is not a dtype; use one of {', '.join(DTYPES)}")
         return chosen
     return model_setting or "auto"
 
@@ -68,7 +69,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         return torch.float32
     resolved = getattr(torch, str(dtype), None) if str(dtype) in DTYPES else None
     if not isinstance(resolved, torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+        raise InputError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
     return resolved
 
 
@@ -128,5 +129,5 @@ def load_language_model(
             f"a local model directory with safetensors weights, or a reachable hub id. {err}"
         ) from err
     except ValueError as err:  # an auto class that does not know the config: the wrong family
-        raise ValueError(f"could not load {source!r} as a {family} language model: {err}") from err
+        raise InputError(f"could not load {source!r} as a {family} language model: {err}") from err
     return tokenizer, model, family

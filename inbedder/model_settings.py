@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from inbedder.errors import InputError
+
 SETTINGS_FILE = "inbedder.json"
 KEYS = ("template", "readout", "layer", "postprocess", "mask_length", "max_length", "dtype")
 """What the file may set: the ``InBedder`` arguments of the same names."""
@@ -27,12 +29,12 @@ def read_settings(directory: str | Path) -> dict[str, Any]:
     try:
         saved = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read the model settings in {path}: {err}") from err
+        raise InputError(f"cannot read the model settings in {path}: {err}") from err
     if not isinstance(saved, dict):
-        raise ValueError(f"{path} must hold a JSON object of settings, got {type(saved).__name__}")
+        raise InputError(f"{path} must hold a JSON object of settings, got {type(saved).__name__}")
     unknown = sorted(set(saved) - set(KEYS))
     if unknown:
-        raise ValueError(f"{path} has unknown settings {unknown}; it may set {list(KEYS)}")
+        raise InputError(f"{path} has unknown settings {unknown}; it may set {list(KEYS)}")
     return saved
 
 
@@ -40,7 +42,7 @@ def write_settings(directory: str | Path, **settings: Any) -> Path:
     """Save ``settings`` (only those not None) into ``directory``, over any saved before."""
     unknown = sorted(set(settings) - set(KEYS))
     if unknown:
-        raise ValueError(f"unknown model settings {unknown}; a model directory may set {list(KEYS)}")
+        raise InputError(f"unknown model settings {unknown}; a model directory may set {list(KEYS)}")
     path = Path(directory) / SETTINGS_FILE
     merged = read_settings(directory) | {k: v for k, v in settings.items() if v is not None}
     if merged or path.exists():  # nothing to say: no file

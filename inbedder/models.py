@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from inbedder.errors import InputError
+
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
@@ -122,7 +124,7 @@ def registered(name: str) -> RegisteredModel | None:
 def resolve(name_or_path: str) -> str:
     """A local directory or hub id that ``from_pretrained`` can load, converting GGUF as needed."""
     if not isinstance(name_or_path, str) or not name_or_path.strip():
-        raise ValueError(f"model must be a non-empty string, got {name_or_path!r}")
+        raise InputError(f"model must be a non-empty string, got {name_or_path!r}")
     model = registered(name_or_path)
     if model is not None:
         adapter = model.packaged_adapter()
@@ -178,7 +180,7 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     except (struct.error, EOFError, KeyError, IndexError, ValueError, OSError) as err:  # cut short, or not GGUF
-        raise ValueError(f"{gguf} is not a GGUF model file inbedder can read ({type(err).__name__}: {err})") from err
+        raise InputError(f"{gguf} is not a GGUF model file inbedder can read ({type(err).__name__}: {err})") from err
     # transformers refuses save_pretrained on a GGUF-loaded model; a fresh one with its weights saves.
     config = copy.deepcopy(loaded.config)
     drop_gguf_quantization(config)  # the weights are dequantized now: nothing is left for a quantizer to do
@@ -224,7 +226,7 @@ def adapter_base(source: str) -> str | None:
         return None
     base = json.loads(config.read_text()).get("base_model_name_or_path")
     if not base:
-        raise ValueError(f"{config} does not name its base model (base_model_name_or_path)")
+        raise InputError(f"{config} does not name its base model (base_model_name_or_path)")
     return base
 
 
@@ -248,7 +250,7 @@ def merge_adapter(model: PreTrainedModel, adapter_dir: str) -> PreTrainedModel:
     elif (folder / PEFT_WEIGHTS).is_file():
         weights = load_file(folder / PEFT_WEIGHTS)
     elif (folder / "adapter_model.bin").is_file():
-        raise ValueError(
+        raise InputError(
             f"{folder / 'adapter_model.bin'} is a pickle, which inbedder does not load (it can run code); "
             f"save the adapter as safetensors ({PEFT_WEIGHTS}: peft's save_pretrained does by default)"
         )
@@ -261,8 +263,8 @@ def merge_adapter(model: PreTrainedModel, adapter_dir: str) -> PreTrainedModel:
     # peft saves keys under its PeftModel wrapper ("base_model.model..."); the tuner holds them without it
     result = set_peft_model_state_dict(adapted, {k.removeprefix("base_model."): v for k, v in weights.items()})
     if result.unexpected_keys:
-        raise ValueError(f"{adapter_dir}: weights that fit no LoRA layer: {result.unexpected_keys[:3]}")
+        raise InputError(f"{adapter_dir}: weights that fit no LoRA layer: {result.unexpected_keys[:3]}")
     missing = [k for k in result.missing_keys if "lora_" in k]
     if missing:
-        raise ValueError(f"{adapter_dir}: LoRA layers without weights: {missing[:3]}")
+        raise InputError(f"{adapter_dir}: LoRA layers without weights: {missing[:3]}")
     return adapted.merge_and_unload()

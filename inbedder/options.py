@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
 
+from inbedder.errors import InputError
+
 Fields = Mapping[str, Sequence[str]] | Sequence[Mapping[str, str]]
 
 
@@ -71,17 +73,17 @@ class EncodeOptions:
         for name in ("batch_size", "max_new_tokens", "num_samples"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+                raise InputError(f"{name} must be a positive int, got {value!r}")
         if self.truncate_dim is not None and (
             isinstance(self.truncate_dim, bool) or not isinstance(self.truncate_dim, int) or self.truncate_dim < 1
         ):
-            raise ValueError(f"truncate_dim must be a positive int or None, got {self.truncate_dim!r}")
+            raise InputError(f"truncate_dim must be a positive int or None, got {self.truncate_dim!r}")
         if self.layer is not None and (isinstance(self.layer, bool) or not isinstance(self.layer, int)):
-            raise ValueError(f"layer must be an int (negative counts from the last), got {self.layer!r}")
+            raise InputError(f"layer must be an int (negative counts from the last), got {self.layer!r}")
         if not (isinstance(self.temperature, (int, float)) and self.temperature >= 0):
-            raise ValueError(f"temperature must be >= 0, got {self.temperature!r}")
+            raise InputError(f"temperature must be >= 0, got {self.temperature!r}")
         if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+            raise InputError(f"top_p must be in (0, 1], got {self.top_p!r}")
 
     @classmethod
     def build(cls, options: EncodeOptions | None = None, **overrides: Any) -> EncodeOptions:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from inbedder.backends.base import AnswerStates, Backend
+from inbedder.errors import InputError
 from inbedder.readout import Readout
 
 
@@ -34,7 +35,7 @@ class StatePooling:
     def __init__(self, readout: Readout, backend: Backend) -> None:
         pool = readout.kind.pool
         if pool is None:
-            raise ValueError(f"readout {readout.name!r} does not pool states")
+            raise InputError(f"readout {readout.name!r} does not pool states")
         self.readout, self.pool, self.backend = readout, pool, backend
 
     @property
@@ -123,7 +124,7 @@ class HeadDistribution:
     def _sign_blocks(self, dim: int) -> Iterator[tuple[int, torch.Tensor]]:
         """(first row, R's rows from there as a float +-1 block of ``dim`` columns), block after block."""
         if not 8 <= dim <= self.MAX_PROJECTION or dim % 8:
-            raise ValueError(f"a projection has a multiple of 8 up to {self.MAX_PROJECTION} numbers, got {dim}")
+            raise InputError(f"a projection has a multiple of 8 up to {self.MAX_PROJECTION} numbers, got {dim}")
         if self._signs is None:
             words = np.random.PCG64(self.PROJECTION_SEED).random_raw(self.dimension * self.MAX_PROJECTION // 64)
             self._signs = words.astype("<u8").view(np.uint8).reshape(self.dimension, self.MAX_PROJECTION // 8)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from inbedder.errors import InputError
+
 if TYPE_CHECKING:
     import torch
 
@@ -23,9 +25,9 @@ POSTPROCESSING: dict[str, str] = {
 def check_postprocess(name: str, rows: int | None = None) -> str:
     """``name`` if it is a known method that can run over ``rows`` texts; a clear error if not."""
     if name not in POSTPROCESSING:
-        raise ValueError(f"unknown postprocess {name!r}; choose one of {list(POSTPROCESSING)}")
+        raise InputError(f"unknown postprocess {name!r}; choose one of {list(POSTPROCESSING)}")
     if name != "none" and rows is not None and rows < 2:
-        raise ValueError(
+        raise InputError(
             f"postprocess={name!r} uses statistics over the texts of one call and needs at least 2 texts, "
             f"got {rows}; encode the whole corpus at once or use postprocess='none'"
         )

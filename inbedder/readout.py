@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from inbedder.errors import InputError
+
 if TYPE_CHECKING:
     import torch
 
@@ -58,13 +60,13 @@ def register_readout(
 ) -> ReadoutKind:
     """Make ``name`` a readout that every family offers (unless its backend lists it among those it lacks)."""
     if name in KINDS:
-        raise ValueError(f"readout {name!r} is already registered")
+        raise InputError(f"readout {name!r} is already registered")
     if (pool is not None) + reencodes + (head_of is not None) != 1:
-        raise ValueError(f"readout {name!r}: give exactly one of pool, reencodes=True or head_of")
+        raise InputError(f"readout {name!r}: give exactly one of pool, reencodes=True or head_of")
     if head_of is not None and (head_of not in KINDS or KINDS[head_of].pool is None):
-        raise ValueError(f"readout {name!r}: head_of must name a pooling readout, got {head_of!r}")
+        raise InputError(f"readout {name!r}: head_of must name a pooling readout, got {head_of!r}")
     if head_dim is not None and (head_of is None or head_dim < 8 or head_dim % 8):
-        raise ValueError(f"readout {name!r}: head_dim applies to head readouts, as a multiple of 8, got {head_dim!r}")
+        raise InputError(f"readout {name!r}: head_dim applies to head readouts, as a multiple of 8, got {head_dim!r}")
     kind = ReadoutKind(name, description, pool, generating or reencodes, reencodes, head_of, head_dim)
     KINDS[name] = kind
     READOUTS[name] = description
@@ -152,7 +154,7 @@ class Readout:
 
     def __post_init__(self) -> None:
         if self.name not in KINDS:
-            raise ValueError(f"unknown readout {self.name!r}; choose one of {sorted(KINDS)}")
+            raise InputError(f"unknown readout {self.name!r}; choose one of {sorted(KINDS)}")
         if isinstance(self.layer, bool) or not isinstance(self.layer, int):
             raise TypeError(f"layer must be an int, got {self.layer!r}")
         words = frozenset(w.strip().lower() for w in self.filter_words)
@@ -182,13 +184,13 @@ class Readout:
     def layer_index(self, num_layers: int) -> int:
         """The index into the model's ``num_layers + 1`` hidden states, checked."""
         if not -(num_layers + 1) <= self.layer <= num_layers:
-            raise ValueError(
+            raise InputError(
                 f"layer {self.layer} does not exist: the model has {num_layers} layers, so layer "
                 f"must be in [{-(num_layers + 1)}, {num_layers}] (0 = embeddings, -1 = last)"
             )
         index = self.layer % (num_layers + 1)
         if self.reads_head and index != num_layers:
-            raise ValueError(
+            raise InputError(
                 f"readout {self.name!r} reads the LM head, which takes the last layer's states: "
                 f"layer must be -1 (or {num_layers}), got {self.layer}"
             )

@@ -18,6 +18,8 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
+from inbedder.errors import InputError
+
 QA_PATTERN = "### Input:\n{input}\n\n### Instruction:\n{instruction}\n\n### Response:"
 """The short-answer QA pattern InBedders are trained with (the default)."""
 
@@ -32,10 +34,10 @@ def _parse(pattern: str) -> list[tuple[str, str | None]]:
     try:
         parts = [(literal, field) for literal, field, _, _ in string.Formatter().parse(pattern)]
     except ValueError as err:
-        raise ValueError(f"cannot parse template {pattern!r}: {err}") from None
+        raise InputError(f"cannot parse template {pattern!r}: {err}") from None
     for _, field in parts:
         if field is not None and not field.isidentifier():
-            raise ValueError(
+            raise InputError(
                 f"template {pattern!r} has the placeholder {{{field}}}; placeholders must be "
                 "plain names such as {input}, {instruction} or {head}"
             )
@@ -48,7 +50,7 @@ def one_per_text(value: Any, n: int, name: str = "instruction") -> list[str | No
         return [value] * n
     values = list(value)
     if len(values) != n:
-        raise ValueError(f"{name} has {len(values)} entries for {n} texts; give one {name} or one per text")
+        raise InputError(f"{name} has {len(values)} entries for {n} texts; give one {name} or one per text")
     for i, item in enumerate(values):
         if item is not None and not isinstance(item, str):
             raise TypeError(f"{name}[{i}] is {item!r} ({type(item).__name__}); expected a string or None")
@@ -62,7 +64,7 @@ def fill_fields(text: str, fields: Mapping[str, str]) -> str:
         out.append(literal)
         if field is not None:
             if field not in fields:
-                raise ValueError(f"instruction {text!r} needs the field {field!r}; fields given: {sorted(fields)}")
+                raise InputError(f"instruction {text!r} needs the field {field!r}; fields given: {sorted(fields)}")
             out.append(str(fields[field]))
     return "".join(out)
 
@@ -76,9 +78,9 @@ class PromptTemplate:
     def __post_init__(self) -> None:
         names = [field for _, field in _parse(self.pattern) if field is not None]
         if _INPUT not in names:
-            raise ValueError(f"template {self.pattern!r} has no {{input}} placeholder")
+            raise InputError(f"template {self.pattern!r} has no {{input}} placeholder")
         if names.count(_INPUT) > 1 or names.count(_INSTRUCTION) > 1:
-            raise ValueError(f"template {self.pattern!r} repeats {{input}} or {{instruction}}")
+            raise InputError(f"template {self.pattern!r} repeats {{input}} or {{instruction}}")
 
     @cached_property
     def segments(self) -> tuple[tuple[str, str | None], ...]:
@@ -100,13 +102,13 @@ class PromptTemplate:
             return cls(chat_pattern(tokenizer))
         if isinstance(spec, str) and "{input}" in spec:
             return cls(spec)
-        raise ValueError(f"unknown template {spec!r}: use 'qa', 'chat', or a pattern containing {{input}}")
+        raise InputError(f"unknown template {spec!r}: use 'qa', 'chat', or a pattern containing {{input}}")
 
 
 def chat_pattern(tokenizer: PreTrainedTokenizerBase) -> str:
     """The tokenizer's chat template as a pattern: one user turn holding input and instruction."""
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("this model's tokenizer has no chat template; use template='qa'")
+        raise InputError("this model's tokenizer has no chat template; use template='qa'")
     marks = {_INPUT: "\x00INPUT\x00", _INSTRUCTION: "\x00INSTRUCTION\x00"}
     rendered = tokenizer.apply_chat_template(
         [{"role": "user", "content": f"{marks[_INPUT]}\n\n{marks[_INSTRUCTION]}"}],
@@ -161,11 +163,11 @@ class PromptTokenizer:
                 pieces.append(self._tokenize(fill_fields(instruction, fields) if fields else instruction))
             elif field is not None:
                 if field not in fields:
-                    raise ValueError(f"template needs the field {field!r}; fields given: {sorted(fields)}")
+                    raise InputError(f"template needs the field {field!r}; fields given: {sorted(fields)}")
                 pieces.append(self._tokenize(str(fields[field])))
         room = budget - sum(len(p) for p in pieces)
         if room < 1:
-            raise ValueError(
+            raise InputError(
                 f"the prompt without its input is {budget - room} tokens, leaving no room for the "
                 f"input within max_length={self.max_length}; shorten the instruction or raise max_length"
             )

@@ -491,3 +491,17 @@ def test_an_instruction_too_long_for_the_prompt_is_refused_before_the_weights_lo
     args = ["encode", source, "-m", weightless, "-i", "why " * 1250, "-o", tmp_path / "e.npy"]
     code, err = main_exit(monkeypatch, capsys, *args)
     assert code == 2 and "leaving no room for the input within max_length" in err, err
+
+
+def test_an_unexpected_error_shows_as_a_bug_not_as_bad_input(monkeypatch, capsys, reviews, tmp_path):
+    def broken(path):
+        raise ValueError("cannot reshape array of size 6 into shape (4,)")
+
+    monkeypatch.setattr("inbedder.tables.read_table", broken)
+    code, err = main_exit(monkeypatch, capsys, "encode", reviews, "-i", "What animal?", "--out", tmp_path / "e.npy")
+    assert code == 1
+    assert "ValueError: cannot reshape array" in err and "INBEDDER_DEBUG=1" in err and "bug in inbedder" in err
+    monkeypatch.setenv("INBEDDER_DEBUG", "1")
+    monkeypatch.setattr("sys.argv", ["inbedder", "encode", str(reviews), "-i", "q", "--out", str(tmp_path / "e.npy")])
+    with pytest.raises(ValueError, match="cannot reshape"):
+        cli.main()

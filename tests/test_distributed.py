@@ -336,3 +336,29 @@ def test_a_bad_row_is_named_by_its_id_in_one_line_by_the_command(tiny_model_dir,
     message = str(result.exception)
     assert message == f"{source}: row 'b': its text is empty; every text must have some content", message
     assert not (tmp_path / "out").exists()
+
+
+def test_guided_maps_are_fitted_on_a_sample_and_applied_on_the_actors(reference, tiny_model_dir, table, tmp_path):
+    from typer.testing import CliRunner
+
+    from inbedder import cli
+    from inbedder.guided import GuidedEmbedder, GuidedOptions
+
+    options = GuidedOptions(method="ridge", sample=len(TEXTS))
+    dataset = ray.data.from_pandas(table).repartition(4)
+    embedded = distributed.guided_dataset(
+        dataset, QUESTIONS[0], options, model=str(tiny_model_dir), concurrency=2, num_cpus=0.5, rows_per_batch=8
+    )
+    got = by_id(embedded.to_pandas())
+    assert list(got.columns) == ["id", "text", "stars", "embedding"]
+    local = GuidedEmbedder(reference, None, options)
+    expected = local.transform(TEXTS, local.fit(sorted(TEXTS), QUESTIONS[0]))
+    np.testing.assert_allclose(np.stack(got["embedding"]), expected, atol=1e-4)
+
+    source = tmp_path / "in.csv"
+    table.to_csv(source, index=False)
+    args = ["encode", source, "-i", QUESTIONS[0], "-m", tiny_model_dir, "--engine", "ray", "-o", tmp_path / "out"]
+    result = CliRunner().invoke(cli.app, [str(a) for a in args + ["--guided", "--guided-method", "ridge"]])
+    assert result.exit_code == 0, result.output
+    written = by_id(pd.read_parquet(tmp_path / "out"))
+    np.testing.assert_allclose(np.stack(written["embedding"]), expected, atol=1e-4)

@@ -27,6 +27,7 @@ from inbedder.backends.base import AnswerStates, Backend, GenerationSettings
 from inbedder.backends.causal import CausalBackend
 from inbedder.backends.masked import DEFAULT_MASK_LENGTH, MASKED_MODEL_TYPES, MaskedBackend
 from inbedder.backends.seq2seq import Seq2SeqBackend
+from inbedder.errors import InputError
 
 FAMILIES = ("causal", "masked", "seq2seq")
 MODEL_CLASSES: dict[str, Any] = {
@@ -52,7 +53,7 @@ def detect_family(config: PretrainedConfig) -> str:
 def check_family(family: str) -> str:
     """``family`` if it is ``"auto"`` or a known family; a ValueError naming the choices otherwise."""
     if family not in ("auto", *FAMILIES):
-        raise ValueError(f"unknown model family {family!r}; use 'auto' or one of {', '.join(FAMILIES)}")
+        raise InputError(f"unknown model family {family!r}; use 'auto' or one of {', '.join(FAMILIES)}")
     return family
 
 
@@ -63,12 +64,12 @@ def make_backend(
     if family == "masked":
         return MaskedBackend(model, tokenizer, DEFAULT_MASK_LENGTH if mask_length is None else mask_length)
     if mask_length is not None:
-        raise ValueError(f"mask_length applies to masked LMs; this is a {family} model")
+        raise InputError(f"mask_length applies to masked LMs; this is a {family} model")
     if family == "seq2seq":
         return Seq2SeqBackend(model, tokenizer)
     if family == "causal":
         return CausalBackend(model, tokenizer)
-    raise ValueError(f"unknown model family {family!r}; use one of {', '.join(FAMILIES)}")
+    raise InputError(f"unknown model family {family!r}; use one of {', '.join(FAMILIES)}")
 
 
 __all__ = [

@@ -14,6 +14,7 @@ from torch import nn
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from inbedder.backends.base import AnswerStates, GenerationSettings, collect_answers, end_token_ids
+from inbedder.errors import InputError
 
 
 class _StopForward(Exception):
@@ -197,4 +198,4 @@ def _decoder_layers(base: nn.Module, num_layers: int) -> nn.ModuleList:
     for module in base.modules():
         if isinstance(module, nn.ModuleList) and len(module) == num_layers:
             return module
-    raise ValueError(f"cannot find the {num_layers} decoder layers of {type(base).__name__}")
+    raise InputError(f"cannot find the {num_layers} decoder layers of {type(base).__name__}")

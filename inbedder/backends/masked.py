@@ -20,6 +20,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from inbedder.backends.base import AnswerStates, GenerationSettings, head_logits, right_pad, sample_tokens
+from inbedder.errors import InputError
 from inbedder.templates import special_tokens_around
 
 DEFAULT_MASK_LENGTH = 3
@@ -42,9 +43,9 @@ class MaskedBackend:
         self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, mask_length: int = DEFAULT_MASK_LENGTH
     ) -> None:
         if isinstance(mask_length, bool) or not isinstance(mask_length, int) or mask_length < 1:
-            raise ValueError(f"mask_length must be a positive int, got {mask_length!r}")
+            raise InputError(f"mask_length must be a positive int, got {mask_length!r}")
         if tokenizer.mask_token_id is None:
-            raise ValueError(f"the tokenizer of this {model.config.model_type} model has no mask token")
+            raise InputError(f"the tokenizer of this {model.config.model_type} model has no mask token")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.base = model.base_model

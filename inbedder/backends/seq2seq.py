@@ -31,6 +31,7 @@ from inbedder.backends.base import (
     head_logits,
     right_pad,
 )
+from inbedder.errors import InputError
 
 
 class Seq2SeqBackend:
@@ -60,7 +61,7 @@ class Seq2SeqBackend:
         start = model.generation_config.decoder_start_token_id
         start = config.decoder_start_token_id if start is None else start
         if start is None:
-            raise ValueError(f"this {config.model_type} model names no decoder_start_token_id to start its decoder")
+            raise InputError(f"this {config.model_type} model names no decoder_start_token_id to start its decoder")
         self.start_id: int = start
         self.forced_bos_id = getattr(model.generation_config, "forced_bos_token_id", None)
 

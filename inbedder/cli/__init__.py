@@ -31,16 +31,32 @@ app.command("models")(models.list_models)
 app.add_typer(cache.app, name="cache")
 
 
+BUG_HINT = (
+    "this looks like a bug in inbedder rather than a problem with the input; run again with INBEDDER_DEBUG=1 "
+    "for the traceback, and please report it"
+)
+
+
 def main() -> None:
-    """Entry point: one clear line on stderr for user errors (INBEDDER_DEBUG=1 shows the traceback)."""
+    """Entry point: one clear line on stderr for user errors (INBEDDER_DEBUG=1 shows the traceback).
+
+    The library raises ``InputError`` for what the user can fix (files, columns, options) and the
+    loaders ``ImportError`` or ``OSError`` for what is missing; any other ``ValueError`` or
+    ``TypeError`` is a bug, and says so.
+    """
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         app()
-    except (InputError, ValueError, TypeError, ImportError, OSError) as err:
+    except (InputError, ImportError, OSError) as err:
         if os.environ.get("INBEDDER_DEBUG"):
             raise
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
+    except (ValueError, TypeError) as err:
+        if os.environ.get("INBEDDER_DEBUG"):
+            raise
+        typer.echo(f"error: {type(err).__name__}: {err}\n{BUG_HINT}", err=True)
+        sys.exit(1)
     except Interrupted as interrupted:
         typer.echo(str(interrupted), err=True)
         sys.exit(130)

@@ -11,15 +11,20 @@ from inbedder import models
 from inbedder.cli.common import (
     DeviceOption,
     DtypeOption,
+    GenericOption,
+    GuidedMethodOption,
+    GuidedOption,
     LayerOption,
     ModelOption,
     PostprocessOption,
     ReadoutOption,
+    SampleOption,
     TemplateOption,
     check_dtype,
     check_readout,
     checked_store,
     given,
+    guided_options,
     int_option,
     interruptible,
 )
@@ -68,6 +73,10 @@ def cluster(
     address: Annotated[str | None, typer.Option(help="With --engine ray: the cluster ('auto': this node's).")] = None,
     concurrency: Annotated[int, typer.Option(help="With --engine ray: actors, each holding one model.")] = 1,
     sample_size: Annotated[int, typer.Option(help="With --engine ray: rows k-means is fit on.")] = 10_000,
+    guided: GuidedOption = False,
+    sample: SampleOption = None,
+    generic: GenericOption = None,
+    guided_method: GuidedMethodOption = None,
 ) -> None:
     """Cluster INPUT under each instruction; write assignments, explained clusters and an HTML report.
 
@@ -80,7 +89,10 @@ def cluster(
     from inbedder.clustering.result import RESULT_FILES
 
     check_dtype(dtype)  # both engines: refused before any work
+    fit = guided_options(guided, sample, generic, guided_method)
     if engine == "ray":
+        if fit is not None:
+            raise InputError("--guided clusters in this process (--engine local); on Ray, k-means fits a sample")
         if id_column is None:
             raise InputError("--engine ray needs --id-column: at scale, rows are named by their ids")
         if method != "kmeans":
@@ -171,6 +183,8 @@ def cluster(
             batch_size=batch_size,
             max_new_tokens=max_new_tokens,
             show_progress_bar=True,
+            guided=fit if fit is not None else False,
+            generic=generic,
         )
     paths = result.save(tables.check_directory(out))
     for clustering in result.clusterings:

@@ -6,21 +6,27 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 
 from inbedder import models
 from inbedder.cli.common import (
     DeviceOption,
     DtypeOption,
+    GenericOption,
+    GuidedMethodOption,
+    GuidedOption,
     LayerOption,
     ModelOption,
     PostprocessOption,
     ReadoutOption,
+    SampleOption,
     TemplateOption,
     check_dtype,
     check_readout,
     checked_store,
     given,
+    guided_options,
     interruptible,
 )
 from inbedder.errors import InputError
@@ -82,6 +88,14 @@ def encode(
     id_column: Annotated[
         str | None, typer.Option(help="With --engine ray: the column of row ids that errors name rows by.")
     ] = None,
+    guided: GuidedOption = False,
+    sample: SampleOption = None,
+    generic: GenericOption = None,
+    guided_method: GuidedMethodOption = None,
+    save_map: Annotated[Path | None, typer.Option(help="With --guided: save the fitted map in this folder.")] = None,
+    guided_map: Annotated[
+        Path | None, typer.Option(help="Apply a map saved by --save-map: no language model runs.")
+    ] = None,
 ) -> None:
     """Embed every text of INPUT under an instruction and write the embeddings."""
     from inbedder import tables
@@ -90,6 +104,19 @@ def encode(
         raise InputError("give --instruction or --instruction-column, not both")
     check_dtype(dtype)  # both engines: refused before any work
     check_readout(readout)
+    fit = guided_options(guided, sample, generic, guided_method)
+    if save_map is not None and fit is None:
+        raise InputError("--save-map saves the map --guided fits; add --guided")
+    if guided_map is not None and fit is not None:
+        raise InputError("--guided fits a new map and --guided-map applies a saved one; give one of them")
+    if (fit is not None or guided_map is not None) and truncate_dim is not None:
+        raise InputError("--truncate-dim applies to the model's own readouts, not to guided embeddings")
+    if guided_map is not None and return_generations:
+        raise InputError("--guided-map runs no language model, so there are no answers to return")
+    if guided_map is not None and engine != "local":
+        raise InputError("--guided-map applies a saved map in this process; on Ray, fit with --guided")
+    if save_map is not None and engine != "local":
+        raise InputError("--save-map saves the map of a local run; on Ray the map is fitted and applied in one go")
     if isinstance(batch_size, bool) or batch_size < 1:
         raise InputError(f"--batch-size must be a positive number of texts, got {batch_size}")
     settings = given(template=template, readout=readout, layer=layer, postprocess=postprocess)
@@ -117,7 +144,17 @@ def encode(
         tables.check_output_folder(out, overwrite, inputs=[input])
         ray_options = replace(options, cache=True if cache else None, **settings)
         _encode_on_ray(
-            input, out, instruction, text_column, model, ray_options, model_options, address, concurrency, id_column
+            input,
+            out,
+            instruction,
+            text_column,
+            model,
+            ray_options,
+            model_options,
+            address,
+            concurrency,
+            id_column,
+            (fit, generic) if fit is not None else None,
         )
         return
     out = tables.check_output(out, overwrite)
@@ -138,6 +175,12 @@ def encode(
     store = checked_store(True) if cache else None
     options = replace(options, cache=store if store is not None else False)
 
+    if guided_map is not None:
+        embeddings = _apply_saved_map(guided_map, texts, instruction, options)
+        tables.write_embeddings(out, embeddings, table, None)
+        typer.echo(f"wrote {embeddings.shape[0]} guided embeddings of size {embeddings.shape[1]} to {out}", err=True)
+        return
+
     from inbedder.embedder import InBedder, check_instructions_fit  # heavy imports once the inputs are good
 
     asked = instruction if isinstance(instruction, list) else [instruction]
@@ -149,8 +192,13 @@ def encode(
         else f"nothing was written to {out}; with --cache an interrupted run keeps its finished batches"
     )
     with interruptible(kept):
-        result = embedder.encode(texts, instruction, options)
+        if fit is not None:
+            result = _encode_guided(embedder, texts, instruction, options, fit, generic, save_map)
+        else:
+            result = embedder.encode(texts, instruction, options)
     embeddings, answers = result if return_generations else (result, None)
+    if answers is not None:
+        answers = ["" if a is None else a for a in answers]  # guided: only the sampled texts were answered
     tables.write_embeddings(out, embeddings, table, answers)
     if answers is not None and answers_out is not None:
         # one line per text; with --num-samples, its answers separated by tabs
@@ -159,6 +207,50 @@ def encode(
         tables.atomic_write(answers_out, lambda p: p.write_text(lines, encoding="utf-8"))
         typer.echo(f"wrote answers to {answers_out}", err=True)
     typer.echo(f"wrote {embeddings.shape[0]} embeddings of size {embeddings.shape[1]} to {out}", err=True)
+
+
+def _encode_guided(
+    model: object,
+    texts: list[str],
+    instruction: object,
+    options: EncodeOptions,
+    fit: object,
+    generic: str | None,
+    save_map: Path | None,
+) -> object:
+    """``--guided``: a map fitted on a sample (saved with ``--save-map``) applied to every text."""
+    from inbedder.guided import GuidedEmbedder
+
+    if instruction is None:
+        raise InputError("--guided needs --instruction or --instruction-column: the map is learned per question")
+    guided = GuidedEmbedder(model, generic, fit, cache=options.cache)
+    vectors = guided.generic_vectors(texts, options.show_progress_bar)
+    fitted = guided.fit(texts, instruction, options, generic_vectors=vectors)
+    if save_map is not None:
+        fitted.save(save_map)
+        typer.echo(f"saved the guided map to {save_map}", err=True)
+    embeddings = fitted.transform(vectors)
+    if options.normalize_embeddings:
+        embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    if not options.return_generations:
+        return embeddings
+    answers: list = [None] * len(texts)
+    for row, answer in zip(fitted.sample.rows, fitted.sample.answers):
+        answers[row] = answer
+    return embeddings, answers
+
+
+def _apply_saved_map(folder: Path, texts: list[str], instruction: object, options: EncodeOptions) -> np.ndarray:
+    """``--guided-map``: a saved map applied with the sentence embedder it was fitted on."""
+    from inbedder.guided import GuidedEmbedder, GuidedMap
+
+    saved = GuidedMap.load(folder)
+    if instruction is not None and instruction != saved.instruction:
+        raise InputError(f"the map in {folder} was fitted for {saved.instruction!r}, not {instruction!r}")
+    embeddings = GuidedEmbedder(generic=saved.generic, cache=options.cache).transform(texts, saved)
+    if options.normalize_embeddings:
+        embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    return embeddings
 
 
 def _encode_on_ray(
@@ -172,23 +264,25 @@ def _encode_on_ray(
     address: str | None,
     concurrency: int,
     id_column: str | None,
+    guided: tuple[object, str | None] | None = None,
 ) -> None:
     """``--engine ray``: Parquet shards in the folder ``out``, the input's columns plus ``embedding``;
-    every option of the command applies on the actors, or is refused before they start."""
+    every option of the command applies on the actors, or is refused before they start. With
+    ``guided`` (options, generic embedder), the map is fitted on a sample and applied on the actors."""
     from inbedder import distributed, tables
 
     distributed.init(address)
+    where = {"text_column": text_column or "text", "id_column": id_column, "concurrency": concurrency}
     try:
-        embedded = distributed.embed_dataset(
-            input,
-            instruction,
-            options,
-            model=model,
-            model_options=model_options,
-            text_column=text_column or "text",
-            id_column=id_column,
-            concurrency=concurrency,
-        )
+        if guided is not None:
+            fit, generic = guided
+            embedded = distributed.guided_dataset(
+                input, instruction, fit, options, model=model, model_options=model_options, generic=generic, **where
+            )
+        else:
+            embedded = distributed.embed_dataset(
+                input, instruction, options, model=model, model_options=model_options, **where
+            )
     except ValueError as err:  # refused before the actors start: an option they could not honour, a column
         raise InputError(str(err)) from err
     about = {"command": "encode", "input": str(input), "instruction": instruction, "model": model}

@@ -19,6 +19,8 @@ from sklearn.metrics import silhouette_score, v_measure_score
 from inbedder.cache import FILE_NAME
 from inbedder.clustering.explain import composition, ctfidf_keywords, representatives
 from inbedder.clustering.result import NOISE, ClusteringResult, ClusterSummary, InstructionClustering
+from inbedder.errors import InputError
+from inbedder.guided import GuidedEmbedder, GuidedOptions, SampleAnswers
 from inbedder.options import EncodeOptions
 from inbedder.postprocess import postprocess
 
@@ -50,6 +52,9 @@ def cluster(
     batch_size: int = 16,
     max_new_tokens: int = 8,
     show_progress_bar: bool | None = None,
+    guided: bool | GuidedOptions = False,
+    sample: int | None = None,
+    generic: Any = None,
 ) -> ClusteringResult:
     """Cluster ``texts`` once per instruction and explain each cluster.
 
@@ -74,18 +79,26 @@ def cluster(
         embeddings, answers: vectors computed elsewhere, one (n, dim) array per instruction, as
             BERTopic's ``fit_transform(docs, embeddings=...)`` takes them; with them no model
             runs. Without ``answers`` the keywords come from the texts themselves.
+        guided, sample, generic: cluster guided embeddings (``inbedder.guided``): a generic
+            sentence embedder (``generic``, default all-MiniLM-L6-v2) embeds every text, the model
+            answers each instruction for a seeded sample of ``sample`` texts (default 2,000), and a
+            map learned from them places every text; ``guided`` may be ``GuidedOptions``. Keywords
+            and LM-head tokens then come from each cluster's sampled members.
     """
     instructions = [instructions] if isinstance(instructions, str) else list(instructions)
     texts = list(texts)
     explain: list[np.ndarray] | None = None
+    samples: list[SampleAnswers | None] = [None] * len(instructions)
     check_inputs(texts, instructions, k, method, map_method, labels, ids, min_cluster_size, batch_size)
+    guided_options = _guided_options(guided, sample, embeddings)
+    guided_note = ""
     if embeddings is not None:
         states, said = _precomputed(embeddings, answers, instructions, len(texts))
         if isinstance(model, str):
             model = _load(model)
     else:
         if answers is not None:
-            raise ValueError("answers come with embeddings; without embeddings the model generates them")
+            raise InputError("answers come with embeddings; without embeddings the model generates them")
         model = _load(model) if model is None or isinstance(model, str) else model
         store = cache if cache is not None else (Path(work_dir) / FILE_NAME if work_dir is not None else None)
         options = EncodeOptions(
@@ -96,18 +109,14 @@ def cluster(
             show_progress_bar=show_progress_bar,
             cache=store,
         )
-        with contextlib.ExitStack() as scratch:
-            explained_by = model.readout.kind.head_of if model.readout.kind.head_dim else None
-            if explained_by and options.cache is None:  # the states' second read must come from a store
-                options = replace(options, cache=Path(scratch.enter_context(tempfile.TemporaryDirectory())))
-            results = model.encode_multi(texts, instructions, options)
-            states = [np.asarray(vectors, dtype=np.float32) for vectors, _ in results]
-            said = [list(generated) for _, generated in results]
-            if explained_by:  # a projected head: its clusters' words come from the full distribution of the states
-                plain = replace(options, readout=explained_by, return_generations=False, show_progress_bar=False)
-                explain = [np.asarray(v, dtype=np.float32) for v in model.encode_multi(texts, instructions, plain)]
+        if guided_options is not None:
+            states, said, samples, generic_name = _guided(texts, instructions, model, options, guided_options, generic)
+            shown = min(guided_options.sample, len(texts))
+            guided_note = f" (guided by {generic_name}, {guided_options.method} map, sample {shown})"
+        else:
+            states, said, explain = _embed(texts, instructions, model, options)
     reads_last = model is not None and model.readout.layer_index(model.num_layers) == model.num_layers
-    post = model.postprocess if model is not None else "none"
+    post = model.postprocess if model is not None and guided_options is None else "none"
     map_name, project = _mapper(map_method, seed)
     head = model if reads_last else None
     clusterings = []
@@ -116,7 +125,7 @@ def cluster(
         try:
             assignments, k_used = _assign(space, k, method, seed, min_cluster_size)
         except ValueError as err:
-            raise ValueError(f"{instruction!r}: {err}") from None
+            raise InputError(f"{instruction!r}: {err}") from None
         distances = _centroid_distances(space, assignments)
         clusterings.append(
             InstructionClustering(
@@ -137,6 +146,7 @@ def cluster(
                     top_examples,
                     instruction,
                     explain[number] if explain is not None else None,
+                    samples[number],
                 ),
                 method=method,
                 k=k_used,
@@ -150,11 +160,66 @@ def cluster(
     return ClusteringResult(
         texts=texts,
         ids=[str(i) for i in (ids if ids is not None else range(len(texts)))],
-        model=model.name if model is not None else PRECOMPUTED,
+        model=(model.name if model is not None else PRECOMPUTED) + guided_note,
         map_method=map_name,
         clusterings=clusterings,
         labels={name: [str(v) for v in values] for name, values in (labels or {}).items()},
     )
+
+
+def _embed(
+    texts: list[str], instructions: list[str], model: Any, options: EncodeOptions
+) -> tuple[list[np.ndarray], list[list[str] | None], list[np.ndarray] | None]:
+    """The model's vectors and answers per instruction, and (for a projected head) the full head
+    distributions its clusters are named from."""
+    explain = None
+    with contextlib.ExitStack() as scratch:
+        explained_by = model.readout.kind.head_of if model.readout.kind.head_dim else None
+        if explained_by and options.cache is None:  # the states' second read must come from a store
+            options = replace(options, cache=Path(scratch.enter_context(tempfile.TemporaryDirectory())))
+        results = model.encode_multi(texts, instructions, options)
+        states = [np.asarray(vectors, dtype=np.float32) for vectors, _ in results]
+        said: list[list[str] | None] = [list(generated) for _, generated in results]
+        if explained_by:  # a projected head: its clusters' words come from the full distribution of the states
+            plain = replace(options, readout=explained_by, return_generations=False, show_progress_bar=False)
+            explain = [np.asarray(v, dtype=np.float32) for v in model.encode_multi(texts, instructions, plain)]
+    return states, said, explain
+
+
+def _guided_options(guided: bool | GuidedOptions, sample: int | None, embeddings: Any) -> GuidedOptions | None:
+    if guided is False or guided is None:
+        if sample is not None:
+            raise InputError(f"sample={sample} applies to guided clustering only (guided=True)")
+        return None
+    if embeddings is not None:
+        raise InputError("guided clustering computes its own embeddings; give embeddings or guided, not both")
+    options = guided if isinstance(guided, GuidedOptions) else GuidedOptions()
+    return replace(options, sample=sample) if sample is not None else options
+
+
+def _guided(
+    texts: list[str],
+    instructions: list[str],
+    model: Any,
+    options: EncodeOptions,
+    guided: GuidedOptions,
+    generic: Any,
+) -> tuple[list[np.ndarray], list[list[str] | None], list[SampleAnswers | None], str]:
+    """Guided vectors per instruction; answers for the sampled texts ("" for the others); the generic embedder."""
+    embedder = GuidedEmbedder(model, generic, guided, cache=options.cache if options.cache is not None else False)
+    generic_vectors = embedder.generic_vectors(texts, options.show_progress_bar)
+    states, said, samples = [], [], []
+    for instruction in instructions:
+        fitted = embedder.fit(texts, instruction, options, generic_vectors=generic_vectors)
+        sampled = fitted.sample
+        assert sampled is not None and sampled.answers is not None
+        answers = [""] * len(texts)
+        for row, answer in zip(sampled.rows, sampled.answers):
+            answers[row] = answer
+        states.append(fitted.transform(generic_vectors))
+        said.append(answers)
+        samples.append(sampled)
+    return states, said, samples, embedder.generic_name
 
 
 def _load(name: str | None) -> Any:
@@ -177,22 +242,22 @@ def _precomputed(
         embeddings = [embeddings]
     states = [np.asarray(e, dtype=np.float32) for e in embeddings]
     if len(states) != len(instructions):
-        raise ValueError(f"embeddings has {len(states)} arrays for {len(instructions)} instructions; give one each")
+        raise InputError(f"embeddings has {len(states)} arrays for {len(instructions)} instructions; give one each")
     for instruction, array in zip(instructions, states):
         if array.ndim != 2 or array.shape[0] != n:
-            raise ValueError(f"the embeddings for {instruction!r} have shape {array.shape}; expected ({n}, dim)")
+            raise InputError(f"the embeddings for {instruction!r} have shape {array.shape}; expected ({n}, dim)")
     if answers is None:
         return states, [None] * len(states)
     said = [list(a) for a in answers]
     if len(said) != len(instructions) or any(len(a) != n for a in said):
-        raise ValueError(f"answers must hold {n} answers for each of the {len(instructions)} instructions")
+        raise InputError(f"answers must hold {n} answers for each of the {len(instructions)} instructions")
     return states, said
 
 
 def check_map(map_method: str) -> None:
     """Refuse a map method that is unknown, or that needs a package not installed."""
     if map_method not in MAPS:
-        raise ValueError(f"unknown map {map_method!r}; choose one of {list(MAPS)}")
+        raise InputError(f"unknown map {map_method!r}; choose one of {list(MAPS)}")
     if map_method == "umap" and importlib.util.find_spec("umap") is None:
         raise ImportError("map 'umap' needs umap-learn (pip install umap-learn); or use 'pca' or 'auto'")
 
@@ -210,38 +275,38 @@ def check_inputs(
 ) -> None:
     """Refuse bad arguments to ``cluster`` before any model work, naming the value."""
     if not texts:
-        raise ValueError("the corpus is empty: there is nothing to cluster")
+        raise InputError("the corpus is empty: there is nothing to cluster")
     if not instructions or any(not isinstance(i, str) or not i.strip() for i in instructions):
-        raise ValueError(f"instructions must be non-empty strings, got {instructions!r}")
+        raise InputError(f"instructions must be non-empty strings, got {instructions!r}")
     if len(set(instructions)) != len(instructions):
-        raise ValueError(f"instructions repeat: {instructions!r}")
+        raise InputError(f"instructions repeat: {instructions!r}")
     if method not in METHODS:
-        raise ValueError(f"unknown clustering method {method!r}; choose one of {list(METHODS)}")
+        raise InputError(f"unknown clustering method {method!r}; choose one of {list(METHODS)}")
     check_map(map_method)
     for name, value in (("min_cluster_size", min_cluster_size), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+            raise InputError(f"{name} must be a positive int, got {value!r}")
     if k != "auto":
         if isinstance(k, bool) or not isinstance(k, int) or k < 2:
-            raise ValueError(f"k must be an int of at least 2 or 'auto', got {k!r}")
+            raise InputError(f"k must be an int of at least 2 or 'auto', got {k!r}")
         if k > len(texts):
-            raise ValueError(f"k={k} is larger than the number of texts ({len(texts)})")
+            raise InputError(f"k={k} is larger than the number of texts ({len(texts)})")
         if method == "hdbscan":
-            raise ValueError(f"k={k} is for k-means; HDBSCAN finds the number of clusters itself (leave k 'auto')")
+            raise InputError(f"k={k} is for k-means; HDBSCAN finds the number of clusters itself (leave k 'auto')")
     if len(texts) < 3:
-        raise ValueError(f"clustering needs at least 3 texts, got {len(texts)}")
+        raise InputError(f"clustering needs at least 3 texts, got {len(texts)}")
     if len(set(texts)) < 2:
-        raise ValueError(f"all {len(texts)} texts are the same text: there is nothing to cluster")
+        raise InputError(f"all {len(texts)} texts are the same text: there is nothing to cluster")
     for name, values in (labels or {}).items():
         if len(values) != len(texts):
-            raise ValueError(f"label column {name!r} has {len(values)} values for {len(texts)} texts")
+            raise InputError(f"label column {name!r} has {len(values)} values for {len(texts)} texts")
     if ids is not None and len(ids) != len(texts):
-        raise ValueError(f"ids has {len(ids)} values for {len(texts)} texts")
+        raise InputError(f"ids has {len(ids)} values for {len(texts)} texts")
     if ids is not None:
         first: dict[str, int] = {}
         for row, value in enumerate(map(str, ids), start=1):
             if value in first:
-                raise ValueError(f"id {value!r} of row {row} repeats row {first[value]}'s; every text needs its own id")
+                raise InputError(f"id {value!r} of row {row} repeats row {first[value]}'s; every text needs its own id")
             first[value] = row
 
 
@@ -251,7 +316,7 @@ def _assign(space: np.ndarray, k: int | str, method: str, seed: int, min_cluster
         found = HDBSCAN(min_cluster_size=min(min_cluster_size, len(space)), copy=True).fit_predict(space)
         clusters = len(set(found) - {NOISE})
         if clusters == 0:
-            raise ValueError(
+            raise InputError(
                 f"HDBSCAN found no cluster among {len(space)} texts (every one is noise at min_cluster_size="
                 f"{min_cluster_size}); lower min_cluster_size, or cluster with k-means"
             )
@@ -259,7 +324,7 @@ def _assign(space: np.ndarray, k: int | str, method: str, seed: int, min_cluster
     distinct = len(np.unique(space.round(6), axis=0))
     if method == "kmeans" and distinct < (2 if k == "auto" else k):
         wanted = "2 for k='auto'" if k == "auto" else f"k={k}"
-        raise ValueError(
+        raise InputError(
             f"only {distinct} distinct embedding(s) among {len(space)} texts under this instruction: the model "
             f"sees them as the same, and k-means needs at least {wanted}; ask another question or lower k"
         )
@@ -311,6 +376,27 @@ def _distribution_shifts(model: Any, states: np.ndarray, assignments: np.ndarray
     return (sums / counts - total / len(states)).astype(np.float32)
 
 
+def _head_tokens(
+    head: Any,
+    raw: np.ndarray,
+    assignments: np.ndarray,
+    ids: list[int],
+    states: np.ndarray | None,
+    sample: SampleAnswers | None,
+) -> dict[int, list[str]]:
+    """Each cluster's LM-head words: what its members' vectors (or head distributions) hold more than the corpus's."""
+    if sample is not None:  # guided vectors are not the model's: read its vectors of the sampled members
+        raw, assignments = sample.vectors, assignments[sample.rows]
+        ids = [c for c in ids if (assignments == c).any()]
+    if not ids:
+        return {}
+    if states is None:
+        shifts = np.stack([raw[assignments == c].mean(0) - raw.mean(0) for c in ids])
+    else:
+        shifts = _distribution_shifts(head, states, assignments, ids)
+    return dict(zip(ids, head.top_tokens(shifts)))
+
+
 def _summaries(
     raw: np.ndarray,
     assignments: np.ndarray,
@@ -323,18 +409,14 @@ def _summaries(
     top_examples: int,
     instruction: str,
     states: np.ndarray | None = None,
+    sample: SampleAnswers | None = None,
 ) -> list[ClusterSummary]:
     """A card per cluster, largest first, noise last; LM-head tokens when ``head`` is given (from the
-    full head distribution of ``states``, when the vectors are a projection of it)."""
+    full head distribution of ``states``, when the vectors are a projection of it; from the model's
+    vectors of the sampled texts, for guided vectors)."""
     ids = sorted(set(assignments.tolist()) - {NOISE}, key=lambda c: (-(assignments == c).sum(), c))
     keywords = ctfidf_keywords(answers, assignments, ids, top_keywords, exclude=instruction)
-    head_tokens: dict[int, list[str]] = {}
-    if head is not None:
-        if states is None:
-            shifts = np.stack([raw[assignments == c].mean(0) - raw.mean(0) for c in ids])
-        else:
-            shifts = _distribution_shifts(head, states, assignments, ids)
-        head_tokens = dict(zip(ids, head.top_tokens(shifts)))
+    head_tokens = _head_tokens(head, raw, assignments, ids, states, sample) if head is not None else {}
     summaries = []
     for c in ids + ([NOISE] if (assignments == NOISE).any() else []):
         members = np.flatnonzero(assignments == c)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from inbedder.errors import InputError
 from inbedder.eval.tasks import ClusteringTask, RobustnessTask, STSTask, TripletTask
 
 ROBUSTNESS_GROUPS = ("paraphrases", "implicit", "incorrect")
@@ -39,13 +40,13 @@ class LocalDataset:
 
     def labels(self, aspect: str) -> list[str]:
         if aspect not in self.aspects:
-            raise ValueError(f"dataset {self.name} has no aspect {aspect!r}; its aspects are {list(self.aspects)}")
+            raise InputError(f"dataset {self.name} has no aspect {aspect!r}; its aspects are {list(self.aspects)}")
         return [r["labels"][aspect] for r in self.records]
 
     def subsample(self, n: int, seed: int = 0) -> LocalDataset:
         """At most ``n`` records, stratified by their joint labels, chosen by ``seed``; in file order."""
         if n < 1:
-            raise ValueError(f"limit must be a positive int, got {n}")
+            raise InputError(f"limit must be a positive int, got {n}")
         if n >= len(self.records):
             return self
         rng = np.random.default_rng(seed)
@@ -92,7 +93,7 @@ def load_local(name: str, data_dir: str | os.PathLike | None = None) -> LocalDat
         card = json.loads(card_path.read_text(encoding="utf-8"))
         records = [json.loads(line) for line in path.open(encoding="utf-8") if line.strip()]
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"cannot read dataset {name!r} ({path}, {card_path}): {err}") from err
+        raise InputError(f"cannot read dataset {name!r} ({path}, {card_path}): {err}") from err
     return LocalDataset(name, records, card)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from inbedder.errors import InputError
 from inbedder.eval.tasks import ClusteringTask, TripletTask
 from inbedder.extras import require
 
@@ -56,7 +57,7 @@ def load_hub_task(name: str, data_files: str | Path | None = None) -> Clustering
     import datasets
 
     if name not in HUB_TASKS:
-        raise ValueError(f"unknown hub task {name!r}; available: {sorted(HUB_TASKS)}")
+        raise InputError(f"unknown hub task {name!r}; available: {sorted(HUB_TASKS)}")
     spec = HUB_TASKS[name]
     try:
         if data_files is not None:
@@ -69,7 +70,7 @@ def load_hub_task(name: str, data_files: str | Path | None = None) -> Clustering
     columns = {"clustering": ["text", "cluster"], "triplets": ["anchor", "positive", "negative"]}[spec.kind]
     missing = [c for c in columns if c not in rows.column_names]
     if missing:
-        raise ValueError(f"{name}: columns {missing} missing; found {rows.column_names}")
+        raise InputError(f"{name}: columns {missing} missing; found {rows.column_names}")
     if spec.kind == "clustering":
         return ClusteringTask(name, list(rows["text"]), [str(c) for c in rows["cluster"]], spec.instruction)
     return TripletTask(name, list(rows["anchor"]), list(rows["positive"]), list(rows["negative"]), spec.instruction)

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from inbedder.errors import InputError
 from inbedder.eval.datasets import clustering_tasks, load_local, robustness_tasks, sts_task, triplet_tasks
 from inbedder.eval.tasks import ClusteringTask, RobustnessTask, per_text_instructions
 from inbedder.options import EncodeOptions
@@ -44,7 +45,7 @@ def local_tasks(
     """The local suite's tasks; ``limit`` subsamples each dataset (stratified, seeded)."""
     unknown = set(kinds) - set(KINDS)
     if unknown:
-        raise ValueError(f"unknown task kinds {sorted(unknown)}; choose from {list(KINDS)}")
+        raise InputError(f"unknown task kinds {sorted(unknown)}; choose from {list(KINDS)}")
     tasks: list[Any] = []
     for name in datasets:
         data = load_local(name, data_dir)

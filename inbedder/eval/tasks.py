@@ -16,6 +16,7 @@ from scipy.stats import spearmanr
 from sklearn.cluster import KMeans
 from sklearn.metrics import v_measure_score
 
+from inbedder.errors import InputError
 from inbedder.options import EncodeOptions
 from inbedder.templates import fill_fields
 
@@ -99,7 +100,7 @@ class ClusteringTask:
 
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.labels):
-            raise ValueError(f"task {self.name}: {len(self.texts)} texts but {len(self.labels)} labels")
+            raise InputError(f"task {self.name}: {len(self.texts)} texts but {len(self.labels)} labels")
 
     def with_instruction(self, instruction: Instruction) -> ClusteringTask:
         return replace(self, instruction=instruction)
@@ -124,7 +125,7 @@ class TripletTask:
 
     def __post_init__(self) -> None:
         if not len(self.anchors) == len(self.positives) == len(self.negatives):
-            raise ValueError(f"task {self.name}: anchors, positives and negatives differ in number")
+            raise InputError(f"task {self.name}: anchors, positives and negatives differ in number")
 
     def with_instruction(self, instruction: Instruction) -> TripletTask:
         return replace(self, instruction=instruction)

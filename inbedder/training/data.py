@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from inbedder import tables
+from inbedder.errors import InputError
 
 DEFAULT_HUB_DATA = "KomeijiForce/Inbedder-Pretrain-Data"
 """The original paper's QA fine-tuning set on the Hugging Face hub. The original training code reads
@@ -92,15 +93,15 @@ def shuffle_split(
     Returns (train, held_out); at least one record is always left for training.
     """
     if limit is not None and limit < 1:
-        raise ValueError(f"limit must be a positive number of records, got {limit}")
+        raise InputError(f"limit must be a positive number of records, got {limit}")
     if eval_size is not None and eval_size < 0:
-        raise ValueError(f"eval_size must be 0 or more, got {eval_size}")
+        raise InputError(f"eval_size must be 0 or more, got {eval_size}")
     if not 0 <= eval_fraction < 1:
-        raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
+        raise InputError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
     shuffled = list(records)
     random.Random(seed).shuffle(shuffled)
     shuffled = shuffled[:limit]
     held = eval_size if eval_size is not None else round(eval_fraction * len(shuffled))
     if held >= len(shuffled):
-        raise ValueError(f"cannot hold out {held} of {len(shuffled)} records and still train; lower eval_size")
+        raise InputError(f"cannot hold out {held} of {len(shuffled)} records and still train; lower eval_size")
     return shuffled[held:], shuffled[:held]

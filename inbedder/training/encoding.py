@@ -22,6 +22,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from inbedder.backends import FAMILIES
+from inbedder.errors import InputError
 from inbedder.templates import PromptTemplate, PromptTokenizer
 from inbedder.training.data import QARecord
 
@@ -52,9 +53,9 @@ class QAEncoder:
         answer_prefix: str = " ",
     ) -> None:
         if family not in FAMILIES:
-            raise ValueError(f"unknown model family {family!r}; use one of {', '.join(FAMILIES)}")
+            raise InputError(f"unknown model family {family!r}; use one of {', '.join(FAMILIES)}")
         if max_answer_tokens < 1 or max_length <= max_answer_tokens:
-            raise ValueError(
+            raise InputError(
                 f"need 1 <= max_answer_tokens < max_length, got max_answer_tokens={max_answer_tokens}, "
                 f"max_length={max_length}"
             )
@@ -67,9 +68,9 @@ class QAEncoder:
         self.eos_id = tokenizer.eos_token_id
         self.mask_id = tokenizer.mask_token_id
         if family in ("causal", "seq2seq") and self.eos_id is None:
-            raise ValueError(f"the tokenizer has no EOS token, which {family} training appends to the answer")
+            raise InputError(f"the tokenizer has no EOS token, which {family} training appends to the answer")
         if family == "masked" and self.mask_id is None:
-            raise ValueError("the tokenizer has no mask token, which masked LM training needs")
+            raise InputError("the tokenizer has no mask token, which masked LM training needs")
         self._prompts = lru_cache(maxsize=None)(lambda budget: PromptTokenizer(tokenizer, budget))
 
     def __call__(self, record: QARecord) -> Example:
@@ -97,7 +98,7 @@ class QAEncoder:
             except ValueError as err:
                 errors.append(err)
         if errors and not examples:
-            raise ValueError(f"no record fits in max_length={self.max_length}: {errors[0]}")
+            raise InputError(f"no record fits in max_length={self.max_length}: {errors[0]}")
         if errors:
             logger.warning("left out %d of %d records that do not fit: %s", len(errors), len(records), errors[0])
         return examples
@@ -110,7 +111,7 @@ class QAEncoder:
 def choose_max_length(lengths: list[int], quantile: float = 0.98, multiple: int = 8) -> int:
     """The length that covers ``quantile`` of ``lengths`` untouched, rounded up to a multiple of ``multiple``."""
     if not lengths:
-        raise ValueError("cannot choose max_length from no records")
+        raise InputError("cannot choose max_length from no records")
     ordered = sorted(lengths)
     covered = ordered[min(len(ordered) - 1, math.ceil(quantile * len(ordered)) - 1)]
     return multiple * math.ceil(covered / multiple)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inbedder.errors import InputError
 from inbedder.training.data import Columns, QARecord, load_records, shuffle_split
 
 
@@ -27,9 +28,9 @@ class DataSource:
 
     def __post_init__(self) -> None:
         if not self.path:
-            raise ValueError("a data source needs a path or dataset id, got an empty string")
+            raise InputError("a data source needs a path or dataset id, got an empty string")
         if not (self.weight > 0 and math.isfinite(self.weight)):
-            raise ValueError(f"the weight of {self.path} must be a positive number, got {self.weight}")
+            raise InputError(f"the weight of {self.path} must be a positive number, got {self.weight}")
 
     @classmethod
     def parse(cls, spec: str | Path | DataSource | tuple[str | Path, float]) -> DataSource:
@@ -65,12 +66,12 @@ def parse_sources(data: Any) -> list[DataSource]:
     """One source or a list of them, each as ``DataSource.parse`` reads it; refuses an empty list."""
     specs = data if isinstance(data, (list, tuple)) and not _is_pair(data) else [data]
     if not specs:
-        raise ValueError("no training data given")
+        raise InputError("no training data given")
     sources = [DataSource.parse(spec) for spec in specs]
     seen = set()
     for source in sources:
         if source.path in seen:
-            raise ValueError(f"{source.path} is given twice; give it once with the weight it should have")
+            raise InputError(f"{source.path} is given twice; give it once with the weight it should have")
         seen.add(source.path)
     return sources
 
@@ -91,7 +92,7 @@ def mix(
     ``eval_size`` records are held out in all (split by weight), else ``eval_fraction`` of each.
     """
     if limit is not None and limit < 1:
-        raise ValueError(f"limit must be a positive number of records, got {limit}")
+        raise InputError(f"limit must be a positive number of records, got {limit}")
     loaded = [load_records(source.path, columns, split=split) for source in sources]
     total_weight = sum(source.weight for source in sources)
     shares = [source.weight / total_weight for source in sources]
@@ -133,6 +134,6 @@ def _split_by_share(total: int, shares: list[float]) -> list[int]:
 def _take(records: list[QARecord], count: int) -> list[QARecord]:
     """The first ``count`` of the (already shuffled) ``records``, repeating them whole as often as needed."""
     if count and not records:
-        raise ValueError("a data source has no records left to train on after holding some out")
+        raise InputError("a data source has no records left to train on after holding some out")
     passes, remainder = divmod(count, len(records)) if records else (0, 0)
     return records * passes + records[:remainder]

@@ -16,6 +16,7 @@ from transformers.pytorch_utils import Conv1D
 
 from inbedder import models
 from inbedder.backends import LORA_TASK_TYPES
+from inbedder.errors import InputError
 from inbedder.loading import load_language_model
 
 logger = logging.getLogger(__name__)
@@ -63,11 +64,11 @@ def top_blocks(model: nn.Module, train_layers: int | None) -> list[str]:
     """
     stacks = layer_stacks(model)
     if not stacks:
-        raise ValueError(f"cannot find the transformer layers of {type(model).__name__} to train")
+        raise InputError(f"cannot find the transformer layers of {type(model).__name__} to train")
     if train_layers is not None:
         deepest = min(len(stack) for _, stack in stacks)
         if not 1 <= train_layers <= deepest:
-            raise ValueError(f"train_layers must be between 1 and the model's {deepest} layers, got {train_layers}")
+            raise InputError(f"train_layers must be between 1 and the model's {deepest} layers, got {train_layers}")
     keep = train_layers or max(len(stack) for _, stack in stacks)
     return [f"{name}.{i}" for name, stack in stacks for i in range(max(len(stack) - keep, 0), len(stack))]
 
@@ -99,7 +100,7 @@ def lora_targets(model: nn.Module, blocks: list[str], names: tuple[str, ...] | N
     ]
     if not targets:
         found = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, LINEAR_TYPES)})
-        raise ValueError(f"no linear layer named {list(names or [])} in the layers to train; the model has {found}")
+        raise InputError(f"no linear layer named {list(names or [])} in the layers to train; the model has {found}")
     return targets
 
 

@@ -28,6 +28,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from inbedder import models, tables
 from inbedder.backends import FAMILIES
+from inbedder.errors import InputError
 from inbedder.loading import cpu_runs_bfloat16, load_tokenizer, read_family, resolve_device
 from inbedder.model_settings import read_settings, write_settings
 from inbedder.training import checkpoint as ckpt
@@ -121,27 +122,27 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         if self.family not in ("auto", *FAMILIES):
-            raise ValueError(f"unknown family {self.family!r}; use auto, {', '.join(FAMILIES)}")
+            raise InputError(f"unknown family {self.family!r}; use auto, {', '.join(FAMILIES)}")
         positive = {"batch_size": self.batch_size, "grad_accum": self.grad_accum, "lora_rank": self.lora_rank}
         positive |= {"max_steps": self.max_steps or 1, "train_layers": self.train_layers or 1}
         positive |= {"keep_checkpoints": self.keep_checkpoints or 1, "epochs": self.epochs}
         for name, value in positive.items():
             if value <= 0:
-                raise ValueError(f"{name} must be positive, got {value}")
+                raise InputError(f"{name} must be positive, got {value}")
         if self.lr is not None and self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+            raise InputError(f"lr must be positive, got {self.lr}")
         if self.warmup_steps is not None and self.warmup_ratio is not None:
-            raise ValueError("give warmup_steps or warmup_ratio, not both")
+            raise InputError("give warmup_steps or warmup_ratio, not both")
         if self.save_every < 0:
-            raise ValueError(f"save_every must be 0 (never) or a number of steps, got {self.save_every}")
+            raise InputError(f"save_every must be 0 (never) or a number of steps, got {self.save_every}")
         if self.merge and not self.lora:
-            raise ValueError("merge applies to LoRA training; full fine-tuning already saves the whole model")
+            raise InputError("merge applies to LoRA training; full fine-tuning already saves the whole model")
         if self.max_length != "auto" and not (isinstance(self.max_length, int) and self.max_length > 0):
-            raise ValueError(f"max_length must be a positive number of tokens or 'auto', got {self.max_length!r}")
+            raise InputError(f"max_length must be a positive number of tokens or 'auto', got {self.max_length!r}")
         if self.target_modules is not None:
             self.target_modules = list(self.target_modules)
         if self.dtype not in TRAINING_DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(TRAINING_DTYPES)}, got {self.dtype!r}")
+            raise InputError(f"dtype must be one of {', '.join(TRAINING_DTYPES)}, got {self.dtype!r}")
 
     @property
     def learning_rate(self) -> float:

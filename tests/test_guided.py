@@ -1,0 +1,243 @@
+"""Guided embeddings: a map fitted on a sample of the model's vectors, applied to generic sentence embeddings."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+TEXTS = [
+    "The striker scored twice in the final minutes of the match.",
+    "Parliament passed the budget after a long night of debate.",
+    "The new phone has a brighter screen and a faster chip.",
+    "Heavy rain flooded the valley roads this morning.",
+    "The orchestra played Mahler to a full house.",
+    "Shares fell sharply after the bank's quarterly report.",
+    "A recipe for lemon cake with poppy seeds.",
+    "The goalkeeper saved a penalty in extra time.",
+    "Scientists found water ice in a crater on the moon.",
+    "The senator announced she will not run again.",
+    "This laptop battery lasts a full working day.",
+    "Snow is expected across the north tonight.",
+]
+QUESTION = "What is the topic of this text?"
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    from inbedder.reencoder import load_sentence_embedder
+
+    return load_sentence_embedder()
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    from inbedder import InBedder
+
+    return InBedder(str(tiny_model_dir), max_length=64)
+
+
+def guided(model, minilm, **options):
+    from inbedder.guided import GuidedEmbedder
+
+    return GuidedEmbedder(model, minilm, **{"steps": 30, **options})
+
+
+@pytest.mark.parametrize(
+    ("method", "dim"), [("ridge", 11), ("contrastive", 16), ("gstransform", 16), ("concat", 384 + 11)]
+)
+def test_each_method_gives_vectors_of_its_size(model, minilm, method, dim):
+    vectors = guided(model, minilm, method=method, dim=16).encode(TEXTS, QUESTION)
+    assert vectors.shape == (len(TEXTS), dim) and vectors.dtype == np.float32
+    assert np.isfinite(vectors).all()
+
+
+def test_ridge_map_is_sklearns_ridge_onto_the_model_vectors_principal_components(model, minilm):
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import RidgeCV
+
+    embedder = guided(model, minilm, method="ridge", dim=4)
+    fitted = embedder.fit(TEXTS, QUESTION)
+    targets = np.asarray(model.encode(TEXTS, QUESTION), dtype=np.float32)
+    targets = targets - targets.mean(0)
+    targets /= np.linalg.norm(targets, axis=1, keepdims=True)
+    generic = minilm.encode(TEXTS, normalize_embeddings=True)
+    goal = PCA(4, random_state=0).fit_transform(targets)
+    expected = (
+        RidgeCV(alphas=np.logspace(-2, 3, 12)).fit(generic - generic.mean(0), goal).predict(generic - generic.mean(0))
+    )
+    np.testing.assert_allclose(fitted.transform(generic), expected, atol=1e-4)
+
+
+def test_sample_is_seeded_and_answers_exist_only_for_it(model, minilm):
+    embedder = guided(model, minilm, sample=5, seed=3)
+    vectors, answers = embedder.encode(TEXTS, QUESTION, return_generations=True, max_new_tokens=3)
+    rows = embedder.sample_rows(len(TEXTS))
+    assert len(rows) == 5 and list(rows) == sorted(set(rows.tolist()))
+    assert [i for i, a in enumerate(answers) if a is not None] == rows.tolist()
+    assert all(isinstance(answers[i], str) for i in rows)
+    again = guided(model, minilm, sample=5, seed=3).encode(TEXTS, QUESTION)
+    np.testing.assert_array_equal(vectors, again)
+    other = guided(model, minilm, sample=5, seed=4)
+    assert other.sample_rows(len(TEXTS)).tolist() != rows.tolist()
+    assert not np.allclose(other.encode(TEXTS, QUESTION), vectors)
+
+
+def test_saved_map_gives_the_same_vectors_without_the_model(model, minilm, tmp_path):
+    from inbedder.guided import GuidedEmbedder, GuidedMap
+
+    fitted = guided(model, minilm, method="gstransform", dim=8).fit(TEXTS, QUESTION)
+    fitted.save(tmp_path / "map")
+    settings = json.loads((tmp_path / "map" / "guided.json").read_text())
+    assert settings["instruction"] == QUESTION and settings["options"]["method"] == "gstransform"
+    loaded = GuidedMap.load(tmp_path / "map")
+    applier = GuidedEmbedder(generic=minilm)  # no language model given, and none loads
+    np.testing.assert_array_equal(applier.transform(TEXTS, loaded), applier.transform(TEXTS, fitted))
+    assert applier._model is None
+    assert loaded.model == fitted.model and loaded.model_fingerprint == fitted.model_fingerprint
+
+
+def test_map_applied_with_another_generic_embedder_is_refused(model, minilm, tmp_path):
+    import copy
+
+    from inbedder.errors import InputError
+    from inbedder.guided import GuidedEmbedder
+
+    fitted = guided(model, minilm, method="ridge").fit(TEXTS, QUESTION)
+    other = copy.deepcopy(minilm)
+    with torch.no_grad():
+        next(other.parameters()).mul_(1.01)
+    with pytest.raises(InputError, match="fitted on vectors of"):
+        GuidedEmbedder(generic=other).transform(TEXTS, fitted)
+
+
+def test_generic_vectors_are_kept_in_the_store(model, minilm, tmp_path):
+    from inbedder.guided import GuidedEmbedder
+
+    calls = []
+    original = minilm.encode
+
+    def counting(texts, **kwargs):
+        calls.append(len(texts))
+        return original(texts, **kwargs)
+
+    embedder = GuidedEmbedder(model, minilm, cache=tmp_path / "store.sqlite")
+    first = embedder.generic_vectors(TEXTS)
+    minilm.encode = counting
+    try:
+        second = GuidedEmbedder(model, minilm, cache=tmp_path / "store.sqlite").generic_vectors(TEXTS + ["A new text."])
+    finally:
+        del minilm.encode
+    assert calls == [1]  # only the text the store lacked
+    np.testing.assert_allclose(second[: len(TEXTS)], first, atol=1e-6)
+    np.testing.assert_allclose(first, minilm.encode(TEXTS, normalize_embeddings=True), atol=1e-5)
+
+
+def test_bad_settings_and_inputs_are_refused_by_name(model, minilm, tmp_path):
+    from inbedder.errors import InputError
+    from inbedder.guided import GuidedMap, GuidedOptions
+
+    with pytest.raises(ValueError, match="unknown guided method 'pca'"):
+        GuidedOptions(method="pca")
+    with pytest.raises(ValueError, match="sample must be at least 3"):
+        GuidedOptions(sample=2)
+    with pytest.raises(ValueError, match="need an instruction"):
+        guided(model, minilm).encode(TEXTS, None)
+    with pytest.raises(ValueError, match=r"sentences\[1\] is empty"):
+        guided(model, minilm).encode([TEXTS[0], " ", TEXTS[2]], QUESTION)
+    with pytest.raises(InputError, match="holds no guided map"):
+        GuidedMap.load(tmp_path)
+    fitted = guided(model, minilm, method="ridge").fit(TEXTS, QUESTION)
+    with pytest.raises(InputError, match="takes vectors of 384 numbers"):
+        fitted.transform(np.zeros((2, 10)))
+
+
+def test_cluster_guided_explains_clusters_from_the_sample(model, minilm):
+    from inbedder.clustering import cluster
+
+    result = cluster(TEXTS, QUESTION, model, k=3, guided=True, sample=6, generic=minilm, max_new_tokens=3)
+    clustering = result.clusterings[0]
+    assert len(clustering.assignments) == len(TEXTS) and clustering.k == 3
+    answered = [i for i, a in enumerate(clustering.answers) if a]
+    assert 0 < len(answered) <= 6
+    assert sum(s.size for s in clustering.clusters) == len(TEXTS)
+    with pytest.raises(ValueError, match="sample=5 applies to guided clustering only"):
+        cluster(TEXTS, QUESTION, model, k=3, sample=5)
+
+
+def test_cli_encode_guided_saves_a_map_that_applies_without_the_model(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from inbedder import cli
+
+    table = tmp_path / "texts.csv"
+    pd.DataFrame({"text": TEXTS}).to_csv(table, index=False)
+    common = ["encode", str(table), "--model", str(tiny_model_dir), "--max-length", "64"]
+    fitted = CliRunner().invoke(
+        cli.app,
+        [*common, "-i", QUESTION, "--out", str(tmp_path / "a.npy"), "--guided", "--sample", "6"]
+        + ["--guided-method", "ridge", "--save-map", str(tmp_path / "map")],
+    )
+    assert fitted.exit_code == 0, fitted.output
+    vectors = np.load(tmp_path / "a.npy")
+    assert vectors.shape == (len(TEXTS), 5)  # ridge onto the sample's 5 principal components
+    applied = CliRunner().invoke(
+        cli.app, ["encode", str(table), "--guided-map", str(tmp_path / "map"), "--out", str(tmp_path / "b.npy")]
+    )
+    assert applied.exit_code == 0, applied.output
+    np.testing.assert_allclose(np.load(tmp_path / "b.npy"), vectors, atol=1e-6)
+
+    monkeypatch.setattr(
+        "sys.argv", ["inbedder", *common, "-i", QUESTION, "--out", str(tmp_path / "c.npy"), "--sample", "9"]
+    )
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert "--sample applies with --guided only" in capsys.readouterr().err
+    monkeypatch.setattr(
+        "sys.argv",
+        [
+            "inbedder",
+            "encode",
+            str(table),
+            "--guided-map",
+            str(tmp_path / "map"),
+            "-i",
+            "What else?",
+            "--out",
+            str(tmp_path / "d.npy"),
+        ],
+    )
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert f"was fitted for {QUESTION!r}, not 'What else?'" in capsys.readouterr().err
+
+
+def test_cli_cluster_guided(tiny_model_dir, tmp_path):
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from inbedder import cli
+
+    table = tmp_path / "texts.csv"
+    pd.DataFrame({"text": TEXTS}).to_csv(table, index=False)
+    result = CliRunner().invoke(
+        cli.app,
+        [
+            "cluster",
+            str(table),
+            "-i",
+            QUESTION,
+            "--out",
+            str(tmp_path / "out"),
+            "-k",
+            "2",
+            "--model",
+            str(tiny_model_dir),
+        ]
+        + ["--guided", "--sample", "8", "--max-new-tokens", "3"],
+    )
+    assert result.exit_code == 0, result.output
+    clusters = json.loads((tmp_path / "out" / "clusters.json").read_text())
+    assert sum(c["size"] for c in clusters["instructions"][0]["clusters"]) == len(TEXTS)
+    assert clusters["model"].endswith("(guided by all-MiniLM-L6-v2, ridge map, sample 8)")
