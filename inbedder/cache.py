@@ -68,6 +68,8 @@ SAMPLE_VALUES = 4096
 _MAX_VARIABLES = 500  # keys per SELECT, well under SQLite's limit on bound parameters
 _INHERITED: list[sqlite3.Connection] = []  # connections a forked child must not close
 _VOCABULARIES: weakref.WeakKeyDictionary[Any, tuple[int, str]] = weakref.WeakKeyDictionary()
+_OPEN: weakref.WeakValueDictionary[Path, EmbeddingCache] = weakref.WeakValueDictionary()
+_OPEN_LOCK = threading.Lock()
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS embeddings (
@@ -188,6 +190,8 @@ class EmbeddingCache:
         self.path = Path(path).expanduser()
         self._ready = self._checked = False
         self._local = threading.local()
+        self._identity: tuple[int, int] | None = None  # the file checked and opened (device, inode)
+        self._generation = 0  # bumped when the file was replaced: every thread then reconnects
 
     def __repr__(self) -> str:
         return f"EmbeddingCache({str(self.path)!r})"
@@ -209,11 +213,13 @@ class EmbeddingCache:
     def _connect(self) -> Iterator[sqlite3.Connection]:
         """This thread's connection, in autocommit mode (transactions are explicit), with the schema in place."""
         connection = getattr(self._local, "connection", None)
-        if connection is None or self._local.pid != os.getpid():
-            if connection is not None:  # opened before a fork: only its own process may close it
+        if connection is None or self._local.pid != os.getpid() or self._local.generation != self._generation:
+            if connection is not None and self._local.pid != os.getpid():  # opened before a fork: not ours to close
                 _INHERITED.append(connection)
+            elif connection is not None:  # the file it was opened on was replaced
+                connection.close()
             connection = self._open()
-            self._local.connection, self._local.pid = connection, os.getpid()
+            self._local.connection, self._local.pid, self._local.generation = connection, os.getpid(), self._generation
         yield connection
 
     @property
@@ -222,9 +228,18 @@ class EmbeddingCache:
         return self.path.is_file() and _header_says_ours(self.path) and _unreadable(self.path)
 
     def check(self) -> EmbeddingCache:
-        """Refuse now, naming the file, a store that cannot be used (see ``check_store``); return self."""
+        """Refuse now, naming the file, a store that cannot be used (see ``check_store``); return self.
+
+        Checked once while the file stays the same one: a store kept open across calls costs
+        nothing more per call; a file removed or replaced since is checked again and reopened.
+        """
+        identity = _identity(self.path)
+        if self._checked and identity == self._identity and (identity is not None or not self._ready):
+            return self
         check_store(self.path)
-        self._checked = True
+        if self._ready and identity != self._identity:
+            self._ready, self._generation = False, self._generation + 1
+        self._identity, self._checked = identity, True
         return self
 
     def _open(self) -> sqlite3.Connection:
@@ -245,7 +260,7 @@ class EmbeddingCache:
                     connection.execute(statement)
                 connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 connection.execute("COMMIT")
-                self._ready = True
+                self._ready, self._identity = True, _identity(self.path)
         except sqlite3.OperationalError as err:
             if "unable to open" in str(err) or "readonly" in str(err):
                 raise CacheError(f"cannot open the cache {self.path}: {err}; give a writable path") from None
@@ -306,6 +321,7 @@ class EmbeddingCache:
         """Rows, size on disk and rows per model name; a missing file is reported, not created."""
         if not self.path.is_file():
             return CacheInfo(self.path, exists=False)
+        check_store(self.path)  # again: damage since this process checked it is named, not met as a SQLite error
         with self._connect() as connection:
             per_model = dict(
                 connection.execute("SELECT model_name, COUNT(*) FROM embeddings GROUP BY model_name").fetchall()
@@ -341,6 +357,15 @@ class EmbeddingCache:
         return removed
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Which file ``path`` is now (device, inode), or None when there is none."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_dev, stat.st_ino)
+
+
 def _unreadable(path: Path) -> bool:
     try:
         check_store(path)
@@ -374,12 +399,16 @@ def open_cache(spec: Any, check: bool = True) -> EmbeddingCache | None:
     if isinstance(spec, EmbeddingCache):
         return spec.check() if check else spec
     if spec is True:
-        store = EmbeddingCache(default_path())
+        path = default_path()
     elif isinstance(spec, (str, os.PathLike)) and str(spec).strip():
         path = Path(spec).expanduser()
-        store = EmbeddingCache(path / FILE_NAME if path.is_dir() or not path.suffix else path)
+        path = path / FILE_NAME if path.is_dir() or not path.suffix else path
     else:
         raise InputError(f"cache must be True, False, None, a path or an EmbeddingCache, got {spec!r}")
+    with _OPEN_LOCK:  # one store per file in a process: it stays open across calls
+        store = _OPEN.get(path.absolute())
+        if store is None:
+            store = _OPEN[path.absolute()] = EmbeddingCache(path)
     return store.check() if check else store
 
 

@@ -164,6 +164,7 @@ class InBedder:
         self.head = HeadDistribution(self.backend)
         self.reencoder = reencoder
         self.cache = cache
+        self._store: EmbeddingCache | None = None
 
     def __repr__(self) -> str:
         device, readout = str(self.device), self.readout
@@ -385,6 +386,7 @@ class InBedder:
         re-encoder that is not a torch module, are not cached.
         """
         store = open_cache(cache)
+        self._store = store  # held, so the process keeps it open (checked once) for the next call
         if store is None:
             return None
         parts: dict[str, Any] = {"readout": spec.name, "layer": layer, "filter_words": sorted(spec.filter_words)}

@@ -534,3 +534,22 @@ def test_a_read_only_store_is_refused_before_any_model_work(tmp_path, monkeypatc
         assert stopped.value.code == 2 and "cannot be written" in err and "read-only" in err, err
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_store_stays_open_across_calls_and_is_checked_again_only_when_replaced(tiny, tmp_path, monkeypatch):
+    from inbedder import cache
+
+    checked = []
+    real = cache.check_store
+    monkeypatch.setattr(cache, "check_store", lambda path: (checked.append(path), real(path))[1])
+    path = tmp_path / "store.sqlite"
+    first = tiny.encode(["A cat sat on the mat."], "What animal?", cache=path)
+    tiny.encode(["A dog barked."], "What animal?", cache=path)
+    assert cache.open_cache(path) is cache.open_cache(str(path)) and len(checked) == 1
+    assert cache.open_cache(path).info().entries == 2  # info checks again, whatever was checked before
+
+    for part in cache._files(path):  # removed behind the store's back: checked again, made again
+        part.unlink()
+    again = tiny.encode(["A cat sat on the mat."], "What animal?", cache=path)
+    assert len(checked) == 3 and cache.open_cache(path).info().entries == 1
+    np.testing.assert_allclose(again, first, atol=1e-6)

@@ -241,3 +241,14 @@ def test_cli_cluster_guided(tiny_model_dir, tmp_path):
     clusters = json.loads((tmp_path / "out" / "clusters.json").read_text())
     assert sum(c["size"] for c in clusters["instructions"][0]["clusters"]) == len(TEXTS)
     assert clusters["model"].endswith("(guided by all-MiniLM-L6-v2, ridge map, sample 8)")
+
+
+def test_a_generic_embedder_loaded_by_name_keeps_its_float32_fingerprint_in_bfloat16():
+    from inbedder.guided import GuidedEmbedder
+
+    half, full = GuidedEmbedder(dtype="bfloat16"), GuidedEmbedder(dtype="float32")
+    assert next(half.generic.parameters()).dtype == torch.bfloat16
+    assert next(full.generic.parameters()).dtype == torch.float32
+    assert half.generic_fingerprint() == full.generic_fingerprint()
+    cosine = (half.generic_vectors(TEXTS) * full.generic_vectors(TEXTS)).sum(1)
+    assert cosine.min() > 0.99
