@@ -389,7 +389,11 @@ class InBedder:
         self._store = store  # held, so the process keeps it open (checked once) for the next call
         if store is None:
             return None
-        parts: dict[str, Any] = {"readout": spec.name, "layer": layer, "filter_words": sorted(spec.filter_words)}
+        parts: dict[str, Any] = {
+            "readout": [spec.name, spec.kind.definition],  # what it computes, not only its name
+            "layer": layer,
+            "filter_words": sorted(spec.filter_words),
+        }
         parts["generation"] = None  # a single pass
         if settings is not None:
             if settings.sampling and seed is None:

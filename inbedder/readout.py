@@ -13,6 +13,7 @@ CLI can list the readouts at once; pooling works on tensors through their method
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,24 @@ class ReadoutKind:
     head_of: str | None = None
     head_dim: int | None = None
     """For a head readout: the size of a fixed random projection of its square-root distribution (None: all of it)."""
+
+    @property
+    def definition(self) -> str:
+        """A digest of what this readout computes: its flags and its pooling function's code (the function's
+        own bytecode and constants; the functions it calls are the package's, whose version the store keys on).
+        The store keys rows on it, so a name registered again with other code never serves the old rows."""
+        parts = [self.name, self.generating, self.reencodes, self.head_of, self.head_dim]
+        if self.pool is not None:
+            parts.append(_code_digest(getattr(self.pool, "__code__", None)) or repr(self.pool))
+        return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+def _code_digest(code: Any) -> str | None:
+    """A function's code as text: bytecode, names and constants, nested code objects included."""
+    if code is None:
+        return None
+    consts = [_code_digest(c) if hasattr(c, "co_code") else repr(c) for c in code.co_consts]
+    return hashlib.sha256(repr((code.co_code, code.co_names, consts)).encode()).hexdigest()
 
 
 KINDS: dict[str, ReadoutKind] = {}

@@ -317,3 +317,18 @@ def test_truncate_dim_keeps_a_projections_prefix_and_is_refused_elsewhere(tiny):
         tiny.encode(["I love my cat"], "Animal?", readout="fst_gen", truncate_dim=8)
     with pytest.raises(ValueError, match=r"truncate_dim=2048 is more than readout 'fst_head_rp' gives \(1024"):
         tiny.check(readout="fst_head_rp", truncate_dim=2048)
+
+
+def test_a_readout_registered_again_with_other_code_does_not_read_the_old_rows(tiny, tmp_path):
+    store = tmp_path / "store.sqlite"
+    register_readout("probe", "first state", lambda run, kept: run.answer_states[:, 0])
+    try:
+        first = tiny.encode(TEXTS, INSTRUCTION, readout="probe", cache=store)
+    finally:
+        unregister_readout("probe")
+    register_readout("probe", "twice the first state", lambda run, kept: 2 * run.answer_states[:, 0])
+    try:
+        second = tiny.encode(TEXTS, INSTRUCTION, readout="probe", cache=store)
+    finally:
+        unregister_readout("probe")
+    np.testing.assert_allclose(second, 2 * first, rtol=1e-5, atol=1e-6)
