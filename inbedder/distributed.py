@@ -16,7 +16,6 @@ its nearest centroid on the cluster, and the files ``inbedder cluster`` writes.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -91,10 +90,12 @@ class _Embedder:
 class _GuidedApplier:
     """A Ray actor: the sentence embedder, loaded once, and fitted guided maps applied to each batch."""
 
-    def __init__(self, maps: dict[str, Any], generic: Any, text_column: str, id_column: str | None) -> None:
+    def __init__(
+        self, maps: dict[str, Any], generic: Any, dtype: str | None, text_column: str, id_column: str | None
+    ) -> None:
         from inbedder.guided import GuidedEmbedder
 
-        self.embedder = GuidedEmbedder(generic=generic)
+        self.embedder = GuidedEmbedder(generic=generic, dtype=dtype)
         self.maps, self.text_column, self.id_column = maps, text_column, id_column
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -142,8 +143,8 @@ def guided_dataset(
     Each instruction's map is fitted here, on the driver: the model embeds a seeded sample of
     ``guided.sample`` rows (``guided``: ``GuidedOptions``, default ones when None), and the actors
     then apply the maps to the generic embedder's vectors of every row (no language model on
-    them). ``options`` go to the model's run over the sample; the other arguments are as for
-    ``embed_dataset``.
+    them). ``options`` go to the model's run over the sample; ``model_options["dtype"]`` is the
+    generic embedder's dtype too; the other arguments are as for ``embed_dataset``.
     """
     from inbedder.embedder import InBedder
     from inbedder.guided import GuidedEmbedder, GuidedOptions
@@ -165,7 +166,8 @@ def guided_dataset(
         else dataset.random_sample(1.2 * settings.sample / total, seed=settings.seed)
     )
     texts = sorted(picked.select_columns([text_column]).to_pandas()[text_column].tolist())  # Ray's order varies
-    embedder = GuidedEmbedder(InBedder(model, **dict(model_options or {})), generic, settings)
+    model_options = dict(model_options or {})
+    embedder = GuidedEmbedder(InBedder(model, **model_options), generic, settings, dtype=model_options.get("dtype"))
     options = replace(EncodeOptions.build(options), show_progress_bar=False)
     maps = {name: replace(embedder.fit(texts, q, options), sample=None) for name, q in columns.items()}
     return dataset.map_batches(
@@ -173,6 +175,7 @@ def guided_dataset(
         fn_constructor_kwargs={
             "maps": maps,
             "generic": generic,
+            "dtype": model_options.get("dtype"),
             "text_column": text_column,
             "id_column": id_column,
         },
@@ -367,10 +370,7 @@ def cluster_dataset(
     """
     from inbedder.clustering import cluster
     from inbedder.clustering.pipeline import check_map
-    from inbedder.clustering.report import render_report
-    from inbedder.clustering.result import RESULT_FILES
     from inbedder.embedder import InBedder
-    from inbedder.tables import atomic_folder, atomic_write
 
     check_map(map_method)
     options = replace(EncodeOptions.build(options), return_generations=True)
@@ -417,18 +417,10 @@ def cluster_dataset(
         batch_format="pandas",
     )
     out.mkdir(parents=True, exist_ok=True)
-    paths = {name: out / name for name in RESULT_FILES}
-    # a whole new folder of shards swapped in: an earlier run's shards never mix with this one's
     assigned = assigned.materialize()
-    atomic_folder(paths["assignments.parquet"], lambda folder: assigned.write_parquet(str(folder)))
     sizes = assigned.select_columns(["instruction", "cluster"]).to_pandas().value_counts()
-    for clustering in result.clusterings:
-        for summary in clustering.clusters:
-            summary.size = int(sizes.get((clustering.instruction, summary.cluster), 0))
-    summary_json = result.clusters_json() | {"texts": total, "sample": len(sample)}
-    atomic_write(paths["clusters.json"], lambda p: p.write_text(json.dumps(summary_json, indent=1)))
-    atomic_write(paths["report.html"], lambda p: p.write_text(render_report(result), encoding="utf-8"))
-    return paths
+    # the shards go in as a whole new folder: an earlier run's shards never mix with this one's
+    return result.for_corpus(sizes.to_dict(), total).save(out, lambda folder: assigned.write_parquet(str(folder)))
 
 
 def _centroids(vectors: np.ndarray, assignments: np.ndarray) -> np.ndarray:

@@ -223,7 +223,8 @@ class GuidedEmbedder:
         options, overrides: the ``GuidedOptions`` (method, sample, dim, seed, ...).
         cache: where the generic vectors are kept (as ``InBedder``'s ``cache``: False, True or a
             path); the InBedder model's own vectors use the store its encode options name.
-        dtype: the generic embedder's weights when it is loaded here by name: ``"auto"`` (bfloat16
+        dtype: the generic embedder's weights when it is loaded here by name: None for
+            ``$INBEDDER_DTYPE``, else ``"auto"``: bfloat16
             on a CPU with AMX or AVX-512 BF16, 2.6 times float32's speed for MiniLM there, cosine to
             float32 >= 0.996; else float32), or a dtype name. Its fingerprint is taken in float32,
             so a map applies whichever dtype the machine picks.
@@ -236,7 +237,7 @@ class GuidedEmbedder:
         options: GuidedOptions | None = None,
         *,
         cache: Any = False,
-        dtype: str | None = "auto",
+        dtype: str | None = None,
         **overrides: Any,
     ) -> None:
         require("reencode", "sentence_transformers")
@@ -276,12 +277,12 @@ class GuidedEmbedder:
     def generic(self) -> Any:
         """The sentence embedder, loaded on first use (fingerprinted in float32, then cast to ``dtype``)."""
         if isinstance(self._generic, str):
-            from inbedder.loading import resolve_dtype
+            from inbedder.loading import default_dtype, resolve_dtype
             from inbedder.reencoder import load_sentence_embedder
 
             loaded = load_sentence_embedder(self._generic)
             self._fingerprint = _fingerprint(loaded)
-            self._generic = loaded.to(resolve_dtype(self.dtype, loaded.device))
+            self._generic = loaded.to(resolve_dtype(self.dtype or default_dtype(), loaded.device))
         return self._generic
 
     def generic_fingerprint(self) -> str:
@@ -311,13 +312,18 @@ class GuidedEmbedder:
             range(0, len(todo), GENERIC_BATCH), desc="generic", unit="batch", disable=not show_progress_bar
         ):
             chunk = todo[start : start + GENERIC_BATCH]
-            vectors = self.generic.encode(
-                [texts[first[k]] for k in chunk],
-                batch_size=64,
-                normalize_embeddings=True,
-                convert_to_tensor=True,
-                show_progress_bar=False,
-            ).float().cpu().numpy()
+            vectors = (
+                self.generic.encode(
+                    [texts[first[k]] for k in chunk],
+                    batch_size=64,
+                    normalize_embeddings=True,
+                    convert_to_tensor=True,
+                    show_progress_bar=False,
+                )
+                .float()
+                .cpu()
+                .numpy()
+            )
             found.update({k: (v, "") for k, v in zip(chunk, vectors)})
             if self.cache is not None:
                 self.cache.put_many(

@@ -314,3 +314,20 @@ def test_a_projected_readouts_clusters_are_named_from_the_full_distribution(tiny
     for summary in found.clusters:
         shift = full[found.assignments == summary.cluster].mean(0) - full.mean(0)
         assert summary.lm_head_tokens == model.top_tokens(shift[None])[0]
+
+
+def test_a_sample_result_scaled_to_the_corpus_keeps_the_original(tmp_path):
+    import json
+
+    model = HandMadeModel()
+    ((shape, answers),) = model.encode_multi(TEXTS, ["shape?"])
+    result = cluster(TEXTS, "shape?", embeddings=[shape], answers=[answers], k=3)
+    before = [c.size for c in result["shape?"].clusters]
+    sizes = {("shape?", c.cluster): 1000 + c.cluster for c in result["shape?"].clusters}
+    scaled = result.for_corpus(sizes, 3003)
+    assert [c.size for c in result["shape?"].clusters] == before
+    assert [c.size for c in scaled["shape?"].clusters] == [1000 + c.cluster for c in scaled["shape?"].clusters]
+    scaled.save(tmp_path)
+    written = json.loads((tmp_path / "clusters.json").read_text())
+    assert written["texts"] == 3003 and written["sample"] == len(TEXTS)
+    assert "sample" not in result.clusters_json() and result.clusters_json()["texts"] == len(TEXTS)
