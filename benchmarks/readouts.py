@@ -11,9 +11,16 @@ readouts compared:
 - ``head prob``, ``head sqrt``, ``head top-k``, ``head mean embedding``: the LM head over the
   fst_gen state: the distribution of the first answer token, its square root, the top ``--top-k``
   logits (minus the k-th, zero elsewhere), or the distribution's mean of the output embeddings;
-- ``re_encode``: all-MiniLM-L6-v2 over the greedy answer; ``re_encode K=3`` / ``K=5``: the mean
-  over the first 3 or 5 sampled answers;
-- ``fst_gen + re_encode``: the L2-normalised fst_gen and greedy re_encode vectors side by side.
+- ``head sqrt RP-1024``: the square root under the library's fixed 1,024-number projection
+  (``fst_head_rp``);
+- ``head sqrt, answer mean``: the mean of the square-rooted head distributions that predict each
+  token of the greedy answer (column 0, the fst_gen state, and each answer token's state but the
+  last, which predicts what follows the answer);
+- ``re_encode``: all-MiniLM-L6-v2 over the greedy answer (``re_encode mpnet``: all-mpnet-base-v2,
+  with ``--mpnet``); ``re_encode K=3`` / ``K=5``: the mean over the first 3 or 5 sampled answers
+  (``--samples 0`` skips them);
+- ``fst_gen + re_encode``, ``head sqrt + re_encode`` (and ``+ re_encode mpnet``): the parts
+  L2-normalised and side by side.
 
 Each readout is timed by what it needs (``--speed-texts`` texts of the first corpus, one
 question, nothing cached): texts/s and the ratio to fst_gen, measured in this run.
@@ -31,7 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from inbedder import InBedder
+from inbedder import EncodeOptions, InBedder
+from inbedder.backends import GenerationSettings
 from inbedder.eval import baselines
 from inbedder.eval.suite import LOCAL_SUITE, local_tasks, results_table, run
 from inbedder.eval.tasks import ClusteringTask, per_text_instructions
@@ -59,10 +67,11 @@ def _keys(texts: list[str], instruction: Any) -> list[Key]:
 class Readouts:
     """Everything the readouts are made from, per (text, instruction): each corpus runs once per kind of pass."""
 
-    def __init__(self, model: InBedder, minilm: Any, args: argparse.Namespace) -> None:
-        self.model, self.minilm, self.args = model, minilm, args
+    def __init__(self, model: InBedder, minilm: Any, args: argparse.Namespace, mpnet: Any = None) -> None:
+        self.model, self.minilm, self.mpnet, self.args = model, minilm, mpnet, args
         self.fst: dict[Key, np.ndarray] = {}
         self.avg: dict[Key, np.ndarray] = {}
+        self.head_mean: dict[Key, np.ndarray] = {}
         self.greedy: dict[Key, str] = {}
         self.sampled: dict[Key, list[str]] = {}
 
@@ -74,11 +83,14 @@ class Readouts:
         a, multi = self.args, self.model.encode_multi
         fst = multi(texts, missing, readout="fst_gen", batch_size=a.batch_size)
         greedy = multi(texts, missing, readout="avg_gen", max_new_tokens=a.max_new_tokens, return_generations=True)
-        sampled = multi(texts, missing, **sampling(a, a.samples))
+        sampled = multi(texts, missing, **sampling(a, a.samples)) if a.samples else [(None, None)] * len(missing)
         for instruction, f, (avg, answers), (_, samples) in zip(missing, fst, greedy, sampled):
+            means = answer_head_means(self.model, texts, instruction, a.max_new_tokens, a.batch_size)
             for row, key in enumerate(_keys(texts, instruction)):
                 self.fst[key], self.avg[key], self.greedy[key] = f[row], avg[row], answers[row]
-                self.sampled[key] = samples[row]
+                self.head_mean[key] = means[row]
+                if samples is not None:
+                    self.sampled[key] = samples[row]
 
     def head(self, states: np.ndarray, kind: str) -> np.ndarray:
         logits = self.model.backend.vocabulary_logits(torch.as_tensor(states))
@@ -94,9 +106,9 @@ class Readouts:
         out.scatter_(-1, top.indices, top.values - top.values[:, -1:])
         return out.numpy()
 
-    def reencode(self, answers: list[list[str]]) -> np.ndarray:
+    def reencode(self, answers: list[list[str]], embedder: Any = None) -> np.ndarray:
         flat = [answer for per_text in answers for answer in per_text]
-        vectors = np.asarray(self.minilm.encode(flat, batch_size=64), dtype=np.float32)
+        vectors = np.asarray((embedder or self.minilm).encode(flat, batch_size=64), dtype=np.float32)
         return vectors.reshape(len(answers), len(answers[0]), -1).mean(1)
 
     def readouts(self) -> dict[str, Callable[[list[Key]], np.ndarray]]:
@@ -108,18 +120,53 @@ class Readouts:
 
         fst, avg = stack(self.fst), stack(self.avg)
         greedy = lambda keys: self.reencode([[self.greedy[k]] for k in keys])  # noqa: E731
-        return {
+        sqrt = lambda keys: self.head(fst(keys), "sqrt")  # noqa: E731
+        made = {
             "fst_gen": fst,
             "avg_gen": avg,
             "head prob": lambda keys: self.head(fst(keys), "prob"),
-            "head sqrt": lambda keys: self.head(fst(keys), "sqrt"),
+            "head sqrt": sqrt,
+            "head sqrt RP-1024": lambda keys: self.model.head(torch.as_tensor(fst(keys)), 1024).numpy(),
+            "head sqrt, answer mean": stack(self.head_mean),
             f"head top-{self.args.top_k}": lambda keys: self.head(fst(keys), "top"),
             "head mean embedding": lambda keys: self.head(fst(keys), "mean embedding"),
             "re_encode": greedy,
-            "re_encode K=3": lambda keys: self.reencode([self.sampled[k][:3] for k in keys]),
-            f"re_encode K={self.args.samples}": lambda keys: self.reencode([self.sampled[k] for k in keys]),
             "fst_gen + re_encode": lambda keys: np.hstack([normalised(fst(keys)), normalised(greedy(keys))]),
+            "head sqrt + re_encode": lambda keys: np.hstack([normalised(sqrt(keys)), normalised(greedy(keys))]),
         }
+        if self.args.samples:
+            made["re_encode K=3"] = lambda keys: self.reencode([self.sampled[k][:3] for k in keys])
+            made[f"re_encode K={self.args.samples}"] = lambda keys: self.reencode([self.sampled[k] for k in keys])
+        if self.mpnet is not None:
+            by_mpnet = lambda keys: self.reencode([[self.greedy[k]] for k in keys], self.mpnet)  # noqa: E731
+            made["re_encode mpnet"] = by_mpnet
+            made["head sqrt + re_encode mpnet"] = lambda keys: np.hstack(
+                [normalised(sqrt(keys)), normalised(by_mpnet(keys))]
+            )
+        return made
+
+
+def answer_head_means(model: InBedder, texts: list[str], instruction: Any, max_new_tokens: int, batch_size: int):
+    """(n, vocabulary): per text, the mean of the square-rooted head distributions that predict each
+    token of its greedy answer (the runner's generation at the last layer, read by the LM head)."""
+    prompts = model._prompts(texts, [instruction], EncodeOptions())
+    plan = model.runner.plan(prompts, list(range(len(texts))), batch_size)
+    settings = GenerationSettings(max_new_tokens, 0.0, 1.0, 1)
+    out = np.zeros((len(texts), model.head.dimension), dtype=np.float32)
+    with torch.inference_mode():
+        for batch in plan.batches:
+            (run,) = model.runner.run(plan, batch, model.num_layers, settings)
+            predicting = run.answer_mask.clone().bool()
+            counts = predicting.sum(1)
+            last = predicting.long().cumsum(1).argmax(1)
+            rows = torch.arange(len(batch))[counts > 1]
+            predicting[rows, last[counts > 1]] = False  # the state after the last answer token predicts its end
+            states = run.answer_states.float()
+            logits = model.backend.vocabulary_logits(states.reshape(-1, states.shape[-1]))
+            roots = logits.softmax(-1).sqrt().reshape(*states.shape[:2], -1)
+            weights = predicting.float().unsqueeze(-1)
+            out[batch] = ((roots * weights).sum(1) / weights.sum(1).clamp(min=1)).numpy()
+    return out
 
 
 class Readout:
@@ -136,7 +183,7 @@ class Readout:
 
 
 def speed(
-    model: InBedder, minilm: Any, texts: list[str], instruction: str, args: argparse.Namespace
+    model: InBedder, minilm: Any, texts: list[str], instruction: str, args: argparse.Namespace, mpnet: Any = None
 ) -> dict[str, float]:
     """Texts a second for what each readout needs, on the same texts, nothing cached."""
     a = args
@@ -149,11 +196,11 @@ def speed(
     def sampled_answers(k: int) -> Any:
         return model.encode(texts, instruction, **sampling(a, k))
 
-    def greedy_reencode() -> Any:
+    def greedy_reencode(embedder: Any) -> Any:
         _, answers = model.encode(
             texts, instruction, readout="avg_gen", max_new_tokens=a.max_new_tokens, return_generations=True
         )
-        return minilm.encode(answers)
+        return embedder.encode(answers)
 
     def head() -> Any:
         states = model.encode(texts, instruction, readout="fst_gen", batch_size=a.batch_size)
@@ -162,11 +209,18 @@ def speed(
     rates = {
         "fst_gen": timed(lambda: model.encode(texts, instruction, readout="fst_gen", batch_size=a.batch_size)),
         "head sqrt": timed(head),
+        "head sqrt RP-1024": timed(lambda: model.encode(texts, instruction, readout="fst_head_rp")),
+        "head sqrt, answer mean": timed(
+            lambda: answer_head_means(model, texts, instruction, a.max_new_tokens, a.batch_size)
+        ),
         "avg_gen": timed(lambda: model.encode(texts, instruction, readout="avg_gen", max_new_tokens=a.max_new_tokens)),
-        "re_encode": timed(greedy_reencode),
-        "re_encode K=3": timed(lambda: sampled_answers(3)),
-        f"re_encode K={a.samples}": timed(lambda: sampled_answers(a.samples)),
+        "re_encode": timed(lambda: greedy_reencode(minilm)),
     }
+    if mpnet is not None:
+        rates["re_encode mpnet"] = timed(lambda: greedy_reencode(mpnet))
+    if a.samples:
+        rates["re_encode K=3"] = timed(lambda: sampled_answers(3))
+        rates[f"re_encode K={a.samples}"] = timed(lambda: sampled_answers(a.samples))
     rates["fst_gen (again)"] = timed(
         lambda: model.encode(texts, instruction, readout="fst_gen", batch_size=a.batch_size)
     )
@@ -187,13 +241,16 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--speed-texts", type=int, default=64, help="0: skip the speed measurement")
     parser.add_argument("--out", type=Path, default=Path("out/readouts.json"))
+    parser.add_argument("--mpnet", action="store_true", help="also re-encode with all-mpnet-base-v2")
+    parser.add_argument("--data-dir", type=Path, default=None)
     args = parser.parse_args()
 
     started = time.perf_counter()
     model = InBedder(args.model)
     minilm = baselines.load_sentence_embedder()
-    tasks = local_tasks(args.datasets, args.kinds, None, args.limit, args.seed)
-    store = Readouts(model, minilm, args)
+    tasks = local_tasks(args.datasets, args.kinds, args.data_dir, args.limit, args.seed)
+    mpnet = baselines.load_sentence_embedder(baselines.MPNET) if args.mpnet else None
+    store = Readouts(model, minilm, args, mpnet)
     corpora: dict[tuple[str, ...], list[Any]] = {}
     for task in tasks:  # every question of a corpus at once, in corpus order
         if isinstance(task, ClusteringTask):
@@ -210,7 +267,7 @@ def main() -> None:
     rates = {}
     if args.speed_texts:
         first = next(t for t in tasks if isinstance(t, ClusteringTask) and t.fields is None)
-        rates = speed(model, minilm, first.texts[: args.speed_texts], first.instruction, args)
+        rates = speed(model, minilm, first.texts[: args.speed_texts], first.instruction, args, mpnet)
         base = rates["fst_gen"]
         print("\n| readout | texts/s | ratio to fst_gen |\n|---|---|---|")
         for name, rate in rates.items():
@@ -219,7 +276,8 @@ def main() -> None:
     print(f"\n{minutes:.1f} minutes ({computed / 60:.1f} computing the states and answers)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     answers = {f"{t[:60]} | {q}": a for (t, q), a in list(store.greedy.items())[:40]}
-    payload = {"args": vars(args) | {"out": str(args.out)}, "table": table, "speed": rates, "sample_answers": answers}
+    payload = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "table": table}
+    payload |= {"speed": rates, "sample_answers": answers}
     args.out.write_text(json.dumps(payload, indent=1))
 
 
