@@ -347,7 +347,7 @@ def cluster_dataset(
     k: int | str = "auto",
     sample_size: int = 10_000,
     seed: int = 0,
-    map_method: str = "auto",
+    reducer: str | Any = "auto",
     text_column: str = "text",
     id_column: str = "id",
     label_columns: Sequence[str] = (),
@@ -359,7 +359,7 @@ def cluster_dataset(
 
     Every row is embedded (with its answer) on the actors; k-means is fit on a seeded sample of
     ``sample_size`` rows, whose clustering is explained as on one machine (keywords, LM-head words,
-    examples, label composition, the map by ``map_method``); then every row is assigned to its
+    examples, label composition, the map by ``reducer``); then every row is assigned to its
     nearest centroid on the cluster. ``out`` gets ``assignments.parquet`` (a folder of shards: id,
     instruction, cluster, distance, answer; swapped in whole, replacing an earlier run's),
     ``clusters.json`` (cluster sizes over every row, the rest from the sample, whose size it
@@ -372,7 +372,7 @@ def cluster_dataset(
     from inbedder.clustering.pipeline import check_map
     from inbedder.embedder import InBedder
 
-    check_map(map_method)
+    check_map(reducer)
     options = replace(EncodeOptions.build(options), return_generations=True)
     model_options = dict(model_options or {})
     questions = [instructions] if isinstance(instructions, str) else list(instructions)
@@ -405,7 +405,7 @@ def cluster_dataset(
         ids=sample[id_column].astype(str).tolist(),
         embeddings=[np.stack(sample[name].to_numpy()) for name in columns],
         answers=[sample[_answer_column(name)].tolist() for name in columns],
-        map_method=map_method,
+        reducer=reducer,
     )
     centroids = {
         name: _centroids(np.stack(sample[name].to_numpy()), clustering.assignments)

@@ -7,7 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from sklearn.cluster import HDBSCAN
 
+from inbedder import EncodeOptions
 from inbedder.clustering import NOISE, cluster
 from inbedder.clustering.explain import composition, ctfidf_keywords, representatives
 from inbedder.readout import Readout
@@ -128,12 +130,12 @@ def test_fixed_k_hdbscan_noise_and_no_head_at_lower_layers():
             far = np.full((1, 6), 50.0, dtype=np.float32)
             return [(np.concatenate([states, far]), [*answers, "it is green"])]
 
-    found = cluster(texts, "colour?", WithOutlier(), method="hdbscan", min_cluster_size=4)["colour?"]
+    found = cluster(texts, "colour?", WithOutlier(), clusterer=HDBSCAN(min_cluster_size=4, copy=True))["colour?"]
     assert found.k == 2 and found.assignments[-1] == NOISE
     assert found.clusters[-1].cluster == NOISE and found.clusters[-1].size == 1
     assert np.isnan(found.distances[-1]) and not np.isnan(found.distances[:-1]).any()
     with pytest.raises(ValueError, match="HDBSCAN found no cluster among 19 texts"):
-        cluster(texts, "colour?", WithOutlier(), method="hdbscan", min_cluster_size=19)
+        cluster(texts, "colour?", WithOutlier(), clusterer=HDBSCAN(min_cluster_size=19, copy=True))
 
 
 @pytest.mark.parametrize(
@@ -142,13 +144,15 @@ def test_fixed_k_hdbscan_noise_and_no_head_at_lower_layers():
         ({"texts": []}, "corpus is empty"),
         ({"k": 19}, "k=19 is larger than the number of texts"),
         ({"k": 1}, "at least 2"),
-        ({"method": "dbscan"}, "'dbscan'"),
-        ({"map_method": "tsne"}, "'tsne'"),
+        ({"clusterer": "dbscan"}, "'dbscan'"),
+        ({"clusterer": object()}, "clusterer must be one of"),
+        ({"reducer": "tsne"}, "'tsne'"),
+        ({"reducer": object()}, "reducer must be one of"),
         ({"labels": {"colour": ["red"]}}, "'colour' has 1 values for 18 texts"),
         ({"instructions": ["colour?", "colour?"]}, "repeat"),
         ({"instructions": [""]}, "non-empty"),
         ({"ids": ["a", "b", "c", "b"] + [f"x{i}" for i in range(14)]}, r"id 'b' of row 4 repeats row 2's"),
-        ({"method": "hdbscan", "k": 3}, "k=3 is for k-means; HDBSCAN finds the number of clusters itself"),
+        ({"clusterer": "hdbscan", "k": 3}, "k=3 is for k-means; HDBSCAN finds the number of clusters itself"),
     ],
 )
 def test_bad_input_is_refused_before_any_model_work(kwargs, message):
@@ -251,17 +255,19 @@ def test_an_interrupted_run_keeps_finished_batches_in_the_work_dir(tiny_model_di
 
     model = InBedder(str(tiny_model_dir), max_length=64)
     with Passes(model) as full:
-        fresh = cluster(REVIEWS, QUESTIONS, model, k=2, batch_size=4, max_new_tokens=3)
+        fresh = cluster(REVIEWS, QUESTIONS, model, EncodeOptions(batch_size=4, max_new_tokens=3), k=2)
     with Passes(model, stop_after=full.count // 2), pytest.raises(KeyboardInterrupt):
-        cluster(REVIEWS, QUESTIONS, model, k=2, batch_size=4, max_new_tokens=3, work_dir=tmp_path)
+        cluster(REVIEWS, QUESTIONS, model, EncodeOptions(batch_size=4, max_new_tokens=3), k=2, work_dir=tmp_path)
     kept = EmbeddingCache(tmp_path / "embeddings.sqlite").info().entries
     assert 0 < kept < len(REVIEWS) * len(QUESTIONS)
     with Passes(model) as rerun:
-        resumed = cluster(REVIEWS, QUESTIONS, model, k=2, batch_size=4, max_new_tokens=3, work_dir=tmp_path)
+        resumed = cluster(
+            REVIEWS, QUESTIONS, model, EncodeOptions(batch_size=4, max_new_tokens=3), k=2, work_dir=tmp_path
+        )
     assert 0 < rerun.count < full.count
     same_clusterings(resumed, fresh)
     with Passes(model) as again:
-        cluster(REVIEWS, QUESTIONS, model, k=3, batch_size=4, max_new_tokens=3, work_dir=tmp_path)
+        cluster(REVIEWS, QUESTIONS, model, EncodeOptions(batch_size=4, max_new_tokens=3), k=3, work_dir=tmp_path)
     assert again.count == 0  # another k: everything reused
 
 
@@ -331,3 +337,16 @@ def test_a_sample_result_scaled_to_the_corpus_keeps_the_original(tmp_path):
     written = json.loads((tmp_path / "clusters.json").read_text())
     assert written["texts"] == 3003 and written["sample"] == len(TEXTS)
     assert "sample" not in result.clusters_json() and result.clusters_json()["texts"] == len(TEXTS)
+
+
+def test_any_scikit_learn_clusterer_and_reducer_plug_in():
+    from sklearn.cluster import AgglomerativeClustering
+    from sklearn.decomposition import TruncatedSVD
+
+    given = AgglomerativeClustering(3)
+    result = cluster(TEXTS, ["shape?", "colour?"], HandMadeModel(), clusterer=given, reducer=TruncatedSVD(2))
+    shape = result["shape?"]
+    assert shape.k == 3 and shape.method == "AgglomerativeClustering"
+    assert {c.keywords[0] for c in shape.clusters} == set(SHAPES)
+    assert shape.coords.shape == (len(TEXTS), 2) and sorted(set(shape.assignments.tolist())) == [0, 1, 2]
+    assert result.map_method == "TruncatedSVD" and not hasattr(given, "labels_")  # the caller's object is not fitted

@@ -153,9 +153,11 @@ def test_bad_settings_and_inputs_are_refused_by_name(model, minilm, tmp_path):
 
 
 def test_cluster_guided_explains_clusters_from_the_sample(model, minilm):
+    from inbedder import EncodeOptions
     from inbedder.clustering import cluster
 
-    result = cluster(TEXTS, QUESTION, model, k=3, guided=True, sample=6, generic=minilm, max_new_tokens=3)
+    options = EncodeOptions(max_new_tokens=3)
+    result = cluster(TEXTS, QUESTION, model, options, k=3, guided=True, sample=6, generic=minilm)
     clustering = result.clusterings[0]
     assert len(clustering.assignments) == len(TEXTS) and clustering.k == 3
     answered = [i for i, a in enumerate(clustering.answers) if a]

@@ -127,7 +127,7 @@ def cluster(
                 k=k_ray,
                 sample_size=sample_size,
                 seed=seed,
-                map_method=map,
+                reducer=map,
                 text_column=text_column or "text",
                 id_column=id_column,
                 label_columns=label_column or [],
@@ -151,7 +151,10 @@ def cluster(
     }
     ids = table[tables.pick_column(table, id_column, input, "id")].tolist() if id_column else None
     k_value: int | str = k if k == "auto" else int_option("k", k)
-    check_inputs(texts, instruction, k_value, method, map, labels, ids, min_cluster_size, batch_size)
+    for name, value in (("--min-cluster-size", min_cluster_size), ("--batch-size", batch_size)):
+        if value < 1:
+            raise InputError(f"{name} must be a positive number, got {value}")
+    check_inputs(texts, instruction, k_value, method, map, labels, ids)
     check_readout(readout)
     tables.check_directory(out, create=False)
     finished = [name for name in RESULT_FILES if (out / name).exists()]
@@ -159,7 +162,10 @@ def cluster(
         raise InputError(f"{out} already holds a clustering ({', '.join(finished)}); pass --overwrite to replace it")
     store = checked_store(True if cache else out / "embeddings.sqlite")
 
+    from sklearn.cluster import HDBSCAN
+
     from inbedder.embedder import InBedder
+    from inbedder.options import EncodeOptions
 
     embedder = InBedder(
         model,
@@ -172,17 +178,16 @@ def cluster(
             texts,
             instruction,
             embedder,
+            EncodeOptions(batch_size=batch_size, max_new_tokens=max_new_tokens, show_progress_bar=True),
             k=k_value,
-            method=method,
+            clusterer=HDBSCAN(min_cluster_size=min(min_cluster_size, len(texts)), copy=True)
+            if method == "hdbscan"
+            else method,
+            reducer=map,
             labels=labels,
             ids=ids,
             seed=seed,
-            min_cluster_size=min_cluster_size,
-            map_method=map,
             cache=store,
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
-            show_progress_bar=True,
             guided=fit if fit is not None else False,
             generic=generic,
         )

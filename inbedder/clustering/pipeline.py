@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib.util
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -35,23 +36,20 @@ def cluster(
     texts: Sequence[str],
     instructions: str | Sequence[str],
     model: Any = None,
+    options: EncodeOptions | None = None,
     *,
     k: int | str = "auto",
-    method: str = "kmeans",
+    clusterer: str | Any = "kmeans",
+    reducer: str | Any = "auto",
     labels: Mapping[str, Sequence[str]] | None = None,
     ids: Sequence[Any] | None = None,
     seed: int = 0,
-    min_cluster_size: int = 5,
-    map_method: str = "auto",
     top_keywords: int = 8,
     top_examples: int = 3,
     work_dir: str | Path | None = None,
     cache: Any = None,
     embeddings: Sequence[Any] | None = None,
     answers: Sequence[Sequence[str]] | None = None,
-    batch_size: int = 16,
-    max_new_tokens: int = 8,
-    show_progress_bar: bool | None = None,
     guided: bool | GuidedOptions = False,
     sample: int | None = None,
     generic: Any = None,
@@ -63,14 +61,19 @@ def cluster(
         instructions: one question or several; each clusters the corpus its own way.
         model: an ``InBedder`` (or a model name; default: the default model). Not needed with
             ``embeddings``; given, it still post-processes them and names the LM-head tokens.
-        k: the number of clusters, or ``"auto"`` to pick it by silhouette over 2..10
-            (k-means only; HDBSCAN finds its own number and may leave noise points).
-        method: ``"kmeans"`` (seeded) or ``"hdbscan"``.
+        options: how the model encodes (``EncodeOptions``: ``batch_size``, ``max_new_tokens`` of
+            the answers the keywords come from, ``show_progress_bar``, ...); answers are always
+            generated, and the model's post-processing applies to the whole corpus.
+        k: the number of k-means clusters, or ``"auto"`` to pick it by silhouette over 2..10.
+        clusterer: ``"kmeans"`` (seeded, with ``k``), ``"hdbscan"`` (finds its own number and may
+            leave noise points), or any object with scikit-learn's ``fit_predict`` (``HDBSCAN(
+            min_cluster_size=10)``, ``AgglomerativeClustering(5)``, ...), copied afresh for each
+            instruction; a label of -1 is noise.
+        reducer: the 2-D map: ``"auto"`` (UMAP when umap-learn is installed, else PCA),
+            ``"pca"``, ``"umap"``, or any object with ``fit_transform`` to two columns.
         labels: known labels per text, by column name: each cluster's composition,
             purity and entropy, and the v-measure of each clustering.
         ids: an id per text for the assignments table (default: the row number).
-        map_method: the 2-D map: ``"pca"``, ``"umap"`` (needs umap-learn), or ``"auto"``
-            (UMAP when installed, else PCA).
         work_dir: keeps the embeddings and answers in ``WORK_DIR/embeddings.sqlite`` (the
             persistent cache, see ``inbedder.cache``) as each batch finishes: an interrupted run
             loses at most one batch, and a rerun with the same texts, model weights and settings
@@ -89,7 +92,7 @@ def cluster(
     texts = list(texts)
     explain: list[np.ndarray] | None = None
     samples: list[SampleAnswers | None] = [None] * len(instructions)
-    check_inputs(texts, instructions, k, method, map_method, labels, ids, min_cluster_size, batch_size)
+    check_inputs(texts, instructions, k, clusterer, reducer, labels, ids)
     guided_options = _guided_options(guided, sample, embeddings)
     guided_note = ""
     if embeddings is not None:
@@ -101,13 +104,11 @@ def cluster(
             raise InputError("answers come with embeddings; without embeddings the model generates them")
         model = _load(model) if model is None or isinstance(model, str) else model
         store = cache if cache is not None else (Path(work_dir) / FILE_NAME if work_dir is not None else None)
-        options = EncodeOptions(
+        options = EncodeOptions.build(
+            options,
             postprocess="none",  # post-processed below, the same way for given embeddings
             return_generations=True,
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-            show_progress_bar=show_progress_bar,
-            cache=store,
+            **({"cache": store} if store is not None else {}),
         )
         if guided_options is not None:
             states, said, samples, generic_name = _guided(texts, instructions, model, options, guided_options, generic)
@@ -117,13 +118,14 @@ def cluster(
             states, said, explain = _embed(texts, instructions, model, options)
     reads_last = model is not None and model.readout.layer_index(model.num_layers) == model.num_layers
     post = model.postprocess if model is not None and guided_options is None else "none"
-    map_name, project = _mapper(map_method, seed)
+    map_name, project = _mapper(reducer, seed)
+    method = clusterer if isinstance(clusterer, str) else type(clusterer).__name__
     head = model if reads_last else None
     clusterings = []
     for number, (instruction, raw, generated) in enumerate(zip(instructions, states, said)):
         space = postprocess(torch.from_numpy(raw), post).numpy()
         try:
-            assignments, k_used = _assign(space, k, method, seed, min_cluster_size)
+            assignments, k_used = _assign(space, k, clusterer, seed)
         except ValueError as err:
             raise InputError(f"{instruction!r}: {err}") from None
         distances = _centroid_distances(space, assignments)
@@ -254,11 +256,15 @@ def _precomputed(
     return states, said
 
 
-def check_map(map_method: str) -> None:
-    """Refuse a map method that is unknown, or that needs a package not installed."""
-    if map_method not in MAPS:
-        raise InputError(f"unknown map {map_method!r}; choose one of {list(MAPS)}")
-    if map_method == "umap" and importlib.util.find_spec("umap") is None:
+def check_map(reducer: str | Any) -> None:
+    """Refuse a map that is unknown, that needs a package not installed, or an object that cannot map."""
+    if not isinstance(reducer, str):
+        if not callable(getattr(reducer, "fit_transform", None)):
+            raise InputError(f"reducer must be one of {list(MAPS)} or an object with fit_transform, got {reducer!r}")
+        return
+    if reducer not in MAPS:
+        raise InputError(f"unknown map {reducer!r}; choose one of {list(MAPS)}")
+    if reducer == "umap" and importlib.util.find_spec("umap") is None:
         raise ImportError("map 'umap' needs umap-learn (pip install umap-learn); or use 'pca' or 'auto'")
 
 
@@ -266,12 +272,10 @@ def check_inputs(
     texts: list[str],
     instructions: list[str],
     k: int | str,
-    method: str,
-    map_method: str,
+    clusterer: str | Any,
+    reducer: str | Any,
     labels: Mapping[str, Sequence[str]] | None,
     ids: Sequence[Any] | None,
-    min_cluster_size: int = 5,
-    batch_size: int = 16,
 ) -> None:
     """Refuse bad arguments to ``cluster`` before any model work, naming the value."""
     if not texts:
@@ -280,19 +284,18 @@ def check_inputs(
         raise InputError(f"instructions must be non-empty strings, got {instructions!r}")
     if len(set(instructions)) != len(instructions):
         raise InputError(f"instructions repeat: {instructions!r}")
-    if method not in METHODS:
-        raise InputError(f"unknown clustering method {method!r}; choose one of {list(METHODS)}")
-    check_map(map_method)
-    for name, value in (("min_cluster_size", min_cluster_size), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"{name} must be a positive int, got {value!r}")
+    if isinstance(clusterer, str) and clusterer not in METHODS:
+        raise InputError(f"unknown clustering method {clusterer!r}; choose one of {list(METHODS)}")
+    if not isinstance(clusterer, str) and not callable(getattr(clusterer, "fit_predict", None)):
+        raise InputError(f"clusterer must be one of {list(METHODS)} or an object with fit_predict, got {clusterer!r}")
+    check_map(reducer)
     if k != "auto":
         if isinstance(k, bool) or not isinstance(k, int) or k < 2:
             raise InputError(f"k must be an int of at least 2 or 'auto', got {k!r}")
         if k > len(texts):
             raise InputError(f"k={k} is larger than the number of texts ({len(texts)})")
-        if method == "hdbscan":
-            raise InputError(f"k={k} is for k-means; HDBSCAN finds the number of clusters itself (leave k 'auto')")
+        if clusterer != "kmeans":
+            raise InputError(f"k={k} is for k-means; {_name(clusterer)} finds the number of clusters itself")
     if len(texts) < 3:
         raise InputError(f"clustering needs at least 3 texts, got {len(texts)}")
     if len(set(texts)) < 2:
@@ -310,19 +313,35 @@ def check_inputs(
             first[value] = row
 
 
-def _assign(space: np.ndarray, k: int | str, method: str, seed: int, min_cluster_size: int) -> tuple[np.ndarray, int]:
-    """Cluster ids per row (NOISE for HDBSCAN's noise) and the number of clusters."""
-    if method == "hdbscan":
-        found = HDBSCAN(min_cluster_size=min(min_cluster_size, len(space)), copy=True).fit_predict(space)
-        clusters = len(set(found) - {NOISE})
-        if clusters == 0:
-            raise InputError(
-                f"HDBSCAN found no cluster among {len(space)} texts (every one is noise at min_cluster_size="
-                f"{min_cluster_size}); lower min_cluster_size, or cluster with k-means"
-            )
-        return found, clusters
+def _name(part: str | Any) -> str:
+    return {"hdbscan": "HDBSCAN"}.get(part, part) if isinstance(part, str) else type(part).__name__
+
+
+def _fresh(part: Any) -> Any:
+    """A new, unfitted copy of a scikit-learn-style part (each instruction fits its own)."""
+    from sklearn.base import clone
+
+    try:
+        return clone(part)
+    except TypeError:  # not a scikit-learn estimator: a deep copy, so the caller's object stays unfitted
+        return copy.deepcopy(part)
+
+
+def _assign(space: np.ndarray, k: int | str, clusterer: str | Any, seed: int) -> tuple[np.ndarray, int]:
+    """Cluster ids per row (NOISE for noise) and the number of clusters."""
+    if clusterer != "kmeans":
+        model = HDBSCAN(min_cluster_size=min(5, len(space)), copy=True) if clusterer == "hdbscan" else _fresh(clusterer)
+        found = np.asarray(model.fit_predict(space)).astype(np.int64)
+        if found.shape != (len(space),):
+            raise InputError(f"{_name(clusterer)}.fit_predict gave {found.shape} labels for {len(space)} texts")
+        kept = sorted(set(found.tolist()) - {NOISE})
+        if not kept:
+            hint = " (lower min_cluster_size, or cluster with k-means)" if isinstance(model, HDBSCAN) else ""
+            raise InputError(f"{_name(clusterer)} found no cluster among {len(space)} texts: every one is noise{hint}")
+        number = {c: i for i, c in enumerate(kept)}  # clusters numbered 0..k-1, noise kept as it is
+        return np.array([number.get(c, NOISE) for c in found.tolist()], dtype=np.int64), len(kept)
     distinct = len(np.unique(space.round(6), axis=0))
-    if method == "kmeans" and distinct < (2 if k == "auto" else k):
+    if distinct < (2 if k == "auto" else k):
         wanted = "2 for k='auto'" if k == "auto" else f"k={k}"
         raise InputError(
             f"only {distinct} distinct embedding(s) among {len(space)} texts under this instruction: the model "
@@ -338,14 +357,16 @@ def _assign(space: np.ndarray, k: int | str, method: str, seed: int, min_cluster
     return KMeans(k, n_init=10, random_state=seed).fit_predict(space), k
 
 
-def _mapper(map_method: str, seed: int) -> tuple[str, Any]:
+def _mapper(reducer: str | Any, seed: int) -> tuple[str, Any]:
     """The map's name and a function from (n, dim) states to (n, 2) coordinates."""
-    if map_method in ("auto", "umap"):
+    if not isinstance(reducer, str):
+        return type(reducer).__name__, lambda x: _fresh(reducer).fit_transform(x)
+    if reducer in ("auto", "umap"):
         try:
             import umap  # type: ignore[import-not-found]
         except ImportError:
-            if map_method == "umap":
-                raise ImportError("map_method='umap' needs umap-learn: pip install umap-learn") from None
+            if reducer == "umap":
+                raise ImportError("reducer='umap' needs umap-learn: pip install umap-learn") from None
         else:
             return "UMAP", lambda x: umap.UMAP(n_components=2, random_state=seed).fit_transform(x)
     return "PCA", lambda x: PCA(n_components=2, random_state=seed).fit_transform(x)
