@@ -267,6 +267,8 @@ def check_options(model: Any, options: EncodeOptions, model_options: Mapping[str
 
     if options.convert_to_tensor:
         raise InputError("convert_to_tensor does not apply on Ray: the vectors go into the dataset's columns")
+    if options.return_usage:
+        raise InputError("return_usage does not apply on Ray: the dataset has no column for it")
     if options.postprocess not in (None, "none") or model_options.get("postprocess") not in (None, "none"):
         raise InputError(
             "postprocess 'center' or 'standardize' takes statistics over the texts of one encode call, and on Ray "

@@ -249,7 +249,8 @@ class InBedder:
 
         Returns:
             An array (n, dim), or (dim,) for a single string; with
-            ``return_generations``, a tuple of that and the list of answers. ``dim`` is
+            ``return_generations``, a tuple of that and the list of answers (and with
+            ``return_usage``, each text's prompt tokens last). ``dim`` is
             the model's hidden size, the re-encoder's for ``re_encode``, or the vocabulary's for ``fst_head``.
         """
         return self._encode(sentences, [instruction], EncodeOptions.build(options, **overrides))[0]
@@ -308,7 +309,11 @@ class InBedder:
         for k in range(len(prompts)):
             vectors = embeddings[k, 0] if single else embeddings[k]
             result = _convert(vectors, options.convert_to_numpy, options.convert_to_tensor)
-            outputs.append((result, answers[k][0] if single else answers[k]) if options.return_generations else result)
+            extras = [answers[k][0] if single else answers[k]] if options.return_generations else []
+            if options.return_usage:
+                usage = [len(ids) for ids in prompts[k]]
+                extras.append(usage[0] if single else usage)
+            outputs.append((result, *extras) if extras else result)
         return outputs
 
     def _prompts(self, texts: list[str], instructions: list[Any], options: EncodeOptions) -> Prompts:

@@ -360,7 +360,9 @@ class GuidedEmbedder:
             raise InputError(f"a guided map needs at least 3 texts to learn from, got {len(texts)}")
         rows = self.sample_rows(len(texts))
         instructions = one_per_text(instruction, len(texts), "instruction")
-        encode = EncodeOptions.build(options, normalize_embeddings=False, truncate_dim=None, convert_to_numpy=True)
+        encode = EncodeOptions.build(
+            options, normalize_embeddings=False, truncate_dim=None, convert_to_numpy=True, return_usage=False
+        )
         result = self.model.encode([texts[i] for i in rows], [instructions[i] for i in rows], encode)
         vectors, answers = result if encode.return_generations else (result, None)
         projection, hidden = fit_projection(generic[rows], np.asarray(vectors, dtype=np.float32), self.options)
@@ -412,6 +414,8 @@ class GuidedEmbedder:
         single = isinstance(sentences, str)
         texts = [sentences] if single else list(sentences)
         options = EncodeOptions.build(options, **overrides)
+        if options.return_usage:
+            raise InputError("return_usage does not apply to guided embeddings: most texts reach no language model")
         generic = self.generic_vectors(texts, options.show_progress_bar)
         guided_map = self.fit(texts, instruction, options, generic_vectors=generic)
         vectors = guided_map.transform(generic)

@@ -43,6 +43,9 @@ class EncodeOptions:
             refused for the others. Normalization applies after it.
         return_generations: also return the answers (generating them for single-pass
             readouts too); with ``num_samples > 1``, a list of the ``num_samples`` answers per text.
+        return_usage: also return each text's prompt length in tokens (what the model read,
+            instruction and template included), last in the returned tuple: ``(vectors, usage)``,
+            or ``(vectors, answers, usage)`` with ``return_generations``.
         cache: the persistent cache: None for the model's default (its ``cache``), False for
             none, True for the store under ``$INBEDDER_CACHE``, or a path. Raw vectors and
             answers are stored, so post-processing and normalization still apply to the
@@ -67,6 +70,7 @@ class EncodeOptions:
     filter_words: Iterable[str] | None = None
     truncate_dim: int | None = None
     return_generations: bool = False
+    return_usage: bool = False
     cache: Any = None  # bool, a path, or an EmbeddingCache
 
     def __post_init__(self) -> None:

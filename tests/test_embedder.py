@@ -332,3 +332,20 @@ def test_a_readout_registered_again_with_other_code_does_not_read_the_old_rows(t
     finally:
         unregister_readout("probe")
     np.testing.assert_allclose(second, 2 * first, rtol=1e-5, atol=1e-6)
+
+
+def test_usage_counts_each_prompt_as_the_tokenizer_does(tiny):
+    from inbedder.templates import PromptTemplate
+
+    def lengths(instruction):
+        qa = PromptTemplate.from_spec("qa", tiny.tokenizer)
+        return [len(tiny.prompts(t, instruction, qa)) for t in TEXTS]
+
+    vectors, usage = tiny.encode(TEXTS, INSTRUCTION, return_usage=True)
+    expected = lengths(INSTRUCTION)
+    assert usage == expected and vectors.shape[0] == len(TEXTS)
+    vectors, answers, usage = tiny.encode(TEXTS, INSTRUCTION, return_generations=True, return_usage=True)
+    assert len(answers) == len(usage) == len(TEXTS)
+    (_, first), (_, second) = tiny.encode_multi(TEXTS, [INSTRUCTION, "Why?"], return_usage=True)
+    assert first == expected and second == lengths("Why?") != expected
+    assert tiny.encode(TEXTS[0], INSTRUCTION, return_usage=True)[1] == expected[0]

@@ -108,6 +108,7 @@ def cluster(
             options,
             postprocess="none",  # post-processed below, the same way for given embeddings
             return_generations=True,
+            return_usage=False,
             **({"cache": store} if store is not None else {}),
         )
         if guided_options is not None:

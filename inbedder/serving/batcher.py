@@ -165,7 +165,7 @@ class Batcher:
     def _encode(self, jobs: list[Job]) -> None:
         """One group (same readout and layer): shared texts through ``encode_multi``, the rest in one ``encode``."""
         readout, layer = jobs[0].group
-        options = {"readout": readout, "layer": layer, "cache": self.cache}
+        options = {"readout": readout, "layer": layer, "cache": self.cache, "return_usage": True}
 
         def stop_if_abandoned(_batch: list[int]) -> None:
             if all(job.abandoned.is_set() for job in jobs):
@@ -197,20 +197,21 @@ class Batcher:
             by_question = dict(zip(questions, results))
             self._count(len(texts) * len(questions))
             for job in asked:
-                self._finish(job, by_question[job.instructions[0]])
+                vectors, usage = by_question[job.instructions[0]]
+                self._finish(job, vectors, sum(usage))
         if single:
             texts = [t for job in single for t in job.texts]
             instructions = [i for job in single for i in job.instructions]
-            vectors = self.model.encode(texts, instructions, **options)
+            vectors, usage = self.model.encode(texts, instructions, **options)
             self._count(len(texts))
             start = 0
             for job in single:
-                self._finish(job, vectors[start : start + len(job.texts)])
-                start += len(job.texts)
+                end = start + len(job.texts)
+                self._finish(job, vectors[start:end], sum(usage[start:end]))
+                start = end
 
-    def _finish(self, job: Job, vectors: np.ndarray) -> None:
-        tokens = sum(len(self.model.prompts(t, i, self.model.template)) for t, i in zip(job.texts, job.instructions))
-        job.future.set_result(Result(np.asarray(vectors, dtype=np.float32), tokens))
+    def _finish(self, job: Job, vectors: np.ndarray, prompt_tokens: int) -> None:
+        job.future.set_result(Result(np.asarray(vectors, dtype=np.float32), prompt_tokens))
 
     def _count(self, texts: int) -> None:
         if self.on_batch is not None:
