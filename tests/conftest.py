@@ -240,3 +240,29 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache = tmp_path / "cache"
     monkeypatch.setenv("INBEDDER_CACHE", str(cache))
     return cache
+
+
+ENCODE_OPTION_CASES: dict[str, dict] = {
+    "batch_size": {"batch_size": 3},
+    "show_progress_bar": {"show_progress_bar": False},
+    "normalize_embeddings": {"normalize_embeddings": True},
+    "convert_to_numpy": {"convert_to_numpy": False},
+    "convert_to_tensor": {"convert_to_tensor": True},
+    "readout": {"readout": "avg_ppt"},
+    "layer": {"layer": 1},
+    "template": {"template": "T: {input}\nQ: {instruction}\nA:"},
+    "postprocess": {"postprocess": "center"},
+    "fields": {"fields": {"kind": ["pet"] * 40}, "template": "T: {input} ({kind})\nQ: {instruction}\nA:"},
+    "max_new_tokens": {"max_new_tokens": 3, "readout": "avg_gen"},
+    "temperature": {"temperature": 0.8, "seed": 1, "readout": "avg_gen", "max_new_tokens": 3},
+    "top_p": {"top_p": 0.5, "temperature": 0.8, "seed": 1, "readout": "avg_gen", "max_new_tokens": 3},
+    "seed": {"seed": 5, "temperature": 0.8, "readout": "avg_gen", "max_new_tokens": 3},
+    "num_samples": {"num_samples": 2, "temperature": 0.8, "seed": 1, "readout": "re_encode", "max_new_tokens": 3},
+    "filter_words": {"filter_words": ["the"], "readout": "avg_gen", "max_new_tokens": 3},
+    "truncate_dim": {"truncate_dim": 16, "readout": "fst_head_rp"},
+    "return_generations": {"return_generations": True, "max_new_tokens": 3},
+    "return_usage": {"return_usage": True},
+    "cache": {"cache": "STORE"},  # each test puts a store of its own here
+}
+"""Every ``EncodeOptions`` field with a value that changes something (and what it needs beside it):
+each engine must honour each one or refuse it by name (tests/test_distributed.py, tests/test_serve.py)."""

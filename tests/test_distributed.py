@@ -372,3 +372,26 @@ def test_guided_maps_are_fitted_on_a_sample_and_applied_on_the_actors(tiny_model
     assert result.exit_code == 0, result.output
     written = by_id(pd.read_parquet(tmp_path / "out"))
     np.testing.assert_allclose(np.stack(written["embedding"]), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("option", sorted(__import__("conftest").ENCODE_OPTION_CASES))
+def test_every_encode_option_is_honoured_on_ray_or_refused_by_name(tiny_model_dir, table, option, tmp_path):
+    from conftest import ENCODE_OPTION_CASES
+
+    from inbedder import InBedder
+
+    chosen = {k: str(tmp_path / "store.sqlite") if v == "STORE" else v for k, v in ENCODE_OPTION_CASES[option].items()}
+    try:
+        embedded = distributed.embed_dataset(
+            ray.data.from_pandas(table), QUESTIONS[0], model=str(tiny_model_dir), **chosen
+        )
+        got = by_id(embedded.to_pandas())
+    except Exception as err:
+        refused = distributed.user_error(err)
+        assert refused is not None and option in str(refused), (option, err)
+        return
+    local = InBedder(str(tiny_model_dir)).encode(TEXTS, QUESTIONS[0], **chosen)
+    vectors, answers = (local[0], local[1]) if chosen.get("return_generations") else (local, None)
+    np.testing.assert_allclose(np.stack(got["embedding"]), np.stack([np.asarray(v) for v in vectors]), atol=1e-5)
+    if answers is not None:
+        assert got["answer"].tolist() == list(answers)

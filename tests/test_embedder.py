@@ -349,3 +349,11 @@ def test_usage_counts_each_prompt_as_the_tokenizer_does(tiny):
     (_, first), (_, second) = tiny.encode_multi(TEXTS, [INSTRUCTION, "Why?"], return_usage=True)
     assert first == expected and second == lengths("Why?") != expected
     assert tiny.encode(TEXTS[0], INSTRUCTION, return_usage=True)[1] == expected[0]
+
+
+def test_every_encode_option_has_a_case_each_engine_is_tested_with():
+    from conftest import ENCODE_OPTION_CASES
+
+    from inbedder.options import OPTION_NAMES
+
+    assert sorted(ENCODE_OPTION_CASES) == sorted(OPTION_NAMES)  # a new option needs its case in conftest.py

@@ -460,3 +460,17 @@ def test_mixed_valid_and_invalid_requests_at_once_each_get_exactly_their_own(url
         else:
             got = vectors(response)
         np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("option", sorted(__import__("conftest").ENCODE_OPTION_CASES))
+def test_every_encode_option_is_honoured_by_the_server_or_refused_by_name(url, tiny, option):
+    from conftest import ENCODE_OPTION_CASES
+
+    value = ENCODE_OPTION_CASES[option][option]
+    response = post(url, {"input": TEXTS[:2], "instruction": QUESTION, option: value})
+    if option in ("readout", "layer"):  # the request's own fields
+        assert response.status_code == 200, response.text
+        np.testing.assert_allclose(vectors(response), tiny.encode(TEXTS[:2], QUESTION, **{option: value}), atol=1e-5)
+    else:  # the rest are the server's to set (dimensions is truncate_dim's OpenAI name)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["message"] == f"{option}: unknown field"
