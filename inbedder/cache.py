@@ -413,13 +413,9 @@ def open_cache(spec: Any, check: bool = True) -> EmbeddingCache | None:
 
 
 def model_label(name: str) -> str:
-    """The model name rows are filed under: a registered model's canonical name, a local path made
-    absolute, or the hub id as given; ``clear(model=...)`` matches any of these spellings."""
-    registered = models.registered(name)
-    if registered is not None:
-        return registered.name
-    path = Path(name).expanduser()
-    return str(path.resolve()) if path.exists() else name
+    """The model name rows are filed under (``models.canonical_name``: a registered model's canonical name,
+    a local path made absolute, or the hub id as given); ``clear(model=...)`` matches any of these spellings."""
+    return models.canonical_name(name)
 
 
 def prompt_key(token_ids: Sequence[int]) -> str:

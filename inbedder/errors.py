@@ -10,3 +10,11 @@ class InputError(ValueError):
 
 class Interrupted(Exception):
     """The user stopped a command (Ctrl-C); the message says what was kept and how to go on."""
+
+
+def check_positive_int(name: str, value: object, *, optional: bool = False) -> None:
+    """Refuse, naming it, a ``value`` that is not a positive int (``True`` is not one); None passes if ``optional``."""
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name} must be a positive int{' or None' if optional else ''}, got {value!r}")

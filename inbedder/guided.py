@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from inbedder.errors import InputError
+from inbedder.errors import InputError, check_positive_int
 from inbedder.extras import require
 from inbedder.options import EncodeOptions
 
@@ -72,9 +72,7 @@ class GuidedOptions:
         if self.method not in METHODS:
             raise InputError(f"unknown guided method {self.method!r}; choose one of {list(METHODS)}")
         for name in ("sample", "dim", "steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{name} must be a positive int, got {value!r}")
+            check_positive_int(name, getattr(self, name))
         if self.sample < 3:
             raise InputError(f"sample must be at least 3 texts, got {self.sample}")
         if self.clusters is not None and (isinstance(self.clusters, bool) or self.clusters < 2):

@@ -268,3 +268,13 @@ def merge_adapter(model: PreTrainedModel, adapter_dir: str) -> PreTrainedModel:
     if missing:
         raise InputError(f"{adapter_dir}: LoRA layers without weights: {missing[:3]}")
     return adapted.merge_and_unload()
+
+
+def canonical_name(name: str) -> str:
+    """How a model is named to be found again: a registered model's canonical name (for any alias), a
+    local path made absolute, or a hub id as given."""
+    found = registered(name)
+    if found is not None:
+        return found.name
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name

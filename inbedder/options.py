@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
 
-from inbedder.errors import InputError
+from inbedder.errors import InputError, check_positive_int
 
 Fields = Mapping[str, Sequence[str]] | Sequence[Mapping[str, str]]
 
@@ -75,13 +75,8 @@ class EncodeOptions:
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_new_tokens", "num_samples"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{name} must be a positive int, got {value!r}")
-        if self.truncate_dim is not None and (
-            isinstance(self.truncate_dim, bool) or not isinstance(self.truncate_dim, int) or self.truncate_dim < 1
-        ):
-            raise InputError(f"truncate_dim must be a positive int or None, got {self.truncate_dim!r}")
+            check_positive_int(name, getattr(self, name))
+        check_positive_int("truncate_dim", self.truncate_dim, optional=True)
         if self.layer is not None and (isinstance(self.layer, bool) or not isinstance(self.layer, int)):
             raise InputError(f"layer must be an int (negative counts from the last), got {self.layer!r}")
         if not (isinstance(self.temperature, (int, float)) and self.temperature >= 0):

@@ -16,7 +16,7 @@ from typing import cast
 import torch
 
 from inbedder.backends.base import AnswerStates, Backend, GenerationSettings, SharedPrefixBackend
-from inbedder.errors import InputError
+from inbedder.errors import check_positive_int
 
 Prompts = list[list[list[int]]]
 """Token ids per instruction, per text."""
@@ -45,8 +45,7 @@ class Runner:
 
     @max_batch_tokens.setter
     def max_batch_tokens(self, value: int | None) -> None:
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise InputError(f"max_batch_tokens must be a positive int or None, got {value!r}")
+        check_positive_int("max_batch_tokens", value, optional=True)
         self._max_batch_tokens = value
 
     @contextlib.contextmanager

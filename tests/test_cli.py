@@ -417,6 +417,7 @@ NOT_ON_THE_COMMAND_LINE = {
     "convert_to_numpy": "the command writes files",
     "convert_to_tensor": "the command writes files",
     "fields": "a table's columns are texts, instructions and ids; fields are an API feature",
+    "return_usage": "the command writes vectors (and answers); token counts are for callers that bill them",
 }
 
 

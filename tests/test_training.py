@@ -30,7 +30,7 @@ from inbedder.training import (
     shuffle_split,
     train,
 )
-from inbedder.training.modeling import base_reference, freeze_below, load_model, top_blocks
+from inbedder.training.modeling import freeze_below, load_model, top_blocks
 
 CORPUS = [
     "I love my cat and my dog. The cat sleeps; the dog barks.",
@@ -214,10 +214,10 @@ def test_family_detection(tiny_model_dir, bert_dir, t5_dir):
 
 
 def test_adapter_names_a_base_inbedder_can_resolve(tiny_model_dir):
-    assert base_reference("smollm2") == base_reference("SmolLM2-135M-Instruct") == "smollm2-135m-instruct"
-    assert base_reference("default") == models.DEFAULT_MODEL
-    assert base_reference(str(tiny_model_dir)) == str(tiny_model_dir.resolve())
-    assert base_reference("org/some-model") == "org/some-model"
+    assert models.canonical_name("smollm2") == models.canonical_name("SmolLM2-135M-Instruct") == "smollm2-135m-instruct"
+    assert models.canonical_name("default") == models.DEFAULT_MODEL
+    assert models.canonical_name(str(tiny_model_dir)) == str(tiny_model_dir.resolve())
+    assert models.canonical_name("org/some-model") == "org/some-model"
 
 
 def test_train_layers_freezes_everything_below(tiny_model_dir, t5_dir):

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from inbedder.errors import InputError
+from inbedder.errors import InputError, check_positive_int
 
 
 @dataclass(frozen=True)
@@ -27,14 +27,12 @@ class GenerationSettings:
     num_samples: int = 1
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise InputError(f"max_new_tokens must be a positive int, got {self.max_new_tokens!r}")
+        check_positive_int("max_new_tokens", self.max_new_tokens)
         if not self.temperature >= 0:
             raise InputError(f"temperature must be >= 0, got {self.temperature!r}")
         if not 0 < self.top_p <= 1:
             raise InputError(f"top_p must be in (0, 1], got {self.top_p!r}")
-        if isinstance(self.num_samples, bool) or not isinstance(self.num_samples, int) or self.num_samples < 1:
-            raise InputError(f"num_samples must be a positive int, got {self.num_samples!r}")
+        check_positive_int("num_samples", self.num_samples)
         if self.num_samples > 1 and not self.sampling:
             raise InputError(
                 f"num_samples={self.num_samples} needs temperature > 0: at temperature 0 every sample is the "

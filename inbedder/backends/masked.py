@@ -20,7 +20,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from inbedder.backends.base import AnswerStates, GenerationSettings, head_logits, right_pad, sample_tokens
-from inbedder.errors import InputError
+from inbedder.errors import InputError, check_positive_int
 from inbedder.templates import special_tokens_around
 
 DEFAULT_MASK_LENGTH = 3
@@ -42,8 +42,7 @@ class MaskedBackend:
     def __init__(
         self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, mask_length: int = DEFAULT_MASK_LENGTH
     ) -> None:
-        if isinstance(mask_length, bool) or not isinstance(mask_length, int) or mask_length < 1:
-            raise InputError(f"mask_length must be a positive int, got {mask_length!r}")
+        check_positive_int("mask_length", mask_length)
         if tokenizer.mask_token_id is None:
             raise InputError(f"the tokenizer of this {model.config.model_type} model has no mask token")
         self.model = model.eval()

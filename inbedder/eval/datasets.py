@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from inbedder.errors import InputError
+from inbedder.errors import InputError, check_positive_int
 from inbedder.eval.tasks import ClusteringTask, RobustnessTask, STSTask, TripletTask
 
 ROBUSTNESS_GROUPS = ("paraphrases", "implicit", "incorrect")
@@ -45,8 +45,7 @@ class LocalDataset:
 
     def subsample(self, n: int, seed: int = 0) -> LocalDataset:
         """At most ``n`` records, stratified by their joint labels, chosen by ``seed``; in file order."""
-        if n < 1:
-            raise InputError(f"limit must be a positive int, got {n}")
+        check_positive_int("limit", n)
         if n >= len(self.records):
             return self
         rng = np.random.default_rng(seed)

@@ -39,19 +39,6 @@ class LoraSettings:
     target_modules: tuple[str, ...] | None = None
 
 
-def base_reference(base: str) -> str:
-    """How an adapter names its base model so that ``InBedder`` can find it again.
-
-    A registered name stays a name (resolved on the loading machine), a local path becomes
-    absolute, and a hub id stays as given.
-    """
-    registered = models.registered(base)
-    if registered is not None:
-        return registered.name
-    path = Path(base).expanduser()
-    return str(path.resolve()) if path.exists() else base
-
-
 def load_model(source: str, family: str, trust_remote_code: bool = False) -> PreTrainedModel:
     """The model at ``source`` with the head its family trains, in float32 (an adapter comes merged in)."""
     return load_language_model(source, family, dtype=torch.float32, trust_remote_code=trust_remote_code)[1]
@@ -119,7 +106,7 @@ def add_lora(model: PreTrainedModel, family: str, blocks: list[str], lora: LoraS
     with peft_deprecations_logged():
         wrapped = get_peft_model(model, config)
     # recorded in adapter_config.json: InBedder(adapter_dir) loads the base by this name
-    wrapped.peft_config["default"].base_model_name_or_path = base_reference(base)
+    wrapped.peft_config["default"].base_model_name_or_path = models.canonical_name(base)
     return wrapped
 
 
