@@ -212,12 +212,13 @@ def test_config_refuses_a_bad_max_length():
         TrainingConfig(max_length="long")
 
 
-def test_answer_loss_equals_the_models_own_loss(tiny_model_dir, bert_dir):
+def test_answer_loss_equals_the_models_own_loss(tiny_model_dir, bert_dir, t5_dir):
     from inbedder.training.modeling import load_model
     from inbedder.training.trainer import _keeps_logits, answer_loss
 
     llama = load_model(str(tiny_model_dir), "causal").eval()
     assert _keeps_logits(llama) and not _keeps_logits(load_model(str(bert_dir), "masked"))
+    assert not _keeps_logits(load_model(str(t5_dir), "seq2seq"))
     examples = [Example([5, 6, 7, 8, 9], [-100, -100, -100, 8, 9]), Example([5, 6, 7], [-100, 6, 7])]
     batch = Collator(0)(examples)
     with torch.no_grad():

@@ -4,14 +4,16 @@
 - ``masked`` (BERT/RoBERTa family, ``AutoModelForMaskedLM``): ``MaskedBackend``;
 - ``seq2seq`` (T5, Flan-T5, BART, ``AutoModelForSeq2SeqLM``): ``Seq2SeqBackend``.
 
-This is the one registry of what inbedder knows per family: the auto class that loads it
-(``MODEL_CLASSES``), its LoRA task type for training (``LORA_TASK_TYPES``), how a config shows
-it (``detect_family``) and its backend (``make_backend``; each backend names the readouts it
-lacks and its default). Every backend offers the ``Backend`` interface ``InBedder`` uses.
+This is the one registry of what inbedder knows per family (``FAMILY_TABLE``, one ``Family``
+each): the auto class that loads it, its LoRA task type for training and its backend (each
+backend names the readouts it lacks and its default); ``detect_family`` says how a config shows
+it. Every backend offers the ``Backend`` interface ``InBedder`` uses.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from transformers import (
@@ -29,15 +31,32 @@ from inbedder.backends.masked import DEFAULT_MASK_LENGTH, MASKED_MODEL_TYPES, Ma
 from inbedder.backends.seq2seq import Seq2SeqBackend
 from inbedder.errors import InputError
 
-FAMILIES = ("causal", "masked", "seq2seq")
-MODEL_CLASSES: dict[str, Any] = {
-    "causal": AutoModelForCausalLM,
-    "masked": AutoModelForMaskedLM,
-    "seq2seq": AutoModelForSeq2SeqLM,
+
+@dataclass(frozen=True)
+class Family:
+    """What inbedder knows of one model family, in one place."""
+
+    name: str
+    model_class: Any
+    """The transformers auto class that loads it with its LM head."""
+    lora_task_type: str | None
+    """peft's ``TaskType`` for LoRA on it (None: a plain model, as peft wraps a masked LM)."""
+    backend: Callable[..., Backend]
+    """Its backend, over a loaded model and tokenizer."""
+    takes_mask_length: bool = False
+
+
+FAMILY_TABLE: dict[str, Family] = {
+    family.name: family
+    for family in (
+        Family("causal", AutoModelForCausalLM, "CAUSAL_LM", CausalBackend),
+        Family("masked", AutoModelForMaskedLM, None, MaskedBackend, takes_mask_length=True),
+        Family("seq2seq", AutoModelForSeq2SeqLM, "SEQ_2_SEQ_LM", Seq2SeqBackend),
+    )
 }
-"""The transformers auto class that loads each family with its LM head."""
-LORA_TASK_TYPES: dict[str, str | None] = {"causal": "CAUSAL_LM", "masked": None, "seq2seq": "SEQ_2_SEQ_LM"}
-"""peft's ``TaskType`` for LoRA on each family (None: a plain model, as peft wraps a masked LM)."""
+FAMILIES = tuple(FAMILY_TABLE)
+MODEL_CLASSES: dict[str, Any] = {name: family.model_class for name, family in FAMILY_TABLE.items()}
+LORA_TASK_TYPES: dict[str, str | None] = {name: family.lora_task_type for name, family in FAMILY_TABLE.items()}
 
 
 def detect_family(config: PretrainedConfig) -> str:
@@ -61,19 +80,20 @@ def make_backend(
     family: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, mask_length: int | None = None
 ) -> Backend:
     """The backend of ``family`` over a loaded model; ``mask_length`` applies to masked LMs only."""
-    if family == "masked":
-        return MaskedBackend(model, tokenizer, DEFAULT_MASK_LENGTH if mask_length is None else mask_length)
-    if mask_length is not None:
-        raise InputError(f"mask_length applies to masked LMs; this is a {family} model")
-    if family == "seq2seq":
-        return Seq2SeqBackend(model, tokenizer)
-    if family == "causal":
-        return CausalBackend(model, tokenizer)
-    raise InputError(f"unknown model family {family!r}; use one of {', '.join(FAMILIES)}")
+    known = FAMILY_TABLE.get(family)
+    if known is None:
+        raise InputError(f"unknown model family {family!r}; use one of {', '.join(FAMILIES)}")
+    if not known.takes_mask_length:
+        if mask_length is not None:
+            raise InputError(f"mask_length applies to masked LMs; this is a {family} model")
+        return known.backend(model, tokenizer)
+    return known.backend(model, tokenizer, DEFAULT_MASK_LENGTH if mask_length is None else mask_length)
 
 
 __all__ = [
     "FAMILIES",
+    "FAMILY_TABLE",
+    "Family",
     "LORA_TASK_TYPES",
     "MODEL_CLASSES",
     "Backend",

@@ -411,10 +411,9 @@ def answer_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tenso
 
 
 def _keeps_logits(model: nn.Module) -> bool:
-    """A causal LM whose forward takes a boolean ``logits_to_keep`` mask (transformers' recent causal LMs)."""
+    """Whether the model's forward takes ``logits_to_keep`` (transformers' causal LMs do; its masked and
+    encoder-decoder LMs do not), asked of its signature, not guessed from its class."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if getattr(base.config, "is_encoder_decoder", False) or type(base).__name__.endswith("MaskedLM"):
-        return False
     return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
