@@ -2,7 +2,9 @@
 
 The earlier commit is checked out into a temporary git worktree; the two versions then take
 turns (A, B, A, B, ...) embedding the same texts in fresh interpreters, so that the machine's
-noise falls on both alike. Each turn loads the model first and times only ``encode``.
+noise falls on both alike. Each turn loads the model first and times only ``encode``: one call
+over every text, ``encode_multi`` under three questions, and 16 calls of two texts each whose rows
+are all in a store (a new one per turn), as a server makes them.
 
     python benchmarks/encode_speed_ab.py --before cd219e4 [--texts 192] [--rounds 3]
 """
@@ -38,6 +40,12 @@ timings["encode"] = len(texts) / (time.perf_counter() - start)
 start = time.perf_counter()
 model.encode_multi(texts, instructions[:3], batch_size={batch_size})
 timings["encode_multi"] = 3 * len(texts) / (time.perf_counter() - start)
+store = {store!r}
+model.encode(texts[:32], instructions[0], cache=store)  # the rows the calls below find
+start = time.perf_counter()
+for i in range(0, 32, 2):  # what a server does: many small calls, every row already in the store
+    model.encode(texts[i : i + 2], instructions[0], cache=store)
+timings["small cached calls (calls/s)"] = 16 / (time.perf_counter() - start)
 print(json.dumps(timings))
 """
 
@@ -47,6 +55,7 @@ def turn(tree: Path, args: argparse.Namespace) -> dict[str, float]:
     code = TURN.format(
         benchmarks=str(ROOT / "benchmarks"),
         tree=str(tree),
+        store=str(Path(tempfile.mkdtemp(prefix="inbedder-ab-")) / "store.sqlite"),
         texts=args.texts,
         model=args.model,
         batch_size=args.batch_size,
