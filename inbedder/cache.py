@@ -57,7 +57,7 @@ import numpy as np
 
 from inbedder import models
 from inbedder._version import __version__
-from inbedder.errors import InputError
+from inbedder.errors import InputError, either
 
 FILE_NAME = "embeddings.sqlite"
 APPLICATION_ID = 0x494E4244  # "INBD" in the SQLite header: this file is an inbedder store
@@ -123,7 +123,9 @@ def check_store(path: Path) -> None:
                 connection.execute("SELECT COUNT(*) FROM embeddings").fetchone()
         except sqlite3.DatabaseError as err:
             raise CacheError(
-                f"the cache {path} is damaged ({err}); `inbedder cache clear --path {path}` removes it"
+                f"the cache {path} is damaged ({err}); "
+                + either(f"EmbeddingCache({str(path)!r}).clear()", f"`inbedder cache clear --path {path}`")
+                + " removes it"
             ) from None
         return
     try:
@@ -312,7 +314,7 @@ class EmbeddingCache:
                 if isinstance(err, sqlite3.OperationalError) and "full" in str(err):
                     raise CacheError(
                         f"cannot write to the cache {self.path}: {err}; free some space, or give a store on "
-                        "another disk ($INBEDDER_CACHE or --cache)"
+                        "another disk ($INBEDDER_CACHE or " + either("cache=PATH", "--cache") + ")"
                     ) from None
                 raise
         return added

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from inbedder.errors import InputError
+from inbedder.errors import InputError, option
 
 TABLE_SUFFIXES = {
     ".csv": "csv",
@@ -112,7 +112,7 @@ def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
     if path.suffix.lower() not in OUTPUT_SUFFIXES:
         raise InputError(f"output {path} must end in {' or '.join(OUTPUT_SUFFIXES)}")
     if path.exists() and not overwrite:
-        raise InputError(f"{path} exists; pass --overwrite to replace it")
+        raise InputError(f"{path} exists; pass {option('overwrite')} to replace it")
     if not path.parent.exists():
         raise InputError(f"output directory {path.parent} does not exist")
     if not os.access(path.parent, os.W_OK):
@@ -216,11 +216,13 @@ def check_output_folder(path: str | os.PathLike, overwrite: bool, inputs: Sequen
             raise InputError(f"the output folder {path} holds the input {source}; choose another output folder")
     if path.is_dir() and any(path.iterdir()):
         if not overwrite:
-            raise InputError(f"{path} is not empty; pass --overwrite to replace what an earlier run wrote there")
+            raise InputError(
+                f"{path} is not empty; pass {option('overwrite')} to replace what an earlier run wrote there"
+            )
         if not (path / FOLDER_MARKER).is_file():
             raise InputError(
                 f"{path} holds files inbedder did not write (it has no {FOLDER_MARKER}); "
-                "choose another output folder: --overwrite only replaces an earlier run's output"
+                f"choose another output folder: {option('overwrite')} only replaces an earlier run's output"
             )
     check_directory(path.parent if str(path.parent) else Path("."), create=False)
     return path

@@ -310,8 +310,11 @@ def test_full_fine_tuning_resumes_too(bert_dir, qa_file, tmp_path):
 
 def test_refuses_to_overwrite_or_resume_with_other_settings(adapter_run, tiny_model_dir, qa_file):
     result, options = adapter_run
-    with pytest.raises(InputError, match="already holds a training run; pass --resume"):
+    with pytest.raises(
+        InputError, match="already holds a training run; pass resume=True or choose another out$"
+    ) as err:
         train(str(tiny_model_dir), qa_file, result.out, max_steps=4, eval_size=2, **options)
+    assert err.value.render(command_line=True).endswith("pass --resume or choose another --out")  # as the CLI says it
     with pytest.raises(ValueError, match=r"settings differ \(lr: 0.005 -> 0.001"):
         train(str(tiny_model_dir), qa_file, result.out, max_steps=4, eval_size=2, resume=True, **options | {"lr": 1e-3})
 
@@ -333,7 +336,7 @@ def test_a_folder_of_other_files_is_written_into_only_when_asked(tiny_model_dir,
     folder = tmp_path / "project"
     folder.mkdir()
     (folder / "README.md").write_text("my project")
-    with pytest.raises(InputError, match="holds other files and no training run.*pass --overwrite"):
+    with pytest.raises(InputError, match="holds other files and no training run.*pass overwrite=True"):
         train(str(tiny_model_dir), qa_file, folder, max_steps=1, eval_size=2, **FAST)
     assert (folder / "README.md").read_text() == "my project" and len(list(folder.iterdir())) == 1
     train(str(tiny_model_dir), qa_file, folder, max_steps=1, eval_size=2, overwrite=True, **FAST)

@@ -50,7 +50,8 @@ def main() -> None:
     except (InputError, ImportError, OSError) as err:
         if os.environ.get("INBEDDER_DEBUG"):
             raise
-        typer.echo(f"error: {err}", err=True)
+        message = err.render(command_line=True) if isinstance(err, InputError) else str(err)
+        typer.echo(f"error: {message}", err=True)
         sys.exit(2)
     except (ValueError, TypeError) as err:
         if os.environ.get("INBEDDER_DEBUG"):

@@ -28,7 +28,7 @@ from inbedder.cli.common import (
     int_option,
     interruptible,
 )
-from inbedder.errors import InputError
+from inbedder.errors import InputError, as_input_error
 
 
 def cluster(
@@ -105,7 +105,7 @@ def cluster(
         try:
             check_map(map)
         except (ValueError, ImportError) as err:
-            raise InputError(str(err)) from err
+            raise as_input_error(err) from err
         from inbedder import distributed
         from inbedder.options import EncodeOptions
 
@@ -137,7 +137,7 @@ def cluster(
             refused = distributed.user_error(err)  # a check before the actors started, or a row they refused
             if refused is None:
                 raise
-            raise InputError(str(refused)) from None
+            raise as_input_error(refused) from None
         typer.echo(f"report: {paths['report.html']}", err=True)
         return
     if engine != "local":

@@ -29,7 +29,7 @@ from inbedder.cli.common import (
     guided_options,
     interruptible,
 )
-from inbedder.errors import InputError
+from inbedder.errors import InputError, as_input_error
 from inbedder.options import EncodeOptions
 
 
@@ -284,7 +284,7 @@ def _encode_on_ray(
                 input, instruction, options, model=model, model_options=model_options, **where
             )
     except ValueError as err:  # refused before the actors start: an option they could not honour, a column
-        raise InputError(str(err)) from err
+        raise as_input_error(err) from err
     about = {"command": "encode", "input": str(input), "instruction": instruction, "model": model}
     try:
         tables.atomic_folder(out, lambda folder: embedded.write_parquet(str(folder)), about)

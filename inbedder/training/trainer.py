@@ -28,7 +28,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from inbedder import models, tables
 from inbedder.backends import FAMILIES
-from inbedder.errors import InputError
+from inbedder.errors import InputError, option
 from inbedder.loading import cpu_runs_bfloat16, load_tokenizer, read_family, resolve_device
 from inbedder.model_settings import read_settings, write_settings
 from inbedder.training import checkpoint as ckpt
@@ -452,7 +452,9 @@ def _prepare_output(out: Path, config: TrainingConfig, settings: dict[str, Any])
     record = out / TRAINING_JSON
     if found or record.is_file():
         if not config.resume:
-            raise tables.InputError(f"{out} already holds a training run; pass --resume or choose another --out")
+            raise InputError(
+                f"{out} already holds a training run; pass {option('resume')} or choose another {option('out', None)}"
+            )
         checkpoint = found[-1][1] if found else None
         saved = ckpt.saved_progress(checkpoint)["settings"] if checkpoint else _recorded_settings(record)
         changed = [k for k in settings if k not in RESUMABLE_CHANGES and saved.get(k) != settings[k]]
@@ -461,13 +463,14 @@ def _prepare_output(out: Path, config: TrainingConfig, settings: dict[str, Any])
             raise tables.InputError(f"cannot resume {checkpoint or record}: settings differ ({diffs})")
         if checkpoint is None:
             raise tables.InputError(
-                f"{out} holds a finished run and no checkpoint to go on from; choose another --out to train again"
+                f"{out} holds a finished run and no checkpoint to go on from; choose another {option('out', None)} "
+                "to train again"
             )
         return checkpoint
     if out.is_dir() and any(out.iterdir()) and not config.overwrite:
         raise tables.InputError(
             f"{out} holds other files and no training run; the model's files would overwrite any of the same "
-            "name there: pass --overwrite, or choose another --out"
+            f"name there: pass {option('overwrite')}, or choose another {option('out', None)}"
         )
     if config.resume:
         logger.warning("no checkpoint in %s: training from the start", out)
