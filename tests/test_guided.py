@@ -254,3 +254,28 @@ def test_a_generic_embedder_loaded_by_name_keeps_its_float32_fingerprint_in_bflo
     assert half.generic_fingerprint() == full.generic_fingerprint()
     cosine = (half.generic_vectors(TEXTS) * full.generic_vectors(TEXTS)).sum(1)
     assert cosine.min() > 0.99
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--save-map", "m"], "--save-map saves the map --guided fits; add --guided"),
+        (["--guided", "--guided-map", "m"], "give one of them"),
+        (["--guided", "--truncate-dim", "8"], "--truncate-dim applies to the model's own readouts"),
+        (["--guided-map", "m", "--return-generations"], "there are no answers to return"),
+        (["--guided-map", "m", "--engine", "ray"], "--guided-map applies a saved map in this process"),
+        (["--guided", "--guided-method", "pca"], "unknown guided method 'pca'"),
+    ],
+)
+def test_cli_refuses_guided_flags_that_do_not_go_together(tmp_path, monkeypatch, capsys, extra, message):
+    from inbedder import cli
+
+    table = tmp_path / "texts.txt"
+    table.write_text("\n".join(TEXTS))
+    argv = ["inbedder", "encode", str(table), "-i", QUESTION, "--out", str(tmp_path / "e.npy"), *extra]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "e.npy").exists()

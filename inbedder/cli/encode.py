@@ -105,18 +105,7 @@ def encode(
     check_dtype(dtype)  # both engines: refused before any work
     check_readout(readout)
     fit = guided_options(guided, sample, generic, guided_method)
-    if save_map is not None and fit is None:
-        raise InputError("--save-map saves the map --guided fits; add --guided")
-    if guided_map is not None and fit is not None:
-        raise InputError("--guided fits a new map and --guided-map applies a saved one; give one of them")
-    if (fit is not None or guided_map is not None) and truncate_dim is not None:
-        raise InputError("--truncate-dim applies to the model's own readouts, not to guided embeddings")
-    if guided_map is not None and return_generations:
-        raise InputError("--guided-map runs no language model, so there are no answers to return")
-    if guided_map is not None and engine != "local":
-        raise InputError("--guided-map applies a saved map in this process; on Ray, fit with --guided")
-    if save_map is not None and engine != "local":
-        raise InputError("--save-map saves the map of a local run; on Ray the map is fitted and applied in one go")
+    _check_guided(fit, save_map, guided_map, truncate_dim is not None, return_generations, engine)
     if isinstance(batch_size, bool) or batch_size < 1:
         raise InputError(f"--batch-size must be a positive number of texts, got {batch_size}")
     settings = given(template=template, readout=readout, layer=layer, postprocess=postprocess)
@@ -207,6 +196,24 @@ def encode(
         tables.atomic_write(answers_out, lambda p: p.write_text(lines, encoding="utf-8"))
         typer.echo(f"wrote answers to {answers_out}", err=True)
     typer.echo(f"wrote {embeddings.shape[0]} embeddings of size {embeddings.shape[1]} to {out}", err=True)
+
+
+def _check_guided(
+    fit: object, save_map: Path | None, guided_map: Path | None, truncating: bool, answering: bool, engine: str
+) -> None:
+    """Refuse the guided flags that contradict each other or the rest of the command."""
+    saved, fitted = guided_map is not None, fit is not None
+    refusals = [
+        (save_map is not None and not fitted, "--save-map saves the map --guided fits; add --guided"),
+        (saved and fitted, "--guided fits a new map and --guided-map applies a saved one; give one of them"),
+        (truncating and (saved or fitted), "--truncate-dim applies to the model's own readouts, not to guided ones"),
+        (saved and answering, "--guided-map runs no language model, so there are no answers to return"),
+        (saved and engine != "local", "--guided-map applies a saved map in this process; on Ray, fit with --guided"),
+        (save_map is not None and engine != "local", "--save-map saves a local run's map; on Ray it is not kept"),
+    ]
+    for refused, message in refusals:
+        if refused:
+            raise InputError(message)
 
 
 def _encode_guided(
