@@ -39,10 +39,10 @@ from inbedder.loading import (
 )
 from inbedder.model_settings import read_settings
 from inbedder.options import EncodeOptions, Fields, takes_encode_options
-from inbedder.pooling import HeadDistribution, ReadoutStage, ReEncoding, StatePooling, embedding_size
+from inbedder.pooling import HeadDistribution, ReadoutStage, readout_stage
 from inbedder.postprocess import check_postprocess
 from inbedder.postprocess import postprocess as postprocess_states
-from inbedder.readout import KINDS, Readout, offered_readouts
+from inbedder.readout import KINDS, HeadReadout, Readout, ReencodedReadout, offered_readouts
 from inbedder.runner import Prompts, Runner
 from inbedder.templates import PromptTemplate, PromptTokenizer, one_per_text
 
@@ -287,18 +287,18 @@ class InBedder:
         layer = self._check_readout(spec)
         check_truncation(spec, options.truncate_dim)
         settings = GenerationSettings(options.max_new_tokens, options.temperature, options.top_p, options.num_samples)
-        if options.num_samples != 1 and not spec.kind.reencodes:
+        if options.num_samples != 1 and not isinstance(spec.kind, ReencodedReadout):
             raise InputError(
                 f"num_samples={options.num_samples} applies to readout='re_encode' only, not {spec.name!r}"
             )
         post = check_postprocess(self.postprocess if options.postprocess is None else options.postprocess, n or None)
         prompts = self._prompts(texts, instructions, options)
         generate = spec.needs_generation or options.return_generations
-        pooled = replace(spec, name=spec.state_readout)  # what the states give, and the store keeps
+        pooled = replace(spec, name=spec.kind.stored)  # what the batches' stage gives, and the store keeps
         embeddings, answers = self._embed(prompts, pooled, layer, settings if generate else None, options)
 
-        if spec.reads_head:
-            embeddings = torch.stack([self.head(e, spec.kind.head_dim) for e in embeddings])
+        if isinstance(spec.kind, HeadReadout):  # after the store, which keeps the smaller states
+            embeddings = torch.stack([self.head(e, spec.kind.dim) for e in embeddings])
         if options.truncate_dim is not None:
             embeddings = embeddings[..., : options.truncate_dim]
         if n:
@@ -407,7 +407,7 @@ class InBedder:
                 )
                 return None
             parts["generation"] = {**asdict(settings), "seed": seed if settings.sampling else None}
-        if spec.kind.reencodes:
+        if isinstance(spec.kind, ReencodedReadout):
             embedder = self._sentence_embedder()
             if not isinstance(embedder, torch.nn.Module):
                 logger.info("not cached: re-encoder %s is not a torch module to fingerprint", type(embedder).__name__)
@@ -420,9 +420,7 @@ class InBedder:
         return [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in gen.answer_tokens]
 
     def _readout_stage(self, spec: Readout) -> ReadoutStage:
-        if spec.kind.reencodes:
-            return ReEncoding(self._sentence_embedder)
-        return StatePooling(spec, self.backend)
+        return readout_stage(spec, self.backend, self._sentence_embedder)
 
     def check(self, options: EncodeOptions | None = None, **overrides: Any) -> None:
         """Refuse, before any work, what ``encode`` with these options would refuse: a readout this model
@@ -445,9 +443,9 @@ class InBedder:
 
     def _dimension(self, readout: str) -> int:
         kind = KINDS[readout]
-        if kind.head_of is not None:
-            return kind.head_dim or self.head.dimension
-        return embedding_size(self._sentence_embedder()) if kind.reencodes else self.backend.hidden_size
+        if isinstance(kind, HeadReadout):
+            return kind.dim or self.head.dimension
+        return self._readout_stage(Readout(readout)).dimension
 
     @torch.inference_mode()
     def _vocabulary_scores(self, vectors: torch.Tensor) -> torch.Tensor:
@@ -455,7 +453,7 @@ class InBedder:
         the model's projected readout); last-layer states through the LM head."""
         if vectors.shape[-1] == self.head.dimension:
             return vectors.reshape(-1, self.head.dimension)
-        if vectors.shape[-1] == self.readout.kind.head_dim:
+        if vectors.shape[-1] == self.readout.kind.prefix_dim:
             return self.head.back_project(vectors.reshape(-1, vectors.shape[-1]))
         return self.backend.vocabulary_logits(vectors.reshape(-1, self.backend.hidden_size))
 
@@ -472,7 +470,7 @@ def check_truncation(spec: Readout, truncate_dim: int | None) -> None:
     """Refuse a ``truncate_dim`` the readout cannot honour: only a projected head's prefix is a smaller projection."""
     if truncate_dim is None:
         return
-    size = spec.kind.head_dim
+    size = spec.kind.prefix_dim
     if size is None:
         raise InputError(
             f"truncate_dim applies to readouts whose first numbers stand for the whole (fst_head_rp), "

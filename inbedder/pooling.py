@@ -4,12 +4,14 @@
 - ``ReEncoding``: the answers' text embedded by a sentence embedder, averaged over samples;
 - ``HeadDistribution``: after the store, a pooled last-layer state through the LM head.
 
-A stage's ``dimension`` is the size of what it returns.
+A stage's ``dimension`` is the size of what it returns; ``readout_stage`` makes the one a readout's
+type (``inbedder.readout``: pooled, re-encoded, head) calls for.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -17,7 +19,7 @@ import torch
 
 from inbedder.backends.base import AnswerStates, Backend
 from inbedder.errors import InputError
-from inbedder.readout import Readout
+from inbedder.readout import KINDS, PooledReadout, Readout, ReencodedReadout
 
 
 class ReadoutStage(Protocol):
@@ -29,14 +31,22 @@ class ReadoutStage(Protocol):
     def __call__(self, runs: Sequence[AnswerStates], answers: Sequence[list[str]]) -> torch.Tensor: ...
 
 
+def readout_stage(readout: Readout, backend: Backend, sentence_embedder: Callable[[], Any]) -> ReadoutStage:
+    """The stage that makes, from a batch's runs, the vectors the store keeps for ``readout``: its pooled
+    states, its re-encoded answers, or (for a head readout) the pooled states the head will read."""
+    kind = KINDS[readout.kind.stored]
+    if isinstance(kind, ReencodedReadout):
+        return ReEncoding(sentence_embedder)
+    return StatePooling(replace(readout, name=kind.name), backend)
+
+
 class StatePooling:
     """The readout's pool function over the states of the first run, without the tokens of ``filter_words``."""
 
     def __init__(self, readout: Readout, backend: Backend) -> None:
-        pool = readout.kind.pool
-        if pool is None:
+        if not isinstance(readout.kind, PooledReadout) or readout.kind.pool is None:
             raise InputError(f"readout {readout.name!r} does not pool states")
-        self.readout, self.pool, self.backend = readout, pool, backend
+        self.readout, self.pool, self.backend = readout, readout.kind.pool, backend
 
     @property
     def dimension(self) -> int:

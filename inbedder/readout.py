@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from inbedder.errors import InputError
@@ -31,27 +31,71 @@ Pool = Callable[["AnswerStates", "torch.Tensor"], "torch.Tensor"]
 
 @dataclass(frozen=True)
 class ReadoutKind:
-    """What a readout name means; exactly one of ``pool``, ``reencodes`` and ``head_of`` says how it embeds."""
+    """What a readout name means; one subclass per way it embeds: ``PooledReadout`` (the model's
+    states pooled), ``ReencodedReadout`` (the answers' text re-embedded) and ``HeadReadout`` (a pooled
+    last-layer state through the LM head). ``inbedder.pooling.readout_stage`` makes each one's stage."""
 
     name: str
     description: str
-    pool: Pool | None = None
     generating: bool = False
     """It needs the answer's tokens: generated, or (masked LMs) predicted at the mask slots."""
-    reencodes: bool = False
-    head_of: str | None = None
-    head_dim: int | None = None
-    """For a head readout: the size of a fixed random projection of its square-root distribution (None: all of it)."""
+
+    @property
+    def stored(self) -> str:
+        """The readout whose vectors a batch's stage computes and the store keeps: this one, for all but heads."""
+        return self.name
+
+    @property
+    def prefix_dim(self) -> int | None:
+        """How many numbers it gives when any prefix of them is a smaller form of the whole (None: no such order)."""
+        return None
 
     @property
     def definition(self) -> str:
-        """A digest of what this readout computes: its flags and its pooling function's code (the function's
-        own bytecode and constants; the functions it calls are the package's, whose version the store keys on).
-        The store keys rows on it, so a name registered again with other code never serves the old rows."""
-        parts = [self.name, self.generating, self.reencodes, self.head_of, self.head_dim]
-        if self.pool is not None:
-            parts.append(_code_digest(getattr(self.pool, "__code__", None)) or repr(self.pool))
+        """A digest of what this readout computes: its type and fields, a pooling function by its code (the
+        function's own bytecode and constants; the functions it calls are the package's, whose version the
+        store keys on). The store keys rows on it, so a name registered again with other code never serves
+        the old rows."""
+        parts: list[Any] = [type(self).__name__]
+        for item in fields(self):
+            if item.name == "description":  # words for the help, not what it computes
+                continue
+            value = getattr(self, item.name)
+            if callable(value):
+                value = _code_digest(getattr(value, "__code__", None)) or repr(value)
+            parts.append((item.name, value))
         return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class PooledReadout(ReadoutKind):
+    """The model's hidden states at the readout's layer, pooled by ``pool``."""
+
+    pool: Pool | None = None
+
+
+@dataclass(frozen=True)
+class ReencodedReadout(ReadoutKind):
+    """The generated answers' text, embedded by a sentence embedder."""
+
+    generating: bool = True
+
+
+@dataclass(frozen=True)
+class HeadReadout(ReadoutKind):
+    """The pooled last-layer state of readout ``of`` through the LM head: square-root probabilities, or
+    their fixed random projection to ``dim`` numbers."""
+
+    of: str = "fst_gen"
+    dim: int | None = None
+
+    @property
+    def stored(self) -> str:
+        return self.of
+
+    @property
+    def prefix_dim(self) -> int | None:
+        return self.dim
 
 
 def _code_digest(code: Any) -> str | None:
@@ -82,11 +126,16 @@ def register_readout(
         raise InputError(f"readout {name!r} is already registered")
     if (pool is not None) + reencodes + (head_of is not None) != 1:
         raise InputError(f"readout {name!r}: give exactly one of pool, reencodes=True or head_of")
-    if head_of is not None and (head_of not in KINDS or KINDS[head_of].pool is None):
+    if head_of is not None and not isinstance(KINDS.get(head_of), PooledReadout):
         raise InputError(f"readout {name!r}: head_of must name a pooling readout, got {head_of!r}")
     if head_dim is not None and (head_of is None or head_dim < 8 or head_dim % 8):
         raise InputError(f"readout {name!r}: head_dim applies to head readouts, as a multiple of 8, got {head_dim!r}")
-    kind = ReadoutKind(name, description, pool, generating or reencodes, reencodes, head_of, head_dim)
+    if reencodes:
+        kind: ReadoutKind = ReencodedReadout(name, description)
+    elif head_of is not None:
+        kind = HeadReadout(name, description, generating, of=head_of, dim=head_dim)
+    else:
+        kind = PooledReadout(name, description, generating, pool=pool)
     KINDS[name] = kind
     READOUTS[name] = description
     return kind
@@ -193,12 +242,7 @@ class Readout:
 
     @property
     def reads_head(self) -> bool:
-        return self.kind.head_of is not None
-
-    @property
-    def state_readout(self) -> str:
-        """The readout whose states are pooled (and cached): this one, or the one a head readout reads."""
-        return self.kind.head_of or self.name
+        return isinstance(self.kind, HeadReadout)
 
     def layer_index(self, num_layers: int) -> int:
         """The index into the model's ``num_layers + 1`` hidden states, checked."""

@@ -75,3 +75,19 @@ def test_a_projection_size_applies_to_head_readouts_in_multiples_of_8():
         register_readout("bad_projection", "x", head_of="fst_gen", head_dim=100)
     with pytest.raises(ValueError, match="head_dim applies to head readouts"):
         register_readout("bad_projection", "x", lambda run, kept: run.answer_states[:, 0], head_dim=64)
+
+
+def test_each_readout_is_a_type_of_its_mode_and_keyed_by_what_it_computes():
+    from dataclasses import replace
+
+    from inbedder.readout import HeadReadout, PooledReadout, ReencodedReadout
+
+    assert isinstance(KINDS["fst_gen"], PooledReadout) and KINDS["fst_gen"].stored == "fst_gen"
+    assert isinstance(KINDS["re_encode"], ReencodedReadout) and KINDS["re_encode"].generating
+    head, projected = KINDS["fst_head"], KINDS["fst_head_rp"]
+    assert isinstance(projected, HeadReadout) and projected.stored == "fst_gen" and projected.prefix_dim == 1024
+    assert head.prefix_dim is None and KINDS["fst_gen"].prefix_dim is None
+    definition = KINDS["avg_gen"].definition
+    assert replace(KINDS["avg_gen"], description="other words").definition == definition
+    assert replace(KINDS["avg_gen"], pool=KINDS["fst_gen"].pool).definition != definition
+    assert replace(projected, dim=512).definition != projected.definition

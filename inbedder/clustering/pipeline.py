@@ -24,6 +24,7 @@ from inbedder.errors import InputError
 from inbedder.guided import GuidedEmbedder, GuidedOptions, SampleAnswers
 from inbedder.options import EncodeOptions
 from inbedder.postprocess import postprocess
+from inbedder.readout import HeadReadout
 
 METHODS = ("kmeans", "hdbscan")
 MAPS = ("auto", "pca", "umap")
@@ -177,7 +178,8 @@ def _embed(
     distributions its clusters are named from."""
     explain = None
     with contextlib.ExitStack() as scratch:
-        explained_by = model.readout.kind.head_of if model.readout.kind.head_dim else None
+        kind = model.readout.kind
+        explained_by = kind.of if isinstance(kind, HeadReadout) and kind.dim else None  # a projected head
         if explained_by and options.cache is None:  # the states' second read must come from a store
             options = replace(options, cache=Path(scratch.enter_context(tempfile.TemporaryDirectory())))
         results = model.encode_multi(texts, instructions, options)
