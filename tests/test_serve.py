@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import uvicorn
 
+from inbedder.errors import InputError
 from inbedder.serving import ServerSettings, create_app
 
 TEXTS = ["I love my cat", "The dog barks at the mailman every morning.", "A parrot that talks", "fish"]
@@ -202,7 +203,7 @@ class Poisoned(Gated):
     def encode(self, texts, instruction=None, **options):
         if "poison" in texts:
             self.calls.append(len(texts))
-            raise ValueError("poison is not a text this model takes")
+            raise InputError("poison is not a text this model takes")
         return super().encode(texts, instruction, **options)
 
 

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inbedder import models
+from inbedder.errors import InputError
 from inbedder.serving.batcher import Batcher, Closed, QueueFull
 from inbedder.serving.metrics import Metrics
 
@@ -224,7 +225,7 @@ def create_app(settings: ServerSettings, load: Callable[[], Any] | None = None) 
                 return Response(status_code=499)
         try:
             result = waiting.result()
-        except ValueError as err:  # what encode refuses, in its own words
+        except InputError as err:  # what encode refuses, in its own words; anything else is the server's fault
             raise APIError(400, str(err)) from err
         service.metrics.texts.inc(len(texts))
         service.metrics.latency.observe(time.perf_counter() - start)
@@ -317,7 +318,7 @@ def _checked(body: EmbeddingRequest, model: Any, service: Service) -> tuple[list
     if body.dimensions is not None:
         try:
             model.check(readout=body.readout, layer=body.layer, truncate_dim=body.dimensions)
-        except ValueError as err:
+        except InputError as err:
             raise APIError(400, f"dimensions: {err}", "dimensions") from err
     _check_response_size(model, body, len(texts), settings)
     return texts, instructions
@@ -340,7 +341,7 @@ def _check_instruction(model: Any, instruction: str, param: str, settings: Serve
     _check_encodable(instruction, param)
     try:
         model.prompts("text", instruction, model.template)
-    except ValueError as err:  # too long for max_length, a field the template lacks, ...
+    except InputError as err:  # too long for max_length, a field the template lacks, ...
         raise APIError(400, f"{param}: {err}", param) from err
 
 
@@ -368,7 +369,7 @@ def _check_readout(model: Any, readout: str | None, layer: int | None) -> None:
     for param, asked in (("readout", {"readout": readout}), ("layer", {"readout": readout, "layer": layer})):
         try:
             model.check(**asked)
-        except ValueError as err:
+        except InputError as err:
             raise APIError(400, str(err), param) from err
 
 
