@@ -475,3 +475,19 @@ def test_every_encode_option_is_honoured_by_the_server_or_refused_by_name(url, t
     else:  # the rest are the server's to set (dimensions is truncate_dim's OpenAI name)
         assert response.status_code == 400, response.text
         assert response.json()["error"]["message"] == f"{option}: unknown field"
+
+
+class Buggy(Gated):
+    """The tiny model with a bug: any call fails with a plain ValueError, not a refusal of the input."""
+
+    def encode(self, texts, instruction=None, **options):
+        raise ValueError("operands could not be broadcast together")
+
+
+def test_a_bug_in_the_model_is_a_server_error_not_the_clients(tiny):
+    model = Buggy(tiny)
+    model.gate.set()
+    with running(ServerSettings(model="tiny"), model) as base:
+        response = post(base, {"input": TEXTS[0]})
+    assert response.status_code == 500 and "broadcast" not in response.text
+    assert response.json()["error"]["code"] == "internal_error"  # OpenAI's shape, as every other error

@@ -174,6 +174,12 @@ def create_app(settings: ServerSettings, load: Callable[[], Any] | None = None) 
         response.headers.update(err.headers or {})
         return response
 
+    @app.exception_handler(Exception)
+    async def bug(_request: Request, err: Exception) -> JSONResponse:
+        # the server's fault, logged with its traceback here; the client learns only that
+        logger.error("a request failed inside the server", exc_info=err)
+        return APIError(500, "the server failed to answer this request", code="internal_error").response()
+
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, err: RequestValidationError) -> JSONResponse:
         # of a union's failed branches, the one that got furthest says most (input: [1, 2] -> input[0])
