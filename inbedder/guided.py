@@ -292,11 +292,12 @@ class GuidedEmbedder:
 
     def generic_vectors(self, texts: Sequence[str], show_progress_bar: bool | None = None) -> np.ndarray:
         """(n, d) unit-length vectors of the generic embedder; with a store, computed once per text."""
+        from tqdm.auto import tqdm
+
         from inbedder.cache import model_label, settings_fingerprint, text_key
         from inbedder.embedder import check_texts
 
         texts = check_texts(texts)
-        out = np.empty((len(texts), 0), dtype=np.float32)
         keys = [text_key(t) for t in texts]
         model_key = self.generic_fingerprint()
         dtype = str(next(self.generic.parameters()).dtype)
@@ -304,8 +305,6 @@ class GuidedEmbedder:
         found = self.cache.get_many(model_key, settings, keys) if self.cache is not None else {}
         todo = list(dict.fromkeys(k for k in keys if k not in found))
         first = {k: i for i, k in reversed(list(enumerate(keys)))}
-        from tqdm.auto import tqdm
-
         for start in tqdm(
             range(0, len(todo), GENERIC_BATCH), desc="generic", unit="batch", disable=not show_progress_bar
         ):
@@ -327,9 +326,9 @@ class GuidedEmbedder:
                 self.cache.put_many(
                     model_key, settings, model_label(self.generic_name), [(k, v, "") for k, v in zip(chunk, vectors)]
                 )
-        if texts:
-            out = np.stack([found[k][0] for k in keys]).astype(np.float32)
-        return out
+        if not texts:
+            return np.empty((0, 0), dtype=np.float32)
+        return np.stack([found[k][0] for k in keys]).astype(np.float32)
 
     def sample_rows(self, n: int) -> np.ndarray:
         """The seeded sample's rows of an ``n``-text corpus (all of them, when ``n`` is at most the sample size)."""
