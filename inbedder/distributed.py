@@ -150,14 +150,7 @@ def guided_dataset(
     from inbedder.guided import GuidedEmbedder, GuidedOptions
 
     columns = output_columns(instructions)
-    dataset = _as_dataset(data)
-    names = set(dataset.schema().names)
-    if text_column not in names:
-        raise InputError(f"the text column {text_column!r} is not in the data; its columns are {sorted(names)}")
-    if id_column is not None and id_column not in names:
-        raise InputError(f"the id column {id_column!r} is not in the data; its columns are {sorted(names)}")
-    if set(columns) & names:
-        raise InputError(f"the data already has column(s) {sorted(set(columns) & names)}, which the output would add")
+    dataset = _checked_dataset(data, text_column, id_column, set(columns))
     settings = guided if guided is not None else GuidedOptions()
     total = dataset.count()
     picked = (
@@ -230,15 +223,8 @@ def embed_dataset(
     model_options = dict(model_options or {})
     check_options(model, options, model_options)
     columns = output_columns(instructions)
-    dataset = _as_dataset(data)
-    names = set(dataset.schema().names)
-    for needed, role in ((text_column, "text"), (id_column, "id")):
-        if needed is not None and needed not in names:
-            raise InputError(f"the {role} column {needed!r} is not in the data; its columns are {sorted(names)}")
     answers = {_answer_column(c) for c in columns} if options.return_generations else set()
-    clashes = (set(columns) | answers) & names
-    if clashes:
-        raise InputError(f"the data already has column(s) {sorted(clashes)}, which the output would add")
+    dataset = _checked_dataset(data, text_column, id_column, set(columns) | answers)
     return dataset.map_batches(
         _Embedder,
         fn_constructor_kwargs={
@@ -314,6 +300,19 @@ def init(address: str | None = None, **kwargs: Any) -> None:
     local one; nothing when already connected."""
     if not ray.is_initialized():
         ray.init(address=address, **kwargs)
+
+
+def _checked_dataset(data: Any, text_column: str, id_column: str | None, added: set[str]) -> ray.data.Dataset:
+    """``data`` as a Ray Dataset, refused by name when it lacks the text (or id) column or already has a
+    column the output would add."""
+    dataset = _as_dataset(data)
+    names = set(dataset.schema().names)
+    for needed, role in ((text_column, "text"), (id_column, "id")):
+        if needed is not None and needed not in names:
+            raise InputError(f"the {role} column {needed!r} is not in the data; its columns are {sorted(names)}")
+    if added & names:
+        raise InputError(f"the data already has column(s) {sorted(added & names)}, which the output would add")
+    return dataset
 
 
 def _as_dataset(data: Any) -> ray.data.Dataset:
