@@ -179,6 +179,7 @@ class GuidedMap:
     @classmethod
     def load(cls, folder: str | Path) -> GuidedMap:
         """A map saved by ``save``; a folder without one is refused by name."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         folder = Path(folder)
@@ -193,7 +194,7 @@ class GuidedMap:
                 settings["input_dim"], dim, settings["hidden"], keep_input=options.method == "concat"
             )
             projection.load_state_dict(state)
-        except (KeyError, TypeError, ValueError, RuntimeError, OSError) as err:
+        except (KeyError, TypeError, ValueError, RuntimeError, OSError, SafetensorError) as err:
             raise InputError(f"cannot read the guided map in {folder}: {err}") from None
         return cls(
             instruction=settings["instruction"],

@@ -279,3 +279,16 @@ def test_cli_refuses_guided_flags_that_do_not_go_together(tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "e.npy").exists()
+
+
+def test_a_damaged_saved_map_is_named(model, minilm, tmp_path):
+    from inbedder.errors import InputError
+    from inbedder.guided import GuidedMap
+
+    guided(model, minilm, method="ridge").fit(TEXTS, QUESTION).save(tmp_path / "map")
+    (tmp_path / "map" / "map.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(InputError, match=f"cannot read the guided map in {tmp_path / 'map'}"):
+        GuidedMap.load(tmp_path / "map")
+    (tmp_path / "map" / "guided.json").write_text("{")
+    with pytest.raises(InputError, match="cannot read the guided map"):
+        GuidedMap.load(tmp_path / "map")
