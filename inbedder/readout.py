@@ -14,6 +14,7 @@ CLI can list the readouts at once; pooling works on tensors through their method
 from __future__ import annotations
 
 import hashlib
+from functools import cached_property
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
@@ -50,7 +51,7 @@ class ReadoutKind:
         """How many numbers it gives when any prefix of them is a smaller form of the whole (None: no such order)."""
         return None
 
-    @property
+    @cached_property  # read on every encode call that uses the store; a kind never changes
     def definition(self) -> str:
         """A digest of what this readout computes: its type and fields, a pooling function by its code (the
         function's own bytecode and constants; the functions it calls are the package's, whose version the
