@@ -14,9 +14,9 @@ CLI can list the readouts at once; pooling works on tensors through their method
 from __future__ import annotations
 
 import hashlib
-from functools import cached_property
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from inbedder.errors import InputError
