@@ -39,7 +39,7 @@ bench-speed: $(STAMP)
 # the local evaluation suite, default model and baselines (under an hour here); rewrites its section of BENCHMARKS.md
 bench-quality: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[all,bench]"
-	$(PY) benchmarks/quality.py --limit 200 --model smollm2-135m-inbedder-v2 --model smollm2-135m-inbedder --write BENCHMARKS.md
+	$(PY) benchmarks/quality.py --limit 200 --model smollm2-135m-inbedder-v3 --model smollm2-135m-inbedder-v2 --write BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

@@ -104,6 +104,14 @@ REGISTRY: dict[str, RegisteredModel] = {
             adapter="smollm2-135m-inbedder-v2",
             aliases=("default",),
         ),
+        RegisteredModel(
+            name="smollm2-135m-inbedder-v3",
+            description="v2 trained further on 40,000 open-answer questions (fine topics, keyphrases, kinds of text, "
+            "60 languages answered in English) with holistic and reading-comprehension ones (int8 LoRA in inbedder), "
+            "read out as fst_head_rp (1,024 numbers). Better than v2 at topics, style and kinds of text; worse at "
+            "kinds of product, which it answers with kinds of text (BENCHMARKS.md)",
+            adapter="smollm2-135m-inbedder-v3",
+        ),
     ]
 }
 DEFAULT_MODEL = "smollm2-135m-inbedder-v2"  # chosen by the evaluation suite (BENCHMARKS.md, "Quality")

@@ -1,4 +1,4 @@
-"""The trained InBedders shipped in the package (smollm2-135m-inbedder, -v2). Slow: `make test-slow`."""
+"""The trained InBedders shipped in the package (smollm2-135m-inbedder, -v2, -v3). Slow: `make test-slow`."""
 
 import json
 
@@ -8,7 +8,7 @@ import pytest
 from inbedder import InBedder, models
 
 pytestmark = pytest.mark.slow
-NAMES = ["smollm2-135m-inbedder", "smollm2-135m-inbedder-v2"]
+NAMES = ["smollm2-135m-inbedder", "smollm2-135m-inbedder-v2", "smollm2-135m-inbedder-v3"]
 TEXTS = [
     "Le nouveau film d'animation arrive bientôt au cinéma, avec des personnages adorés.",
     "Der neue Animationsfilm kommt bald ins Kino, mit beliebten Figuren.",
@@ -42,9 +42,13 @@ def test_the_adapter_is_packaged_with_its_training_record(name):
     assert entry is not None and entry.available_offline()
     adapter = entry.packaged_adapter()
     assert models.resolve(name) == str(adapter)
-    assert models.adapter_base(str(adapter)) == models.BASE_MODEL
+    assert (adapter / "adapter_int8.safetensors").stat().st_size < 2 * 1024**2  # int8 weights
+    base = models.adapter_base(str(adapter))
+    while base != models.BASE_MODEL:  # v3 was trained from v2's merged weights, v2 from the base
+        assert models.registered(base) is not None, base
+        base = models.adapter_base(models.resolve(base))
     record = json.loads((adapter / "training.json").read_text())
-    assert record["base"] == models.BASE_MODEL and record["steps"] > 0 and record["eval_loss"] < 2
+    assert record["steps"] > 0 and record["eval_loss"] < 2
 
 
 def test_it_answers_at_once_and_tersely(trained):
@@ -65,3 +69,10 @@ def test_v2_reads_the_lm_head_as_its_settings_say(cache):
     vectors = model.encode(TEXTS, LANGUAGE)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=0.1)  # a projection of unit vectors
     assert [words[0].lower() for words in model.top_tokens(vectors, top=1)] == ["french", "german"]
+
+
+def test_v3_names_the_topic_in_english_whatever_the_language(cache):
+    model = load("smollm2-135m-inbedder-v3", cache)
+    _, answers = model.encode(TEXTS, "What is the topic of this text?", max_new_tokens=4, return_generations=True)
+    words = {answer.split()[0].strip(".,").lower() for answer in answers}
+    assert words <= {"entertainment", "movies", "film", "films", "animation", "cinema"}, answers
