@@ -100,7 +100,7 @@ REGISTRY: dict[str, RegisteredModel] = {
             name="smollm2-135m-inbedder-v2",
             description="SmolLM2-135M-Instruct trained on 20,000 holistic and reading-comprehension questions "
             "(int8 LoRA in inbedder), read out as fst_head_rp (1,024 numbers); the default. Separates sentiment "
-            "and language; all-MiniLM-L6-v2 still clusters topics better (BENCHMARKS.md)",
+            "and language; all-mpnet-base-v2 still clusters topics better (BENCHMARKS.md)",
             adapter="smollm2-135m-inbedder-v2",
             aliases=("default",),
         ),
