@@ -44,11 +44,11 @@ def test_the_adapter_is_packaged_with_its_training_record(name):
     assert models.resolve(name) == str(adapter)
     assert (adapter / "adapter_int8.safetensors").stat().st_size < 2 * 1024**2  # int8 weights
     base = models.adapter_base(str(adapter))
+    record = json.loads((adapter / "training.json").read_text())
+    assert record["base"] == base and record["steps"] > 0 and record["eval_loss"] < 2
     while base != models.BASE_MODEL:  # v3 was trained from v2's merged weights, v2 from the base
         assert models.registered(base) is not None, base
         base = models.adapter_base(models.resolve(base))
-    record = json.loads((adapter / "training.json").read_text())
-    assert record["steps"] > 0 and record["eval_loss"] < 2
 
 
 def test_it_answers_at_once_and_tersely(trained):
