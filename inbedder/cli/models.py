@@ -11,7 +11,7 @@ def list_models() -> None:
     """List the registered model names and whether each can load offline."""
     rows = [("name", "aliases", "offline", "description")]
     for spec in models.REGISTRY.values():
-        offline = "yes" if spec.available_offline() else "no (needs the hub)"
+        offline = spec.source_note()
         rows.append((spec.name, ", ".join(spec.aliases), offline, spec.description))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:

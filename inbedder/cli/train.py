@@ -57,6 +57,9 @@ def train_model(
     group_by_length: Annotated[
         bool, typer.Option(help="Batch records of similar length together (less padding, faster steps).")
     ] = True,
+    pad_multiple: Annotated[
+        int, typer.Option(help="Pad each batch to a multiple of N tokens (a few shapes keep a CPU's kernel cache small).")
+    ] = 1,
     max_answer_tokens: int = 32,
     answer_prefix: Annotated[str, typer.Option(help="Put between the prompt and the answer.")] = " ",
     template: Annotated[str, typer.Option(help="'qa' or 'chat': the prompt InBedder will use.")] = "qa",

@@ -119,20 +119,27 @@ def choose_max_length(lengths: list[int], quantile: float = 0.98, multiple: int 
 
 @dataclass(frozen=True)
 class Collator:
-    """Right-pads a list of ``Example``s into a batch of tensors (labels padded with ``IGNORE_INDEX``)."""
+    """Right-pads a list of ``Example``s into a batch of tensors (labels padded with ``IGNORE_INDEX``).
+
+    ``multiple``: the batch's width is rounded up to a multiple of it, so batches come in a few
+    shapes. On a CPU, oneDNN keeps compiled kernels for every shape it meets; with one width per
+    batch that cache grows for the whole run (BENCHMARKS.md, "Training v3").
+    """
 
     pad_id: int
+    multiple: int = 1
 
     def __call__(self, examples: list[Example]) -> dict[str, torch.Tensor]:
+        width = self.multiple * math.ceil(max(len(e.input_ids) for e in examples) / self.multiple)
         return {
-            "input_ids": _pad([e.input_ids for e in examples], self.pad_id),
-            "attention_mask": _pad([[1] * len(e.input_ids) for e in examples], 0),
-            "labels": _pad([e.labels for e in examples], IGNORE_INDEX),
+            "input_ids": _pad([e.input_ids for e in examples], self.pad_id, width),
+            "attention_mask": _pad([[1] * len(e.input_ids) for e in examples], 0, width),
+            "labels": _pad([e.labels for e in examples], IGNORE_INDEX, width),
         }
 
 
-def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
-    out = torch.full((len(rows), max(len(r) for r in rows)), value, dtype=torch.long)
+def _pad(rows: list[list[int]], value: int, width: int) -> torch.Tensor:
+    out = torch.full((len(rows), width), value, dtype=torch.long)
     for i, row in enumerate(rows):
         out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
     return out

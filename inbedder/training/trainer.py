@@ -71,7 +71,8 @@ class TrainingConfig:
     Optimization: ``epochs`` or ``max_steps``, ``batch_size`` x ``grad_accum`` records a step,
     ``lr`` (default 2e-4 with LoRA, 2e-5 full), ``warmup_steps`` or ``warmup_ratio`` (default
     0.03), ``weight_decay``, ``max_grad_norm``, ``group_by_length`` (batch records of similar
-    length together, so a step costs what its tokens cost). Prompts: ``template``, ``max_length``
+    length together, so a step costs what its tokens cost), ``pad_multiple`` (pad each batch to a
+    multiple of this many tokens: a few shapes bound oneDNN's kernel cache on a CPU). Prompts: ``template``, ``max_length``
     (prompt + answer; ``"auto"``: the 98th percentile of the records' lengths), ``max_answer_tokens``,
     ``answer_prefix`` (put between the prompt and the answer).
     Checkpoints: ``save_every`` steps (0: never), ``keep_checkpoints`` newest, ``resume``.
@@ -101,6 +102,7 @@ class TrainingConfig:
     template: str = "qa"
     max_length: int | str = 512
     group_by_length: bool = True
+    pad_multiple: int = 1
     max_answer_tokens: int = 32
     answer_prefix: str = " "
     context_column: str = "context"
@@ -126,6 +128,7 @@ class TrainingConfig:
         positive = {"batch_size": self.batch_size, "grad_accum": self.grad_accum, "lora_rank": self.lora_rank}
         positive |= {"max_steps": self.max_steps or 1, "train_layers": self.train_layers or 1}
         positive |= {"keep_checkpoints": self.keep_checkpoints or 1, "epochs": self.epochs}
+        positive |= {"pad_multiple": self.pad_multiple}
         for name, value in positive.items():
             if value <= 0:
                 raise InputError(f"{name} must be positive, got {value}")
@@ -218,7 +221,7 @@ def train(base: str, data: DataSpec | list[DataSpec], out: str | Path, **options
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     model = _trainable_model(base, source, family, config, resume_from).to(device)
-    collate = Collator(pad_id(tokenizer))
+    collate = Collator(pad_id(tokenizer), config.pad_multiple)
     compute_dtype = training_dtype(config.dtype, device)
     logger.info("training on %s with the forward pass in %s", device, compute_dtype)
     loop = _Loop(model, train_set, collate, config, device, compute_dtype)
