@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from inbedder import written
 from inbedder.errors import InputError, option
 
 TABLE_SUFFIXES = {
@@ -106,18 +107,64 @@ def column_texts(table: pd.DataFrame, column: str, path: str | os.PathLike) -> l
     return values
 
 
-def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Fail early, before any model work, on an output that cannot or should not be written."""
+def check_output(path: str | os.PathLike, overwrite: bool, inputs: Sequence[str | os.PathLike] = ()) -> Path:
+    """Fail early, before any model work, on an output that cannot or should not be written.
+
+    An input is never an output, whatever ``overwrite`` says (``refuse_inputs``).
+    """
     path = Path(path)
     if path.suffix.lower() not in OUTPUT_SUFFIXES:
         raise InputError(f"output {path} must end in {' or '.join(OUTPUT_SUFFIXES)}")
-    if path.exists() and not overwrite:
-        raise InputError(f"{path} exists; pass {option('overwrite')} to replace it")
+    check_side_file(path, overwrite, inputs)
     if not path.parent.exists():
         raise InputError(f"output directory {path.parent} does not exist")
     if not os.access(path.parent, os.W_OK):
         raise InputError(f"output directory {path.parent} is not writable")
     return path
+
+
+def check_side_file(path: str | os.PathLike, overwrite: bool, inputs: Sequence[str | os.PathLike] = ()) -> Path:
+    """A file a command writes (an output, or one beside it such as ``.answers.txt``): never an input, never a
+    folder, and an existing file only with ``overwrite`` and only if inbedder wrote it (``written``)."""
+    path = Path(path)
+    refuse_inputs(path, inputs)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; the output is a file: choose another name")
+    if path.exists() and not overwrite:
+        raise InputError(f"{path} exists; pass {option('overwrite')} to replace it")
+    if path.exists() and not written.wrote(path):
+        raise InputError(
+            f"{path} was not written by inbedder (or was changed since), so {option('overwrite')} does not replace "
+            "it: choose another name, or move it away yourself"
+        )
+    return path
+
+
+def same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name the same file or folder (through links too, when both exist)."""
+    a, b = Path(a), Path(b)
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def refuse_inputs(path: str | os.PathLike, inputs: Sequence[str | os.PathLike], folder: bool = False) -> None:
+    """Refuse an output that is one of ``inputs``; a ``folder`` output also when it holds an input or the
+    working directory (replacing it would remove them). ``overwrite`` does not change this."""
+    path = Path(path)
+    for source in inputs:
+        if same_path(path, source):
+            raise InputError(
+                f"{path} is the input {source}; inbedder never writes over its input: choose another output"
+            )
+        if folder and any(same_path(path, parent) for parent in Path(source).absolute().parents if parent.exists()):
+            raise InputError(f"the output folder {path} holds the input {source}; choose another output folder")
+    if folder and path.exists():
+        cwd = Path.cwd()
+        if any(same_path(path, place) for place in (cwd, *cwd.parents)):
+            raise InputError(
+                f"the output folder {path} is or holds the working directory; choose another output folder"
+            )
 
 
 def check_directory(path: str | os.PathLike, create: bool = True) -> Path:
@@ -172,7 +219,8 @@ def write_embeddings(
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
     """Call ``write`` on a temporary file beside ``path``, then rename it into place.
 
-    An interrupted write leaves the old file (or none), never a partial one.
+    An interrupted write leaves the old file (or none), never a partial one. The file is noted in
+    inbedder's ledger (``written``), so that a later ``overwrite`` may replace it and nothing else.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=path.suffix, dir=path.parent)
@@ -181,6 +229,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
         write(Path(tmp))
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the result gets the mode any new file gets
         os.replace(tmp, path)
+        written.record(path)
     except OSError as err:  # numpy on a full disk says only "48000 requested and 37856 written"
         reason = err.strerror or f"{err} (is the disk full?)"
         raise InputError(f"cannot write {path}: {reason}") from err
@@ -202,30 +251,37 @@ FOLDER_MARKER = "_inbedder.json"
 
 
 def check_output_folder(path: str | os.PathLike, overwrite: bool, inputs: Sequence[str | os.PathLike] = ()) -> Path:
-    """A folder of shards to (re)write, checked before any work.
+    """A folder inbedder writes whole (Parquet shards, a guided map), checked before any work.
 
-    Refused: a file name; a folder with files in it, unless ``overwrite`` and inbedder wrote it
-    (its ``FOLDER_MARKER``); a folder that holds one of ``inputs``. Never deleted here.
+    Refused: a file name or an existing file; a folder that holds one of ``inputs`` or the working
+    directory; a folder with files in it, unless ``overwrite`` and inbedder wrote it (its
+    ``FOLDER_MARKER``). Never deleted here.
     """
     path = Path(path)
     if path.suffix.lower() in OUTPUT_SUFFIXES or (path.exists() and not path.is_dir()):
-        raise InputError(f"{path} must be a folder for the Parquet shards, not a file name")
-    for source in inputs:
-        source = Path(source).resolve()
-        if source == path.resolve() or path.resolve() in source.parents:
-            raise InputError(f"the output folder {path} holds the input {source}; choose another output folder")
+        raise InputError(f"{path} must be a folder, not a file (name); inbedder replaces no file with a folder")
+    refuse_inputs(path, inputs, folder=True)
     if path.is_dir() and any(path.iterdir()):
         if not overwrite:
             raise InputError(
                 f"{path} is not empty; pass {option('overwrite')} to replace what an earlier run wrote there"
             )
-        if not (path / FOLDER_MARKER).is_file():
-            raise InputError(
-                f"{path} holds files inbedder did not write (it has no {FOLDER_MARKER}); "
-                f"choose another output folder: {option('overwrite')} only replaces an earlier run's output"
-            )
+        check_own_folder(path)
     check_directory(path.parent if str(path.parent) else Path("."), create=False)
     return path
+
+
+def check_own_folder(path: Path) -> None:
+    """Refuse to replace ``path`` unless it is missing, empty, or a folder inbedder wrote (its ``FOLDER_MARKER``)."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not path.is_dir():
+        raise InputError(f"{path} is not a folder inbedder wrote; inbedder replaces no file with a folder")
+    if any(path.iterdir()) and not (path / FOLDER_MARKER).is_file():
+        raise InputError(
+            f"{path} holds files inbedder did not write (it has no {FOLDER_MARKER}); "
+            f"choose another output folder: {option('overwrite')} only replaces an earlier run's output"
+        )
 
 
 def atomic_folder(path: str | os.PathLike, write: Callable[[Path], object], about: dict | None = None) -> Path:
@@ -233,8 +289,11 @@ def atomic_folder(path: str | os.PathLike, write: Callable[[Path], object], abou
 
     A failing write leaves the earlier folder as it was and removes its own work; a killed one
     leaves its work only in the hidden ``.incomplete`` folder, which no one takes for a result.
+    Only a folder inbedder wrote is replaced (``check_own_folder``): never a file, a link, or a
+    folder of someone else's files; nothing outside ``path`` is moved.
     """
-    path = Path(path)
+    path = Path(path).absolute()  # a relative path must not change meaning if the working directory moves
+    check_own_folder(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{path.name}.incomplete-", dir=path.parent))
     new, replaced = work / "out", work / "replaced"

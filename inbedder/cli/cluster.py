@@ -30,6 +30,9 @@ from inbedder.cli.common import (
 )
 from inbedder.errors import InputError, as_input_error
 
+STORE_FILE = "embeddings.sqlite"
+"""Where a run keeps its embeddings and answers in OUT (without --cache)."""
+
 
 def cluster(
     input: Annotated[Path, typer.Argument(help="CSV, TSV, JSONL, Parquet, or .txt with one text per line.")],
@@ -86,7 +89,7 @@ def cluster(
     from inbedder import tables
     from inbedder.clustering.pipeline import check_inputs, check_map
     from inbedder.clustering.pipeline import cluster as run_cluster
-    from inbedder.clustering.result import RESULT_FILES
+    from inbedder.clustering.result import check_results_folder
 
     check_dtype(dtype)  # both engines: refused before any work
     fit = guided_options(guided, sample, generic, guided_method)
@@ -98,9 +101,7 @@ def cluster(
         if method != "kmeans":
             raise InputError("--engine ray clusters with k-means (a sample's centroids assign every row)")
         k_ray: int | str = k if k == "auto" else int_option("k", k)
-        finished = [name for name in RESULT_FILES if (out / name).exists()]
-        if finished and not overwrite:
-            raise InputError(f"{out} already holds a clustering ({', '.join(finished)}); pass --overwrite")
+        check_results_folder(out, overwrite, inputs=[input])
         check_readout(readout)
         try:
             check_map(map)
@@ -156,11 +157,8 @@ def cluster(
             raise InputError(f"{name} must be a positive number, got {value}")
     check_inputs(texts, instruction, k_value, method, map, labels, ids)
     check_readout(readout)
-    tables.check_directory(out, create=False)
-    finished = [name for name in RESULT_FILES if (out / name).exists()]
-    if finished and not overwrite:
-        raise InputError(f"{out} already holds a clustering ({', '.join(finished)}); pass --overwrite to replace it")
-    store = checked_store(True if cache else out / "embeddings.sqlite")
+    check_results_folder(out, overwrite, inputs=[input], also=[] if cache else [STORE_FILE])
+    store = checked_store(True if cache else out / STORE_FILE)
 
     from sklearn.cluster import HDBSCAN
 

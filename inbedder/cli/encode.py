@@ -146,11 +146,14 @@ def encode(
             (fit, generic) if fit is not None else None,
         )
         return
-    out = tables.check_output(out, overwrite)
+    inputs = [input, *([guided_map] if guided_map is not None else [])]
+    out = tables.check_output(out, overwrite, inputs)
     kind = out.suffix.lower()
     answers_out = out.with_suffix(".answers.txt") if return_generations and kind == ".npy" else None
-    if answers_out is not None and answers_out.exists() and not overwrite:
-        raise InputError(f"{answers_out} exists; pass --overwrite to replace it")
+    if answers_out is not None:
+        tables.check_side_file(answers_out, overwrite, inputs)
+    if save_map is not None:
+        tables.check_output_folder(save_map, overwrite, [*inputs, out])
     table = tables.read_table(input)
     texts = tables.column_texts(table, tables.pick_column(table, text_column, input), input)
     if instruction_column is not None:

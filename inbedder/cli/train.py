@@ -58,7 +58,7 @@ def train_model(
         bool, typer.Option(help="Batch records of similar length together (less padding, faster steps).")
     ] = True,
     pad_multiple: Annotated[
-        int, typer.Option(help="Pad each batch to a multiple of N tokens (a few shapes keep a CPU's kernel cache small).")
+        int, typer.Option(help="Pad each batch to a multiple of N tokens (few shapes: a small CPU kernel cache).")
     ] = 1,
     max_answer_tokens: int = 32,
     answer_prefix: Annotated[str, typer.Option(help="Put between the prompt and the answer.")] = " ",

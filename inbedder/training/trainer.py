@@ -72,9 +72,9 @@ class TrainingConfig:
     ``lr`` (default 2e-4 with LoRA, 2e-5 full), ``warmup_steps`` or ``warmup_ratio`` (default
     0.03), ``weight_decay``, ``max_grad_norm``, ``group_by_length`` (batch records of similar
     length together, so a step costs what its tokens cost), ``pad_multiple`` (pad each batch to a
-    multiple of this many tokens: a few shapes bound oneDNN's kernel cache on a CPU). Prompts: ``template``, ``max_length``
-    (prompt + answer; ``"auto"``: the 98th percentile of the records' lengths), ``max_answer_tokens``,
-    ``answer_prefix`` (put between the prompt and the answer).
+    multiple of this many tokens: a few shapes bound oneDNN's kernel cache on a CPU). Prompts:
+    ``template``, ``max_length`` (prompt + answer; ``"auto"``: the 98th percentile of the records'
+    lengths), ``max_answer_tokens``, ``answer_prefix`` (put between the prompt and the answer).
     Checkpoints: ``save_every`` steps (0: never), ``keep_checkpoints`` newest, ``resume``.
     Precision: ``dtype`` of the forward pass: ``"auto"`` (bfloat16 autocast where the device runs
     it natively: a CPU with AMX or AVX-512 BF16, or a CUDA GPU with bf16; else float32),
