@@ -120,7 +120,7 @@ class GuidedMap:
     model's vectors and answers for the sampled texts) is kept only in memory.
     """
 
-    instruction: str | list[str] | None
+    instruction: str | None
     generic: str
     generic_fingerprint: str
     model: str
@@ -178,7 +178,8 @@ class GuidedMap:
 
     @classmethod
     def load(cls, folder: str | Path) -> GuidedMap:
-        """A map saved by ``save``; a folder without one is refused by name."""
+        """A map saved by ``save``; a folder without one, settings of the wrong types, or weights that are not
+        all finite numbers are refused by name."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -187,8 +188,12 @@ class GuidedMap:
             raise InputError(f"{folder} holds no guided map (no {SETTINGS_FILE} and {WEIGHTS_FILE})")
         try:
             settings = json.loads((folder / SETTINGS_FILE).read_text(encoding="utf-8"))
+            _check_settings(settings)
             options = GuidedOptions(**settings["options"])
             state = load_file(str(folder / WEIGHTS_FILE))
+            broken = [name for name, tensor in state.items() if not torch.isfinite(tensor).all()]
+            if broken:
+                raise ValueError(f"its weights {', '.join(broken)} hold NaN or infinite numbers")
             dim = state["encoder.weight" if settings["hidden"] is None else "encoder.2.weight"].shape[0]
             projection = Projection(
                 settings["input_dim"], dim, settings["hidden"], keep_input=options.method == "concat"
@@ -206,6 +211,31 @@ class GuidedMap:
             projection=projection.eval(),
             hidden=settings["hidden"],
         )
+
+
+_SETTING_TYPES: dict[str, tuple[type, ...]] = {
+    "instruction": (str, type(None)),
+    "generic": (str,),
+    "generic_fingerprint": (str,),
+    "model": (str,),
+    "model_fingerprint": (str,),
+    "options": (dict,),
+    "input_dim": (int,),
+    "hidden": (int, type(None)),
+}
+
+
+def _check_settings(settings: Any) -> None:
+    """A saved map's settings, each of the type ``save`` writes (a ValueError naming the first that is not)."""
+    if not isinstance(settings, dict):
+        raise ValueError(f"{SETTINGS_FILE} holds {type(settings).__name__}, not an object")
+    for name, types in _SETTING_TYPES.items():
+        if name not in settings:
+            raise ValueError(f"{SETTINGS_FILE} has no {name!r}")
+        value = settings[name]
+        if not isinstance(value, types) or isinstance(value, bool):
+            expected = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ValueError(f"{SETTINGS_FILE}: {name} is {value!r}, not {expected}")
 
 
 class GuidedEmbedder:
@@ -358,6 +388,12 @@ class GuidedEmbedder:
             raise InputError(f"a guided map needs at least 3 texts to learn from, got {len(texts)}")
         rows = self.sample_rows(len(texts))
         instructions = one_per_text(instruction, len(texts), "instruction")
+        asked = sorted(set(instructions), key=str)
+        if len(asked) > 1:
+            raise InputError(
+                f"a guided map is learned for one question, and these texts are asked {len(asked)} "
+                f"({', '.join(map(repr, asked[:3]))}{', ...' if len(asked) > 3 else ''}): fit one map per question"
+            )
         encode = EncodeOptions.build(
             options, normalize_embeddings=False, truncate_dim=None, convert_to_numpy=True, return_usage=False
         )
@@ -366,9 +402,7 @@ class GuidedEmbedder:
         projection, hidden = fit_projection(generic[rows], np.asarray(vectors, dtype=np.float32), self.options)
         model = self.model
         return GuidedMap(
-            instruction=instruction
-            if isinstance(instruction, str) or instruction is None
-            else sorted(set(instructions)),
+            instruction=asked[0],
             generic=self.generic_name,
             generic_fingerprint=self.generic_fingerprint(),
             model=model_label(model.name),

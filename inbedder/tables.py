@@ -27,6 +27,8 @@ TABLE_SUFFIXES = {
 }
 OUTPUT_SUFFIXES = (".npy", ".parquet")
 TEXT_COLUMN = "text"
+ARROW_SCHEMA = "arrow_schema"
+"""``DataFrame.attrs`` key of a Parquet input's own schema, so its columns are written back exactly as they were."""
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
@@ -44,7 +46,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
             lines = [line.removesuffix("\r") for line in path.read_text(encoding="utf-8").split("\n")]
             return pd.DataFrame({TEXT_COLUMN: [line for line in lines if line.strip()]})
         if kind == "parquet":
-            return pd.read_parquet(path)
+            return _read_parquet(path)
         if kind == "jsonl":
             return _read_jsonl(path)
         # a blank row stays a row (and is refused as empty): dropping it would shift every later vector
@@ -54,6 +56,15 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         raise  # already says which file and where
     except (OSError, ValueError, UnicodeDecodeError, pa.ArrowException) as err:
         raise InputError(f"cannot read {path}: {err}") from err
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    """Columns of Arrow types (an int64 with nulls stays int64, a decimal stays a decimal), the file's own
+    columns as they are stored, and its schema kept for ``write_embeddings``."""
+    source = pq.read_table(path)
+    table = source.to_pandas(types_mapper=pd.ArrowDtype, ignore_metadata=True)
+    table.attrs[ARROW_SCHEMA] = source.schema
+    return table
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
@@ -96,7 +107,7 @@ def column_texts(table: pd.DataFrame, column: str, path: str | os.PathLike) -> l
     if not values:
         raise InputError(f"{path} holds no rows: there is nothing to embed")
     for row, value in enumerate(values, start=1):
-        if value is None or (isinstance(value, float) and np.isnan(value)):
+        if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
             raise InputError(f"{path}: row {row} of column {column!r} is empty")
         if not isinstance(value, str):  # 5, true, ["a"], {"k": "v"}: not texts, and not to embed as Python prints them
             shown = repr(value)
@@ -193,7 +204,8 @@ def write_embeddings(
     table: pd.DataFrame | None = None,
     answers: Sequence[str] | None = None,
 ) -> None:
-    """``.npy``: the array alone. ``.parquet``: the table's columns plus ``embedding`` (and ``answer``).
+    """``.npy``: the array alone. ``.parquet``: the table's columns plus ``embedding`` (and ``answer``); a
+    Parquet input's columns keep their Arrow types and the file's schema metadata.
 
     Written beside the target and renamed into place, so an interrupted write leaves no partial file.
     """
@@ -204,13 +216,17 @@ def write_embeddings(
             with open(tmp, "wb") as handle:
                 np.save(handle, embeddings)
             return
+        frame = table.copy(deep=False) if table is not None else pd.DataFrame(index=range(len(embeddings)))
+        schema = frame.attrs.pop(ARROW_SCHEMA, None)  # not for pandas to serialize: it becomes the file's own
         columns = pa.Table.from_pandas(
-            table if table is not None else pd.DataFrame(index=range(len(embeddings))), preserve_index=False
+            frame, schema=schema.remove_metadata() if schema is not None else None, preserve_index=False
         )
         flat = pa.array(embeddings.reshape(-1), type=pa.float32())
         columns = columns.append_column("embedding", pa.FixedSizeListArray.from_arrays(flat, embeddings.shape[1]))
         if answers is not None:
             columns = columns.append_column("answer", pa.array(list(answers), type=pa.string()))
+        if schema is not None:
+            columns = columns.replace_schema_metadata(schema.metadata)
         pq.write_table(columns, tmp)
 
     atomic_write(path, write)

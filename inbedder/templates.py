@@ -44,6 +44,11 @@ def _parse(pattern: str) -> list[tuple[str, str | None]]:
     return parts
 
 
+def _shown(value: str, limit: int = 60) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
 def one_per_text(value: Any, n: int, name: str = "instruction") -> list[str | None]:
     """One value (a string or None) for every text, or a list with exactly one per text, checked."""
     if value is None or isinstance(value, str):
@@ -85,6 +90,11 @@ class PromptTemplate:
     @cached_property
     def segments(self) -> tuple[tuple[str, str | None], ...]:
         return tuple(_parse(self.pattern))
+
+    @property
+    def asks(self) -> bool:
+        """Whether the pattern has a place for the instruction."""
+        return any(field == _INSTRUCTION for _, field in self.segments)
 
     @property
     def fields(self) -> frozenset[str]:
@@ -150,6 +160,11 @@ class PromptTokenizer:
         budget = self.max_length - len(self.prefix) - len(self.answer) - len(self.suffix)
         if instruction is None or template is None:
             return [*self.prefix, *self._tokenize(text)[: max(budget, 0)], *self.answer, *self.suffix]
+        if not template.asks:
+            raise InputError(
+                f"template {template.pattern!r} has no {{instruction}} placeholder, so the instruction "
+                f"{_shown(instruction)} would be dropped; add {{instruction}} to the template, or give no instruction"
+            )
 
         pieces: list[tuple[int, ...]] = []
         input_index = -1

@@ -292,3 +292,66 @@ def test_a_damaged_saved_map_is_named(model, minilm, tmp_path):
     (tmp_path / "map" / "guided.json").write_text("{")
     with pytest.raises(InputError, match="cannot read the guided map"):
         GuidedMap.load(tmp_path / "map")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"generic": 123}, "generic is 123, not str"),
+        ({"hidden": "2"}, "hidden is '2', not int or null"),
+        ({"input_dim": True}, "input_dim is True, not int"),
+        ({"options": None}, "options is None, not dict"),
+    ],
+)
+def test_a_saved_map_with_settings_of_the_wrong_type_is_named(model, minilm, tmp_path, change, message):
+    """Case 12 of the reliability probe: a setting of the wrong type is one line, not an AttributeError."""
+    import json
+
+    from inbedder.errors import InputError
+    from inbedder.guided import GuidedMap
+
+    guided(model, minilm, method="ridge").fit(TEXTS, QUESTION).save(tmp_path / "map")
+    settings = json.loads((tmp_path / "map" / "guided.json").read_text())
+    (tmp_path / "map" / "guided.json").write_text(json.dumps(settings | change))
+    with pytest.raises(InputError, match=f"cannot read the guided map in .*map: guided.json: {message}"):
+        GuidedMap.load(tmp_path / "map")
+
+
+def test_a_saved_map_with_nan_weights_is_refused(model, minilm, tmp_path):
+    """Case 12: NaN weights would write all-NaN vectors with exit 0."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from inbedder.errors import InputError
+    from inbedder.guided import GuidedMap
+
+    guided(model, minilm, method="ridge").fit(TEXTS, QUESTION).save(tmp_path / "map")
+    weights = load_file(tmp_path / "map" / "map.safetensors")
+    name = sorted(weights)[0]
+    weights[name] = torch.full_like(weights[name], float("nan"))
+    save_file(weights, tmp_path / "map" / "map.safetensors")
+    with pytest.raises(InputError, match=f"its weights {name}.* hold NaN or infinite numbers"):
+        GuidedMap.load(tmp_path / "map")
+
+
+def test_per_text_instructions_are_refused_by_name(model, minilm, tiny_model_dir, tmp_path):
+    """Case 11: a guided map is learned for one question; texts asked different ones get no silent mix."""
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from inbedder import cli
+    from inbedder.errors import InputError
+
+    asked = [QUESTION] * (len(TEXTS) - 1) + ["What is the tone?"]
+    with pytest.raises(InputError, match=r"a guided map is learned for one question, and these texts are asked 2"):
+        guided(model, minilm).encode(TEXTS, asked)
+    same = guided(model, minilm, method="ridge").fit(TEXTS, [QUESTION] * len(TEXTS))
+    assert same.instruction == QUESTION
+    table = tmp_path / "t.csv"
+    pd.DataFrame({"text": TEXTS, "q": asked}).to_csv(table, index=False)
+    result = CliRunner().invoke(
+        cli.app,
+        ["encode", str(table), "--model", str(tiny_model_dir), "--instruction-column", "q", "--guided"]
+        + ["-o", str(tmp_path / "g.npy")],
+    )
+    assert result.exit_code != 0 and "--guided learns one map for one question" in str(result.exception)

@@ -1,5 +1,6 @@
 import pytest
 
+from inbedder.errors import InputError
 from inbedder.templates import QA_PATTERN, PromptTemplate, PromptTokenizer, chat_pattern, fill_fields
 
 
@@ -82,3 +83,13 @@ def test_bad_template_specs(tokenizer, spec, message):
 def test_bad_patterns(pattern, message):
     with pytest.raises(ValueError, match=message):
         PromptTemplate(pattern)
+
+
+def test_a_template_without_an_instruction_refuses_one(tiny_model_dir):
+    """Case 10 of the reliability probe: the question must not be dropped silently."""
+    from inbedder.embedder import check_instructions_fit
+
+    with pytest.raises(InputError, match=r"template 'Review: \{input\}' has no \{instruction\} placeholder, so the "
+                       r"instruction 'Is it good\?' would be dropped"):  # fmt: skip
+        check_instructions_fit(str(tiny_model_dir), ["Is it good?"], template="Review: {input}")
+    check_instructions_fit(str(tiny_model_dir), [None], template="Review: {input}")  # no question: nothing dropped

@@ -227,3 +227,33 @@ def test_no_command_changes_a_file_it_did_not_create(
     assert code in (0, 2), err
     if code == 0:
         assert (root / "docs" / out).is_file()
+
+
+def test_parquet_passthrough_keeps_arrow_types_values_and_metadata(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    """Case 9: an int64 id with a null stays int64 (2**53 + 1 exactly), int32, decimals and metadata too."""
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = len(TEXTS)
+    source = pa.table(
+        {
+            "id": pa.array([2**53 + 1, None, *range(n - 2)], type=pa.int64()),
+            "small": pa.array([None, *range(n - 1)], type=pa.int32()),
+            "price": pa.array([decimal.Decimal("1.10"), None, *[decimal.Decimal("2.25")] * (n - 2)]),
+            "when": pa.array([0, *range(n - 1)], type=pa.timestamp("ms", tz="UTC")),
+            "text": TEXTS,
+        }
+    ).replace_schema_metadata({b"owner": b"me"})
+    pq.write_table(source, tmp_path / "in.parquet")
+    out = tmp_path / "out.parquet"
+    code, err = invoke(monkeypatch, capsys, "encode", tmp_path / "in.parquet", "-i", "Q?", "--model", tiny_model_dir,
+                       "--max-length", "64", "-o", out, "--no-progress")  # fmt: skip
+    assert code == 0, err
+    written_back = pq.read_table(out)
+    assert written_back.schema.metadata[b"owner"] == b"me"
+    for name in source.column_names:
+        assert written_back.schema.field(name).type == source.schema.field(name).type, name
+        assert written_back[name].to_pylist() == source[name].to_pylist(), name
+    assert written_back["embedding"].type.list_size == 32 and written_back.num_rows == n

@@ -106,6 +106,8 @@ def encode(
     check_readout(readout)
     fit = guided_options(guided, sample, generic, guided_method)
     _check_guided(fit, save_map, guided_map, truncate_dim is not None, return_generations, engine)
+    if fit is not None and instruction_column is not None:
+        raise InputError("--guided learns one map for one question; give --instruction, not --instruction-column")
     if isinstance(batch_size, bool) or batch_size < 1:
         raise InputError(f"--batch-size must be a positive number of texts, got {batch_size}")
     settings = given(template=template, readout=readout, layer=layer, postprocess=postprocess)
