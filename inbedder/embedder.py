@@ -44,7 +44,7 @@ from inbedder.postprocess import check_postprocess
 from inbedder.postprocess import postprocess as postprocess_states
 from inbedder.readout import KINDS, HeadReadout, Readout, ReencodedReadout, offered_readouts
 from inbedder.runner import Prompts, Runner
-from inbedder.templates import PromptTemplate, PromptTokenizer, one_per_text
+from inbedder.templates import PromptTemplate, PromptTokenizer, check_unicode, one_per_text
 
 logger = logging.getLogger(__name__)
 
@@ -449,13 +449,21 @@ class InBedder:
 
     @torch.inference_mode()
     def _vocabulary_scores(self, vectors: torch.Tensor) -> torch.Tensor:
-        """(n, vocabulary) scores: a head readout's vectors as they are (or projected back to the vocabulary, for
-        the model's projected readout); last-layer states through the LM head."""
-        if vectors.shape[-1] == self.head.dimension:
-            return vectors.reshape(-1, self.head.dimension)
-        if vectors.shape[-1] == self.readout.kind.prefix_dim:
-            return self.head.back_project(vectors.reshape(-1, vectors.shape[-1]))
-        return self.backend.vocabulary_logits(vectors.reshape(-1, self.backend.hidden_size))
+        """(n, vocabulary) scores: a head readout's vectors as they are; last-layer states through the LM head;
+        the model's projected readout (truncated too: its first numbers are a smaller projection) projected back
+        to the vocabulary. Any other width is refused by name."""
+        width, hidden, prefix = vectors.shape[-1], self.backend.hidden_size, self.readout.kind.prefix_dim
+        if width == self.head.dimension:
+            return vectors.reshape(-1, width)
+        if width == hidden:
+            return self.backend.vocabulary_logits(vectors.reshape(-1, hidden))
+        if prefix is not None and width <= prefix and width % 8 == 0:
+            return self.head.back_project(vectors.reshape(-1, width))
+        projected = f", or up to {prefix} ({self.readout.name}, truncated too)" if prefix else ""
+        raise InputError(
+            f"top_tokens reads vectors of {hidden} numbers (states) or {self.head.dimension} (fst_head){projected}; "
+            f"got {width}"
+        )
 
     def _sentence_embedder(self) -> Any:
         """The ``re_encode`` readout's sentence embedder, loaded on first use."""
@@ -542,6 +550,7 @@ def _as_texts(sentences: Any) -> tuple[list[str], bool]:
             raise TypeError(f"sentences[{i}] is {text!r} ({type(text).__name__}); every text must be a string")
         if not text.strip():
             raise InputError(f"sentences[{i}] is empty; every text must have some content")
+        check_unicode(text, f"sentences[{i}]")
     return sentences, single
 
 

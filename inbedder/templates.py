@@ -49,9 +49,23 @@ def _shown(value: str, limit: int = 60) -> str:
     return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
+def check_unicode(text: str, name: str) -> None:
+    """Refuse a string that is not text: one holding a lone surrogate (from a bad decode), which no
+    tokenizer can read."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InputError(
+            f"{name} holds {text[err.start]!r} at position {err.start}, half of a surrogate pair and not text; "
+            "decode the input as UTF-8 (errors='replace' keeps the rest)"
+        ) from None
+
+
 def one_per_text(value: Any, n: int, name: str = "instruction") -> list[str | None]:
     """One value (a string or None) for every text, or a list with exactly one per text, checked."""
     if value is None or isinstance(value, str):
+        if value is not None:
+            check_unicode(value, name)
         return [value] * n
     values = list(value)
     if len(values) != n:
@@ -59,6 +73,9 @@ def one_per_text(value: Any, n: int, name: str = "instruction") -> list[str | No
     for i, item in enumerate(values):
         if item is not None and not isinstance(item, str):
             raise TypeError(f"{name}[{i}] is {item!r} ({type(item).__name__}); expected a string or None")
+    first = {item: i for i, item in reversed(list(enumerate(values))) if item is not None}  # each distinct one once
+    for item, i in first.items():
+        check_unicode(item, f"{name}[{i}]")
     return values
 
 

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from inbedder import InBedder
+from inbedder.errors import InputError
 from inbedder.readout import register_readout, unregister_readout
 
 TEXTS = [
@@ -357,3 +359,29 @@ def test_every_encode_option_has_a_case_each_engine_is_tested_with():
     from inbedder.options import OPTION_NAMES
 
     assert sorted(ENCODE_OPTION_CASES) == sorted(OPTION_NAMES)  # a new option needs its case in conftest.py
+
+
+@pytest.mark.parametrize(
+    ("texts", "instruction", "message"),
+    [
+        (["fine", "x\ud800y"], "Q?", r"sentences\[1\] holds '\\ud800' at position 1, half of a surrogate pair"),
+        (["fine"], "Q\udc80?", r"instruction holds '\\udc80' at position 1"),
+        (["a", "b"], ["Q?", "\ud800"], r"instruction\[1\] holds '\\ud800' at position 0"),
+    ],
+)
+def test_a_lone_surrogate_is_refused_by_name(tiny, texts, instruction, message):
+    """What the CLI refuses when reading a file, refused from Python too (not a tokenizer's TypeError)."""
+    with pytest.raises(InputError, match=message):
+        tiny.encode(texts, instruction)
+
+
+def test_top_tokens_reads_truncated_projections_and_names_other_widths(tiny_model_dir):
+    model = InBedder(str(tiny_model_dir), readout="fst_head_rp")
+    full = model.encode(["the cat sat"], "What animal?")
+    truncated = model.encode(["the cat sat"], "What animal?", truncate_dim=256)
+    cosine = truncated[0] @ full[0, :256] / np.linalg.norm(truncated[0]) / np.linalg.norm(full[0, :256])
+    assert cosine > 0.9999  # the first 256 numbers of the projection
+    assert len(model.top_tokens(truncated)) == 1
+    with pytest.raises(InputError, match=r"top_tokens reads vectors of 32 numbers \(states\) or \d+ \(fst_head\), "
+                       r"or up to 1024 \(fst_head_rp, truncated too\); got 20"):  # fmt: skip
+        model.top_tokens(np.zeros((1, 20), dtype=np.float32))
