@@ -315,6 +315,22 @@ def _checked_dataset(data: Any, text_column: str, id_column: str | None, added: 
     return dataset
 
 
+def _check_cluster_settings(
+    dataset: ray.data.Dataset, k: int | str, sample_size: int, label_columns: Sequence[str]
+) -> None:
+    """What ``cluster_dataset`` would refuse only after embedding every row, refused before."""
+    if isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 3:
+        raise InputError(f"sample_size must be a number of rows of at least 3, got {sample_size!r}")
+    if k != "auto" and (isinstance(k, bool) or not isinstance(k, int) or k < 2):
+        raise InputError(f"k must be an int of at least 2 or 'auto', got {k!r}")
+    if k != "auto" and k > sample_size:
+        raise InputError(f"k={k} is larger than the sample k-means is fit on (sample_size={sample_size})")
+    names = set(dataset.schema().names)
+    missing = [name for name in label_columns if name not in names]
+    if missing:
+        raise InputError(f"the label column {missing[0]!r} is not in the data; its columns are {sorted(names)}")
+
+
 def _as_dataset(data: Any) -> ray.data.Dataset:
     if isinstance(data, ray.data.Dataset):
         return data
@@ -379,8 +395,10 @@ def cluster_dataset(
     questions = [instructions] if isinstance(instructions, str) else list(instructions)
     columns = output_columns(questions)
     out = Path(out)
+    dataset = _checked_dataset(data, text_column, id_column, set())
+    _check_cluster_settings(dataset, k, sample_size, label_columns)
     embedded = embed_dataset(
-        data,
+        dataset,
         columns,
         options,
         model=model,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -246,7 +246,8 @@ class GuidedEmbedder:
     ``save``), and ``transform(texts, guided_map)`` applies a saved one without the language model.
 
     Args:
-        model: an ``InBedder`` or a model name (default: the default model), loaded on first fit.
+        model: an ``InBedder`` or a model name (default: the default model), loaded on first fit
+            (with ``model_options``, ``InBedder``'s keywords), after the generic embedder.
         generic: the sentence embedder: a sentence-transformers name or folder (default
             all-MiniLM-L6-v2, offline from its package), or a loaded ``SentenceTransformer``.
         options, overrides: the ``GuidedOptions`` (method, sample, dim, seed, ...).
@@ -267,6 +268,7 @@ class GuidedEmbedder:
         *,
         cache: Any = False,
         dtype: str | None = None,
+        model_options: Mapping[str, Any] | None = None,
         **overrides: Any,
     ) -> None:
         require("reencode", "sentence_transformers")
@@ -276,6 +278,7 @@ class GuidedEmbedder:
 
         self.options = replace(options or GuidedOptions(), **overrides)
         self._model = model
+        self._model_options = dict(model_options or {})
         self._generic = generic if generic is not None else MINILM
         self.generic_name = self._generic if isinstance(self._generic, str) else sentence_embedder_name(self._generic)
         self._fingerprint: str | None = None
@@ -299,7 +302,7 @@ class GuidedEmbedder:
         if self._model is None or isinstance(self._model, str):
             from inbedder.embedder import InBedder
 
-            self._model = InBedder(self._model)
+            self._model = InBedder(self._model, **self._model_options)
         return self._model
 
     @property

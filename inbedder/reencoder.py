@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from inbedder.errors import InputError
 from inbedder.extras import require
 
 MINILM = "all-MiniLM-L6-v2"
@@ -116,4 +117,12 @@ def load_sentence_embedder(name_or_path: str | None = None, device: str = "cpu")
     require("reencode", "sentence_transformers")
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(sentence_embedder_path(name_or_path), device=device)
+    source = sentence_embedder_path(name_or_path)
+    try:
+        return SentenceTransformer(source, device=device)
+    except OSError as err:  # not a folder, and the hub does not have it (or cannot be reached)
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise InputError(
+            f"cannot load the sentence embedder {name_or_path!r}: it is not one inbedder knows "
+            f"({', '.join(SENTENCE_EMBEDDERS)}), a folder, or a hub model it could fetch ({reason})"
+        ) from None

@@ -355,3 +355,22 @@ def test_per_text_instructions_are_refused_by_name(model, minilm, tiny_model_dir
         + ["-o", str(tmp_path / "g.npy")],
     )
     assert result.exit_code != 0 and "--guided learns one map for one question" in str(result.exception)
+
+
+def test_an_unknown_generic_embedder_is_refused_before_the_language_model_loads(tmp_path, monkeypatch, capsys):
+    """--guided --generic nosuch-embedder: one line, and the language model (here: none at that path) never loads."""
+    import pandas as pd
+
+    from inbedder import cli
+
+    table = tmp_path / "texts.csv"
+    pd.DataFrame({"text": TEXTS}).to_csv(table, index=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # offline at once, not after retries
+    monkeypatch.setattr("inbedder.embedder.InBedder.__init__", lambda *a, **k: pytest.fail("the LM was loaded"))
+    argv = ["inbedder", "encode", str(table), "-i", QUESTION, "--guided", "--generic", "nosuch-embedder"]
+    monkeypatch.setattr("sys.argv", [*argv, "-o", str(tmp_path / "g.npy")])
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert "error: cannot load the sentence embedder 'nosuch-embedder': it is not one inbedder knows" in (
+        capsys.readouterr().err
+    )

@@ -90,8 +90,12 @@ def cluster(
     from inbedder.clustering.pipeline import check_inputs, check_map
     from inbedder.clustering.pipeline import cluster as run_cluster
     from inbedder.clustering.result import check_results_folder
+    from inbedder.embedder import check_instructions_fit
 
     check_dtype(dtype)  # both engines: refused before any work
+    for name, value in (("--min-cluster-size", min_cluster_size), ("--batch-size", batch_size)):
+        if value < 1:
+            raise InputError(f"{name} must be a positive number, got {value}")
     fit = guided_options(guided, sample, generic, guided_method)
     if engine == "ray":
         if fit is not None:
@@ -103,6 +107,7 @@ def cluster(
         k_ray: int | str = k if k == "auto" else int_option("k", k)
         check_results_folder(out, overwrite, inputs=[input])
         check_readout(readout)
+        check_instructions_fit(model, instruction, template=template)
         try:
             check_map(map)
         except (ValueError, ImportError) as err:
@@ -152,11 +157,9 @@ def cluster(
     }
     ids = table[tables.pick_column(table, id_column, input, "id")].tolist() if id_column else None
     k_value: int | str = k if k == "auto" else int_option("k", k)
-    for name, value in (("--min-cluster-size", min_cluster_size), ("--batch-size", batch_size)):
-        if value < 1:
-            raise InputError(f"{name} must be a positive number, got {value}")
     check_inputs(texts, instruction, k_value, method, map, labels, ids)
     check_readout(readout)
+    check_instructions_fit(model, instruction, template=template)
     check_results_folder(out, overwrite, inputs=[input], also=[] if cache else [STORE_FILE])
     store = checked_store(True if cache else out / STORE_FILE)
 

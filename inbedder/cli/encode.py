@@ -179,17 +179,18 @@ def encode(
 
     asked = instruction if isinstance(instruction, list) else [instruction]
     check_instructions_fit(model, asked, template=template, max_length=max_length)  # before the weights load
-    embedder = InBedder(model, **model_options, **settings)
     kept = (
         f"every finished batch is kept in the cache {store.path}; run the same command again to go on from there"
         if store is not None
         else f"nothing was written to {out}; with --cache an interrupted run keeps its finished batches"
     )
     with interruptible(kept):
-        if fit is not None:
-            result = _encode_guided(embedder, texts, instruction, options, fit, generic, save_map)
+        if fit is not None:  # the generic embedder loads (or is refused) before the language model
+            result = _encode_guided(
+                model, model_options | settings, texts, instruction, options, fit, generic, save_map
+            )
         else:
-            result = embedder.encode(texts, instruction, options)
+            result = InBedder(model, **model_options, **settings).encode(texts, instruction, options)
     embeddings, answers = result if return_generations else (result, None)
     if answers is not None:
         answers = ["" if a is None else a for a in answers]  # guided: only the sampled texts were answered
@@ -222,7 +223,8 @@ def _check_guided(
 
 
 def _encode_guided(
-    model: object,
+    model: str | None,
+    model_options: dict,
     texts: list[str],
     instruction: object,
     options: EncodeOptions,
@@ -235,7 +237,7 @@ def _encode_guided(
 
     if instruction is None:
         raise InputError("--guided needs --instruction or --instruction-column: the map is learned per question")
-    guided = GuidedEmbedder(model, generic, fit, cache=options.cache)
+    guided = GuidedEmbedder(model, generic, fit, cache=options.cache, model_options=model_options)
     vectors = guided.generic_vectors(texts, options.show_progress_bar)
     fitted = guided.fit(texts, instruction, options, generic_vectors=vectors)
     if save_map is not None:
