@@ -310,6 +310,30 @@ def test_resume_from_a_checkpoint_matches_the_uninterrupted_run(adapter_run, tin
         torch.testing.assert_close(weights[name], tensor, rtol=1e-5, atol=1e-6)
 
 
+def test_a_truncated_newest_checkpoint_falls_back_to_the_one_before(
+    adapter_run, tiny_model_dir, qa_file, tmp_path, caplog
+):
+    full, options = adapter_run
+    interrupted = tmp_path / "resumed"
+    interrupted.mkdir()
+    shutil.copytree(full.out / "checkpoint-2", interrupted / "checkpoint-2")
+    shutil.copytree(full.out / "checkpoint-2", interrupted / "checkpoint-3")  # killed while writing step 3's
+    state = interrupted / "checkpoint-3" / "trainer_state.safetensors"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    resumed = train(str(tiny_model_dir), qa_file, interrupted, max_steps=4, eval_size=2, resume=True, **options)
+    assert resumed.details["resumed_from_step"] == 2
+    np.testing.assert_allclose(resumed.train_losses, full.train_losses, rtol=1e-5)
+    assert "checkpoint-3 cannot be resumed from (SafetensorError" in caplog.text and "from checkpoint-2" in caplog.text
+    (interrupted / "checkpoint-2" / "trainer_state.json").write_text("{")
+    shutil.rmtree(interrupted / "checkpoint-3")
+    for name in ("training.json", "adapter_model.safetensors"):
+        (interrupted / name).unlink()
+    with pytest.raises(
+        InputError, match=r"no checkpoint in .*resumed can be resumed from: checkpoint-2 \(JSONDecodeError"
+    ):
+        train(str(tiny_model_dir), qa_file, interrupted, max_steps=4, eval_size=2, resume=True, **options)
+
+
 def test_full_fine_tuning_resumes_too(bert_dir, qa_file, tmp_path):
     options = FAST | {"lora": False, "lr": 1e-3, "save_every": 2, "eval_size": 2, "max_steps": 4}  # BERT has dropout
     full = train(str(bert_dir), qa_file, tmp_path / "full", **options)

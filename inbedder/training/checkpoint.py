@@ -8,6 +8,7 @@ tensors, the schedule, the random generators and the progress so far. No pickles
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import tempfile
@@ -20,7 +21,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from inbedder.errors import InputError
 from inbedder.training.modeling import save_model
+
+logger = logging.getLogger(__name__)
 
 PREFIX = "checkpoint-"
 STEP_RECORDS = ("step_seconds", "step_tokens", "step_padded_tokens")
@@ -37,6 +41,39 @@ def checkpoints(out: Path) -> list[tuple[int, Path]]:
         if match and (path / STATE_JSON).is_file():
             found.append((int(match.group(1)), path))
     return sorted(found)
+
+
+def damage(checkpoint: Path) -> str | None:
+    """Why ``checkpoint`` cannot be resumed from (a file cut short or unreadable), or None when it can."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        saved_progress(checkpoint)
+        for weights in sorted(checkpoint.glob("*.safetensors")):
+            with safe_open(str(weights), framework="pt") as opened:
+                for name in opened.keys():
+                    opened.get_slice(name)  # the header's offsets must lie inside the file
+    except (OSError, ValueError, SafetensorError) as err:
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def newest_usable(out: Path) -> Path | None:
+    """The newest checkpoint in ``out`` that can be resumed from; each damaged newer one is named in a
+    warning and passed over. None when there is no checkpoint; an error when every one is damaged."""
+    found = checkpoints(out)
+    damaged = []
+    for _, checkpoint in reversed(found):
+        reason = damage(checkpoint)
+        if reason is None:
+            for broken, why in damaged:
+                logger.warning("%s cannot be resumed from (%s); going on from %s instead", broken, why, checkpoint.name)
+            return checkpoint
+        damaged.append((checkpoint, reason))
+    if damaged:
+        names = ", ".join(f"{path.name} ({why})" for path, why in damaged)
+        raise InputError(f"no checkpoint in {out} can be resumed from: {names}")
+    return None
 
 
 def save_checkpoint(

@@ -458,7 +458,7 @@ def _prepare_output(out: Path, config: TrainingConfig, settings: dict[str, Any])
             raise InputError(
                 f"{out} already holds a training run; pass {option('resume')} or choose another {option('out', None)}"
             )
-        checkpoint = found[-1][1] if found else None
+        checkpoint = ckpt.newest_usable(out) if found else None
         saved = ckpt.saved_progress(checkpoint)["settings"] if checkpoint else _recorded_settings(record)
         changed = [k for k in settings if k not in RESUMABLE_CHANGES and saved.get(k) != settings[k]]
         if changed:
