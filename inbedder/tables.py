@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -320,9 +321,14 @@ def atomic_folder(path: str | os.PathLike, write: Callable[[Path], object], abou
         if path.exists():
             path.rename(replaced)
         new.rename(path)
-    except BaseException:
+    except BaseException as err:
         if replaced.exists() and not path.exists():
             replaced.rename(path)  # the swap failed half-way: the earlier output goes back
+        if isinstance(err, OSError) and err.errno in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST):
+            raise InputError(
+                f"another run was writing {path} at the same time and swapped its output in first; "
+                "this run's output was not kept"
+            ) from err
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)

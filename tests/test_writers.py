@@ -257,3 +257,34 @@ def test_parquet_passthrough_keeps_arrow_types_values_and_metadata(tmp_path, tin
         assert written_back.schema.field(name).type == source.schema.field(name).type, name
         assert written_back[name].to_pylist() == source[name].to_pylist(), name
     assert written_back["embedding"].type.list_size == 32 and written_back.num_rows == n
+
+
+def _write_folder_slowly(path: str, index: int) -> str:
+    import time
+
+    def write(folder: Path) -> None:
+        folder.mkdir()
+        for part in range(20):
+            (folder / f"part-{part}.txt").write_text(f"run {index}\n")
+            time.sleep(0.005)
+
+    try:
+        atomic_folder(path, write, {"run": index})
+        return "wrote"
+    except InputError as err:
+        return str(err)
+
+
+def test_runs_writing_one_folder_at_once_leave_one_whole_output_and_one_line_each(tmp_path):
+    """Four processes writing the same output folder: each either wins or is told so in one line."""
+    import multiprocessing
+
+    target = tmp_path / "shards"
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        outcomes = pool.starmap(_write_folder_slowly, [(str(target), i) for i in range(4)])
+    assert "wrote" in outcomes
+    for outcome in outcomes:
+        assert outcome == "wrote" or outcome.startswith(f"another run was writing {target} at the same time")
+    runs = {p.read_text() for p in target.glob("part-*.txt")}
+    assert len(runs) == 1 and len(list(target.glob("part-*.txt"))) == 20 and (target / FOLDER_MARKER).is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["shards"]
