@@ -225,6 +225,15 @@ class InBedder:
             words.append(list(seen.values()))
         return words
 
+    def prompt_tokens(self, texts: Sequence[str], instruction: Any = None) -> list[int]:
+        """The tokens each text's prompt takes (cut at ``max_seq_length``, as ``encode`` cuts it), counted
+        without the model: what a request will cost. A text is read only as far as its prompt can reach
+        (``CHARS_PER_TOKEN`` characters a token), so counting a long text stays cheap."""
+        texts = check_texts(texts)
+        instructions = one_per_text(instruction, len(texts))
+        limit = CHARS_PER_TOKEN * self.max_seq_length
+        return [len(self.prompts(t[:limit], q, self.template)) for t, q in zip(texts, instructions)]
+
     def get_sentence_embedding_dimension(self) -> int:
         """The embedding size (the sentence-transformers name)."""
         return self.embedding_dim
@@ -486,6 +495,10 @@ def check_truncation(spec: Readout, truncate_dim: int | None) -> None:
         )
     if truncate_dim > size:
         raise InputError(f"truncate_dim={truncate_dim} is more than readout {spec.name!r} gives ({size} numbers)")
+
+
+CHARS_PER_TOKEN = 16
+"""More characters than a token of any tokenizer here covers on average: ``prompt_tokens`` reads this many a token."""
 
 
 def check_instructions_fit(

@@ -10,8 +10,8 @@ import inbedder
 ROOT = Path(inbedder.__file__).parent
 LAYERS = [
     {"_version", "errors", "extras", "adapter_storage"},
-    {"options", "readout", "postprocess", "model_settings"},
-    {"models", "tables"},
+    {"options", "readout", "postprocess", "model_settings", "wheel_parts"},
+    {"models", "tables", "written"},
     {"cache", "loading", "templates", "backends", "pooling", "runner", "reencoder"},
     {"embedder"},
     {"guided"},

@@ -44,10 +44,11 @@ def wait_ready(url: str, timeout: float = 60) -> None:
 
 
 @contextlib.contextmanager
-def running(settings: ServerSettings, model) -> Iterator[str]:
+def running(settings: ServerSettings, model, **config) -> Iterator[str]:
     """A uvicorn server in a thread, serving ``model``; its base URL once the model is loaded."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, load=lambda: model), port=port, log_level="warning"))
+    app = create_app(settings, load=lambda: model)
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -338,6 +339,97 @@ def test_a_request_whose_client_leaves_mid_call_stops_at_the_next_batch(tiny):
         wait_until(lambda: post(base, {"input": "after"}).status_code == 200)
         taken = sum(ran[:-1])  # the last batch is the request that came after
     assert 0 < taken < len(texts), ran
+
+
+def test_a_large_request_is_sliced_so_a_small_one_is_not_stuck_behind_it(tiny):
+    """Round robin: the small request joins the large one's first slice instead of waiting for all of it."""
+    from inbedder.serving.batcher import Batcher
+
+    gated = Gated(tiny)
+    batcher = Batcher(gated, slice_texts=8, slice_chars=10_000, max_wait=0.01)
+    try:
+        first = batcher.submit([TEXTS[0]], [None])
+        wait_until(lambda: gated.calls == [1])
+        large = [f"{TEXTS[i % 4]} ({i})" for i in range(40)]
+        big = batcher.submit(large, [QUESTION] * 40)
+        small = batcher.submit(["a small one"], ["Is it small?"])
+        wait_until(lambda: batcher.queue_depth == 41)
+        gated.gate.set()
+        first.result(timeout=30)
+        np.testing.assert_allclose(
+            small.result(timeout=30).vectors, tiny.encode(["a small one"], "Is it small?"), atol=1e-5
+        )
+        result = big.result(timeout=30)
+        np.testing.assert_allclose(result.vectors, tiny.encode(large, QUESTION), atol=1e-5)
+        assert result.prompt_tokens == sum(tiny.encode(large, QUESTION, return_usage=True)[1])
+    finally:
+        batcher.close()
+    assert gated.calls == [1, 9, 8, 8, 8, 8]  # the small request went with the first slice
+
+
+def test_slices_are_bounded_by_characters_too(tiny):
+    from inbedder.serving.batcher import Batcher
+
+    gated = Gated(tiny)
+    gated.gate.set()
+    batcher = Batcher(gated, slice_texts=32, slice_chars=100)
+    try:
+        texts = ["x" * 60, "y" * 60, "z" * 30, "w" * 500, "v"]
+        batcher.submit(texts, [None] * 5).result(timeout=30)
+    finally:
+        batcher.close()
+    assert gated.calls == [1, 2, 1, 1]  # 60 | 60 + 30 | 500 (alone, though over the limit) | 1
+
+
+def test_a_request_over_the_token_limit_is_refused_before_any_work(tiny):
+    gated = Gated(tiny)
+    gated.gate.set()
+    texts = [f"{TEXTS[i % 4]} ({i})" for i in range(6)]
+    tokens = sum(tiny.prompt_tokens(texts, QUESTION))
+    with running(ServerSettings(model="tiny", max_request_tokens=tokens - 1), gated) as base:
+        refused = post(base, {"input": texts, "instruction": QUESTION})
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "input"
+        assert f"input takes {tokens} prompt tokens; the limit is {tokens - 1}" in refused.json()["error"]["message"]
+        assert gated.calls == []
+        served = post(base, {"input": texts[:-1], "instruction": QUESTION})
+        assert served.status_code == 200 and served.json()["usage"]["prompt_tokens"] <= tokens - 1
+
+
+def test_prompt_tokens_count_what_encode_reports(tiny):
+    texts = ["short", "a much longer text " * 50]
+    assert tiny.prompt_tokens(texts, QUESTION) == tiny.encode(texts, QUESTION, return_usage=True)[1]
+
+
+def test_a_body_over_the_limit_is_refused_with_413(tiny):
+    with running(ServerSettings(model="tiny", max_body_bytes=2_000), tiny) as base:
+        body = {"input": ["x" * 1_500, "y" * 1_500]}
+        declared = post(base, body)
+        assert declared.status_code == 413 and declared.json()["error"]["code"] == "too_large"
+
+        def chunks():  # no Content-Length: counted as it arrives
+            data = json.dumps(body).encode()
+            for start in range(0, len(data), 500):
+                yield data[start : start + 500]
+
+        streamed = httpx.post(f"{base}/v1/embeddings", content=chunks(), headers={"content-type": "application/json"})
+        assert streamed.status_code == 413
+        assert post(base, {"input": "small"}).status_code == 200
+
+
+def test_a_client_that_trickles_its_request_is_disconnected(tiny):
+    from inbedder.serving.protocol import timed_protocol
+
+    with running(ServerSettings(model="tiny"), tiny, http=timed_protocol(0.5)) as base:
+        port = int(base.rsplit(":", 1)[1])
+        silent, trickling = (socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2))
+        trickling.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        for sock in (silent, trickling):
+            assert sock.recv(100) == b""  # closed by the server
+            sock.close()
+        assert 0.4 < time.monotonic() - started < 3
+        slow = post(base, {"input": ["slow " * 200] * 8})  # a request that is in is answered however long it takes
+        assert slow.status_code == 200
 
 
 def test_bearer_token(tiny):

@@ -42,7 +42,13 @@ DISCONNECT_POLL = 0.05  # seconds between checks that a waiting request's client
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """What ``inbedder serve`` takes: the model, the store, and the limits."""
+    """What ``inbedder serve`` takes: the model, the store, and the limits.
+
+    The work one request may cost is bounded by its prompt tokens (``max_request_tokens``, each text
+    counted up to the model's longest prompt) and its body (``max_body_bytes``), not only by its
+    texts and characters; a large request goes to the model a slice at a time (``slice_texts``,
+    ``slice_chars``), interleaved with the others (``Batcher``).
+    """
 
     model: str = models.DEFAULT_MODEL
     cache: str | None = None
@@ -50,9 +56,13 @@ class ServerSettings:
     max_inputs: int = 2048
     max_chars: int = 32_000
     max_instruction_chars: int = 2_000
+    max_request_tokens: int = 262_144
+    max_body_bytes: int = 16 * 2**20
     max_response_bytes: int = 64 * 2**20
     max_queue: int = 4096
     max_batch_texts: int = 256
+    slice_texts: int = 32
+    slice_chars: int = 4_000
     max_wait: float = 0.005
     api_key: str | None = None
     device: str = "auto"
@@ -116,6 +126,8 @@ class Service:
             model,
             max_queue=self.settings.max_queue,
             max_batch_texts=self.settings.max_batch_texts,
+            slice_texts=self.settings.slice_texts,
+            slice_chars=self.settings.slice_chars,
             max_wait=self.settings.max_wait,
             cache=self.settings.cache,
             on_batch=self.metrics.batch_texts.observe,
@@ -217,6 +229,12 @@ def create_app(settings: ServerSettings, load: Callable[[], Any] | None = None) 
         start = time.perf_counter()
         model = service.ready()
         texts, instructions = _checked(body, model, service)
+        tokens = sum(await asyncio.to_thread(model.prompt_tokens, texts, instructions))  # off the event loop
+        if tokens > service.settings.max_request_tokens:
+            limit = service.settings.max_request_tokens
+            raise APIError(
+                400, f"input takes {tokens} prompt tokens; the limit is {limit} a request: split it", "input"
+            )
         try:
             future = service.batcher.submit(texts, instructions, body.readout, body.layer)
         except QueueFull as err:
@@ -259,22 +277,54 @@ class Guard:
             await self.app(scope, receive, send)
             return
         status = 500
+        settings = self.service.settings
+        body = _BoundedBody(receive, settings.max_body_bytes)
 
         async def sending(message: dict) -> None:
             nonlocal status
+            if body.overflowed:  # the app answers a body cut short; the client is told why instead, once
+                if message["type"] == "http.response.start":
+                    status = 413
+                    await _too_large(settings.max_body_bytes).response()(scope, receive, send)
+                return
             if message["type"] == "http.response.start":
                 status = message["status"]
             await send(message)
 
-        key, route = self.service.settings.api_key, route_label(scope, self.routes())
+        key, route = settings.api_key, route_label(scope, self.routes())
+        declared = int(Request(scope).headers.get("content-length") or 0)
         try:
             if key is not None and route.startswith("/v1/") and not _authorized(Request(scope), key):
                 response = APIError(401, "missing or wrong API key", code="invalid_api_key").response()
                 await response(scope, receive, sending)
+            elif declared > settings.max_body_bytes:
+                await _too_large(settings.max_body_bytes).response()(scope, receive, sending)
             else:
-                await self.app(scope, receive, sending)
+                await self.app(scope, body.receive, sending)
         finally:
             self.service.metrics.requests.labels(route=route, status=str(status)).inc()
+
+
+def _too_large(limit: int) -> APIError:
+    return APIError(413, f"the request body is over this server's {limit / 2**20:.0f} MiB limit", code="too_large")
+
+
+class _BoundedBody:
+    """The request's ``receive``, cut off once a body sent without a length passes ``limit`` bytes: the app
+    then sees the body end there, and ``Guard`` answers 413 in place of whatever the app says."""
+
+    def __init__(self, receive: Callable, limit: int) -> None:
+        self._receive, self.limit, self.received, self.overflowed = receive, limit, 0, False
+
+    async def receive(self) -> dict:
+        if self.overflowed:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        message = await self._receive()
+        self.received += len(message.get("body", b""))
+        if self.received > self.limit:
+            self.overflowed = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        return message
 
 
 def route_label(scope: dict, routes: list[Any]) -> str:
