@@ -39,7 +39,8 @@ bench-speed: $(STAMP)
 # the local evaluation suite, default model and baselines (under an hour here); rewrites its section of BENCHMARKS.md
 bench-quality: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[all,bench]"
-	$(PY) benchmarks/quality.py --limit 200 --model smollm2-135m-inbedder-v3 --model smollm2-135m-inbedder-v2 --write BENCHMARKS.md
+	$(PY) benchmarks/quality.py --limit 200 --model smollm2-135m-inbedder-v3 --model smollm2-135m-inbedder-v2 \
+		--baselines all-MiniLM-L6-v2 all-mpnet-base-v2 embeddinggemma-300m --write BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

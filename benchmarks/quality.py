@@ -4,7 +4,8 @@
 
 Every dataset is subsampled to --limit records (stratified by its labels, seeded) so the whole
 suite fits in an hour on a 2-core CPU. The generic baselines (--baselines: all-MiniLM-L6-v2 and
-all-mpnet-base-v2, each plain and with the instruction; --baselines none for none) run beside the
+all-mpnet-base-v2 by default, each plain and with the instruction; embeddinggemma-300m plain, with
+its clustering prompt and with the instruction as its task; --baselines none for none) run beside the
 models, and the table's last column says, per task, whether the first model beats the best generic
 row (a tie: within 0.005). With --write, the section between the bench-quality markers of that
 file is replaced by this run's table, settings and command.

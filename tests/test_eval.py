@@ -330,3 +330,36 @@ def test_eval_command_passes_the_readout_settings(tiny_model_dir, crossed_dir, t
     assert result.exit_code == 0, result.output
     described = json.loads(out.read_text())["models"][str(tiny_model_dir)]
     assert "readout='avg_ppt'" in described and "layer=1" in described and "device='cpu'" in described
+
+
+def test_generic_baselines_are_prompted_the_way_each_takes_a_question(monkeypatch):
+    """EmbeddingGemma gets its task prompts; any other embedder gets the instruction before the text."""
+    from inbedder.eval import baselines
+
+    seen: list[list[str]] = []
+
+    class Recorder:
+        def encode(self, texts, batch_size=32):
+            seen.append(list(texts))
+            return np.zeros((len(texts), 2))
+
+    monkeypatch.setattr(baselines, "load_sentence_embedder", lambda name: Recorder())
+    encoders = baselines.generic_baselines(("all-MiniLM-L6-v2", "embeddinggemma-300m"))
+    assert sorted(encoders) == [
+        "all-MiniLM-L6-v2",
+        "all-MiniLM-L6-v2 + instruction",
+        "embeddinggemma-300m",
+        "embeddinggemma-300m + clustering prompt",
+        "embeddinggemma-300m + instruction",
+    ]
+    for name in sorted(encoders):
+        encoders[name].encode(["a {text} with braces", "b"], "Which {instruction}?")
+    assert seen == [
+        ["a {text} with braces", "b"],
+        ["Which {instruction}? a {text} with braces", "Which {instruction}? b"],
+        ["a {text} with braces", "b"],
+        ["task: clustering | query: a {text} with braces", "task: clustering | query: b"],
+        ["task: Which {instruction}? | query: a {text} with braces", "task: Which {instruction}? | query: b"],
+    ]
+    encoders["embeddinggemma-300m + instruction"].encode(["c"], None)
+    assert seen[-1] == ["c"]

