@@ -247,9 +247,16 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        fresh.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        (tmp / CONVERTED_MARKER).write_text(json.dumps({"gguf": str(gguf)}, indent=2))
+        try:
+            fresh.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            (tmp / CONVERTED_MARKER).write_text(json.dumps({"gguf": str(gguf)}, indent=2))
+        except OSError as err:  # a full disk, a folder that cannot be written
+            size = sum(p.numel() * p.element_size() for p in fresh.parameters()) / 2**30
+            raise InputError(
+                f"cannot write the converted model to {target.parent}: {err.strerror or err} "
+                f"(it takes about {size:.1f} GiB; set INBEDDER_CACHE to a folder with room)"
+            ) from err
         try:
             tmp.rename(target)
         except OSError:

@@ -350,3 +350,10 @@ def test_any_scikit_learn_clusterer_and_reducer_plug_in():
     assert {c.keywords[0] for c in shape.clusters} == set(SHAPES)
     assert shape.coords.shape == (len(TEXTS), 2) and sorted(set(shape.assignments.tolist())) == [0, 1, 2]
     assert result.map_method == "TruncatedSVD" and not hasattr(given, "labels_")  # the caller's object is not fitted
+
+
+def test_a_reducer_that_gives_the_wrong_shape_is_named_at_once():
+    from sklearn.decomposition import TruncatedSVD
+
+    with pytest.raises(ValueError, match=r"the reducer TruncatedSVD gave an array of shape \(\d+, 3\); the map needs"):
+        cluster(TEXTS, "shape?", HandMadeModel(), k=3, reducer=TruncatedSVD(3))

@@ -68,3 +68,25 @@ def test_a_broken_gguf_file_is_named_in_one_error(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(ValueError, match=r"broken.gguf is not a GGUF model file inbedder can read"):
         InBedder(str(path))
+
+
+def test_a_full_disk_during_the_first_conversion_is_one_line_and_leaves_nothing(isolated_cache, monkeypatch, tiny):
+    import errno
+
+    import transformers
+
+    gguf = isolated_cache / "model.gguf"
+    gguf.parent.mkdir(parents=True)
+    gguf.write_bytes(b"GGUF")
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: tiny.tokenizer)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: tiny.backend.model)
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(transformers.PreTrainedModel, "save_pretrained", full)
+    target = isolated_cache / "models" / "converted"
+    with pytest.raises(ValueError, match=r"cannot write the converted model to .*models: No space left on device "
+                       r"\(it takes about 0.0 GiB; set INBEDDER_CACHE to a folder with room\)"):  # fmt: skip
+        models.convert_gguf(gguf, target)
+    assert list((isolated_cache / "models").iterdir()) == []

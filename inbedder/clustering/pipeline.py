@@ -363,7 +363,8 @@ def _assign(space: np.ndarray, k: int | str, clusterer: str | Any, seed: int) ->
 def _mapper(reducer: str | Any, seed: int) -> tuple[str, Any]:
     """The map's name and a function from (n, dim) states to (n, 2) coordinates."""
     if not isinstance(reducer, str):
-        return type(reducer).__name__, lambda x: _fresh(reducer).fit_transform(x)
+        name = type(reducer).__name__
+        return name, lambda x: _two_columns(_fresh(reducer).fit_transform(x), len(x), name)
     if reducer in ("auto", "umap"):
         try:
             import umap  # type: ignore[import-not-found]
@@ -373,6 +374,14 @@ def _mapper(reducer: str | Any, seed: int) -> tuple[str, Any]:
         else:
             return "UMAP", lambda x: umap.UMAP(n_components=2, random_state=seed).fit_transform(x)
     return "PCA", lambda x: PCA(n_components=2, random_state=seed).fit_transform(x)
+
+
+def _two_columns(coords: Any, rows: int, name: str) -> np.ndarray:
+    """A user's reducer's output, checked to be the (rows, 2) map at once (not when the result is saved)."""
+    coords = np.asarray(coords, dtype=np.float32)
+    if coords.shape != (rows, 2):
+        raise InputError(f"the reducer {name} gave an array of shape {coords.shape}; the map needs ({rows}, 2)")
+    return coords
 
 
 def _centroid_distances(space: np.ndarray, assignments: np.ndarray) -> np.ndarray:
