@@ -136,6 +136,27 @@ def test_inputs_are_checked_before_any_work(tiny_model_dir, table, tmp_path):
         distributed.embed_dataset(tmp_path / "t.txt", "Why?")
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"sample_size": 0}, "sample_size must be a number of rows of at least 3, got 0"),
+        ({"k": 1}, "k must be an int of at least 2 or 'auto', got 1"),
+        ({"k": 50, "sample_size": 10}, r"k=50 is larger than the sample k-means is fit on \(sample_size=10\)"),
+        ({"label_columns": ["nope"]}, "the label column 'nope' is not in the data; its columns are"),
+    ],
+)
+def test_clustering_settings_are_refused_before_any_row_is_embedded(
+    tiny_model_dir, table, tmp_path, monkeypatch, options, message
+):
+    calls = []
+    monkeypatch.setattr(distributed, "embed_dataset", lambda *a, **k: calls.append(1))
+    with pytest.raises(ValueError, match=message):
+        distributed.cluster_dataset(
+            ray.data.from_pandas(table), "Why?", tmp_path / "out", model=str(tiny_model_dir), **options
+        )
+    assert calls == [] and not (tmp_path / "out").exists()
+
+
 def test_the_command_writes_parquet_shards(reference, tiny_model_dir, table, tmp_path):
     from typer.testing import CliRunner
 
@@ -198,7 +219,7 @@ def test_the_command_never_deletes_what_it_did_not_write(tiny_model_dir, table, 
     assert source.read_text().startswith("id,text")
     assert "holds files inbedder did not write" in run(keep)
     assert (keep / "notes.txt").read_text() == "precious"
-    assert "must be a folder for the Parquet shards" in run(tmp_path / "x.parquet")
+    assert "must be a folder, not a file" in run(tmp_path / "x.parquet")
 
 
 def test_clustering_at_scale_writes_what_cluster_writes(reference, tiny_model_dir, table, tmp_path):
