@@ -107,11 +107,11 @@ def cluster(
         k_ray: int | str = k if k == "auto" else int_option("k", k)
         check_results_folder(out, overwrite, inputs=[input])
         check_readout(readout)
-        check_instructions_fit(model, instruction, template=template)
         try:
             check_map(map)
         except (ValueError, ImportError) as err:
             raise as_input_error(err) from err
+        check_instructions_fit(model, instruction, template=template)
         from inbedder import distributed
         from inbedder.options import EncodeOptions
 
@@ -159,8 +159,8 @@ def cluster(
     k_value: int | str = k if k == "auto" else int_option("k", k)
     check_inputs(texts, instruction, k_value, method, map, labels, ids)
     check_readout(readout)
-    check_instructions_fit(model, instruction, template=template)
     check_results_folder(out, overwrite, inputs=[input], also=[] if cache else [STORE_FILE])
+    check_instructions_fit(model, instruction, template=template)  # reads the tokenizer: after the cheap checks
     store = checked_store(True if cache else out / STORE_FILE)
 
     from sklearn.cluster import HDBSCAN
