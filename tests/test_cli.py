@@ -505,3 +505,13 @@ def test_an_unexpected_error_shows_as_a_bug_not_as_bad_input(monkeypatch, capsys
     monkeypatch.setattr("sys.argv", ["inbedder", "encode", str(reviews), "-i", "q", "--out", str(tmp_path / "e.npy")])
     with pytest.raises(ValueError, match="cannot reshape"):
         cli.main()
+
+
+def test_version_short_help_and_python_dash_m():
+    from inbedder._version import __version__
+
+    assert run("--version").output == f"inbedder {__version__}\n"
+    assert run("-h").exit_code == 0 and "Usage: " in run("-h").output and "--version" in run("-h").output
+    assert run("encode", "-h").exit_code == 0 and "--instruction" in run("encode", "-h").output
+    done = subprocess.run([sys.executable, "-m", "inbedder", "--version"], capture_output=True, text=True, check=True)
+    assert done.stdout == f"inbedder {__version__}\n"

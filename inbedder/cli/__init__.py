@@ -20,8 +20,27 @@ app = typer.Typer(
     help="Instruction-following text embeddings: the language model's hidden state at the answer.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _show_version(shown: bool) -> None:
+    if shown:
+        from inbedder._version import __version__
+
+        typer.echo(f"inbedder {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Instruction-following text embeddings: the language model's hidden state at the answer."""
+
+
 app.command()(encode.encode)
 app.command("eval")(evaluate.evaluate)
 app.command()(cluster.cluster)

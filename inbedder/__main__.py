@@ -1,0 +1,5 @@
+"""``python -m inbedder``: the ``inbedder`` command."""
+
+from inbedder.cli import main
+
+main()
