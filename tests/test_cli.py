@@ -515,3 +515,13 @@ def test_version_short_help_and_python_dash_m():
     assert run("encode", "-h").exit_code == 0 and "--instruction" in run("encode", "-h").output
     done = subprocess.run([sys.executable, "-m", "inbedder", "--version"], capture_output=True, text=True, check=True)
     assert done.stdout == f"inbedder {__version__}\n"
+
+
+def test_no_progress_bars_in_a_log_unless_asked(tiny_model_dir, reviews, tmp_path):
+    """stderr that is not a terminal (a log file) gets no bars: neither inbedder's nor the loaders'."""
+    args = [sys.executable, "-m", "inbedder", "encode", str(reviews), "--text-column", "review", "-i", "Feeling?"]
+    args += ["--model", str(tiny_model_dir), "--max-length", "64"]
+    quiet = subprocess.run([*args, "-o", str(tmp_path / "a.npy")], capture_output=True, text=True, check=True)
+    assert "it/s" not in quiet.stderr and "%|" not in quiet.stderr and "wrote 3 embeddings" in quiet.stderr
+    asked = subprocess.run([*args, "-o", str(tmp_path / "b.npy"), "--progress"], capture_output=True, text=True)
+    assert asked.returncode == 0 and "%|" in asked.stderr

@@ -435,6 +435,8 @@ def test_cli_defaults_match_the_config():
     for name, parameter in inspect.signature(cli_train.train_model).parameters.items():
         if name == "max_length":
             assert cli_train.tokens_or_auto(parameter.default, "--max-length") == config.max_length
+        elif name == "progress":  # the command draws bars only on a terminal; the library as asked
+            assert parameter.default is None and config.progress is True
         elif hasattr(config, name) and name != "target_modules":
             assert parameter.default == getattr(config, name), name
 

@@ -64,6 +64,8 @@ def main() -> None:
     ``TypeError`` is a bug, and says so.
     """
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if not sys.stderr.isatty():  # the hub's and transformers' own bars (loading weights) stay out of log files
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         app()
     except (InputError, ImportError, OSError) as err:

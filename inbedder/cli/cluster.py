@@ -17,6 +17,7 @@ from inbedder.cli.common import (
     LayerOption,
     ModelOption,
     PostprocessOption,
+    ProgressOption,
     ReadoutOption,
     SampleOption,
     TemplateOption,
@@ -27,6 +28,7 @@ from inbedder.cli.common import (
     guided_options,
     int_option,
     interruptible,
+    on_terminal,
 )
 from inbedder.errors import InputError, as_input_error
 
@@ -80,6 +82,7 @@ def cluster(
     sample: SampleOption = None,
     generic: GenericOption = None,
     guided_method: GuidedMethodOption = None,
+    progress: ProgressOption = None,
 ) -> None:
     """Cluster INPUT under each instruction; write assignments, explained clusters and an HTML report.
 
@@ -179,7 +182,9 @@ def cluster(
             texts,
             instruction,
             embedder,
-            EncodeOptions(batch_size=batch_size, max_new_tokens=max_new_tokens, show_progress_bar=True),
+            EncodeOptions(
+                batch_size=batch_size, max_new_tokens=max_new_tokens, show_progress_bar=on_terminal(progress)
+            ),
             k=k_value,
             clusterer=HDBSCAN(min_cluster_size=min(min_cluster_size, len(texts)), copy=True)
             if method == "hdbscan"

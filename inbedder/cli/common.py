@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -74,6 +75,17 @@ def check_dtype(dtype: str | None) -> None:
 def check_readout(readout: str | None) -> None:
     if readout is not None and readout not in READOUTS:
         raise InputError(f"unknown readout {readout!r}; choose one of {', '.join(READOUTS)}")
+
+
+ProgressOption = Annotated[
+    bool | None,
+    typer.Option("--progress/--no-progress", help="Progress bars (default: only when stderr is a terminal)."),
+]
+
+
+def on_terminal(progress: bool | None) -> bool:
+    """Whether to draw progress bars: as asked, else only on a terminal (a log file gets none)."""
+    return sys.stderr.isatty() if progress is None else progress
 
 
 def checked_store(spec: object) -> Any:

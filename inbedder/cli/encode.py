@@ -19,6 +19,7 @@ from inbedder.cli.common import (
     LayerOption,
     ModelOption,
     PostprocessOption,
+    ProgressOption,
     ReadoutOption,
     SampleOption,
     TemplateOption,
@@ -28,6 +29,7 @@ from inbedder.cli.common import (
     given,
     guided_options,
     interruptible,
+    on_terminal,
 )
 from inbedder.errors import InputError, as_input_error
 from inbedder.options import EncodeOptions
@@ -74,7 +76,7 @@ def encode(
     device: DeviceOption = "auto",
     dtype: DtypeOption = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: ProgressOption = None,
     cache: Annotated[
         bool, typer.Option(help="Reuse embeddings stored by earlier runs ($INBEDDER_CACHE) and store new ones.")
     ] = False,
@@ -113,7 +115,7 @@ def encode(
     settings = given(template=template, readout=readout, layer=layer, postprocess=postprocess)
     options = EncodeOptions(
         batch_size=batch_size,
-        show_progress_bar=progress,
+        show_progress_bar=on_terminal(progress),
         normalize_embeddings=normalize,
         truncate_dim=truncate_dim,
         max_new_tokens=max_new_tokens,

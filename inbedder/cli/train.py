@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from inbedder import models
+from inbedder.cli.common import ProgressOption, on_terminal
 from inbedder.errors import InputError
 
 
@@ -86,7 +87,7 @@ def train_model(
             "bf16 GPU, else float32), bfloat16 or float32; weights and optimizer state stay float32."
         ),
     ] = "auto",
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: ProgressOption = None,
     trust_remote_code: Annotated[bool, typer.Option(help="Run model code from the hub (off unless asked).")] = False,
 ) -> None:
     """Fine-tune a model to answer questions about texts tersely; InBedder(OUT) then loads it."""
@@ -94,6 +95,7 @@ def train_model(
 
     options = {k: v for k, v in locals().items() if k not in ("data", "out", "base", "train", "target_module")}
     options["max_length"] = tokens_or_auto(max_length, "--max-length")
+    options["progress"] = on_terminal(progress)
     result = train(base, data[0] if len(data) == 1 else data, out, target_modules=target_module or None, **options)
     last = result.train_losses[-1] if result.train_losses else float("nan")
     held_out = "none" if result.eval_loss is None else f"{result.eval_loss:.4f}"
