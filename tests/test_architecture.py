@@ -16,7 +16,7 @@ LAYERS = [
     {"embedder"},
     {"guided"},
     {"clustering", "eval", "training", "serving", "distributed"},
-    {"cli"},
+    {"cli", "__main__"},
 ]
 """Each module's layer, lowest first, by its name under ``inbedder`` (a package stands for its modules)."""
 
