@@ -583,3 +583,22 @@ def test_a_bug_in_the_model_is_a_server_error_not_the_clients(tiny):
         response = post(base, {"input": TEXTS[0]})
     assert response.status_code == 500 and "broadcast" not in response.text
     assert response.json()["error"]["code"] == "internal_error"  # OpenAI's shape, as every other error
+
+
+def test_the_command_fixes_glibcs_mmap_threshold_unless_the_user_set_one(monkeypatch):
+    """A rising threshold keeps freed tensors in a fragmenting heap: the server fixes it at start."""
+    from inbedder.cli import serve as command
+
+    calls = []
+
+    class FakeLibc:
+        def mallopt(self, parameter, value):
+            calls.append((parameter, value))
+
+    monkeypatch.setattr(command.ctypes, "CDLL", lambda name: FakeLibc())
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    command.fix_mmap_threshold()
+    assert calls == [(-3, 128 * 1024)]
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    command.fix_mmap_threshold()
+    assert calls == [(-3, 128 * 1024)]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +20,30 @@ ONEDNN_CACHE_CAPACITY = 256
 """Compiled oneDNN kernels the server keeps (oneDNN's default: 1,024), unless $ONEDNN_PRIMITIVE_CACHE_CAPACITY says."""
 KEEP_ALIVE = 5
 """Seconds an idle kept-alive connection stays open."""
+
+
+MMAP_THRESHOLD = 128 * 1024
+"""Bytes from which glibc serves a block by mmap, returned to the system when freed (its own default)."""
+
+
+def fix_mmap_threshold() -> None:
+    """Keep glibc's mmap threshold at its default instead of letting it rise (glibc only; once, at start).
+
+    glibc raises the threshold each time a large mmapped block is freed, so later large blocks (a
+    request's tensors) come from the heap, where they fragment and are not returned: a long-running
+    server's memory then creeps up. Setting the threshold fixes it. ``$MALLOC_MMAP_THRESHOLD_`` wins.
+    """
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl has no such threshold)
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+
+M_MMAP_THRESHOLD = -3
+"""glibc's ``mallopt`` parameter number for the mmap threshold."""
 
 
 def serve(
@@ -87,6 +113,7 @@ def serve(
     # oneDNN keeps compiled kernels for every shape of batch it meets; a server meets many, so its memory
     # would grow for hours. A bounded cache keeps the most used (set before torch runs anything).
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_CACHE_CAPACITY))
+    fix_mmap_threshold()
     store = str(checked_store(cache).path) if cache is not None else None
     from inbedder.loading import read_config
 
