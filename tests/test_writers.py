@@ -212,21 +212,22 @@ def user_tree(root: Path) -> None:
 def test_no_command_changes_a_file_it_did_not_create(
     tiny_model_dir, monkeypatch, capsys, source, out, save_map, overwrite, answers
 ):
-    root = Path(tempfile.mkdtemp())
-    user_tree(root)
-    before = snapshot(root)
-    args = ["encode", source, "-i", "Is it good?", "--model", tiny_model_dir, "--max-length", "64", "-o", out]
-    args += ["--no-progress"] + (["--overwrite"] if overwrite else [])
-    args += ["--readout", "avg_gen", "--return-generations", "--max-new-tokens", "2"] if answers else []
-    args += ["--guided", "--sample", "3", "--save-map", save_map] if save_map is not None else []
-    with monkeypatch.context() as patch:
-        patch.chdir(root / "docs")
-        code, err = invoke(patch, capsys, *args)
-    event(f"exit {code}")
-    assert kept(before, root) == [], f"{args} -> {code}: {err}"
-    assert code in (0, 2), err
-    if code == 0:
-        assert (root / "docs" / out).is_file()
+    with tempfile.TemporaryDirectory() as folder:  # a fresh tree for each example
+        root = Path(folder)
+        user_tree(root)
+        before = snapshot(root)
+        args = ["encode", source, "-i", "Is it good?", "--model", tiny_model_dir, "--max-length", "64", "-o", out]
+        args += ["--no-progress"] + (["--overwrite"] if overwrite else [])
+        args += ["--readout", "avg_gen", "--return-generations", "--max-new-tokens", "2"] if answers else []
+        args += ["--guided", "--sample", "3", "--save-map", save_map] if save_map is not None else []
+        with monkeypatch.context() as patch:
+            patch.chdir(root / "docs")
+            code, err = invoke(patch, capsys, *args)
+        event(f"exit {code}")
+        assert kept(before, root) == [], f"{args} -> {code}: {err}"
+        assert code in (0, 2), err
+        if code == 0:
+            assert (root / "docs" / out).is_file()
 
 
 def test_parquet_passthrough_keeps_arrow_types_values_and_metadata(tmp_path, tiny_model_dir, monkeypatch, capsys):
