@@ -115,7 +115,7 @@ class Batcher:
         max_queue: int = 4096,
         max_batch_texts: int = 256,
         slice_texts: int = 32,
-        slice_chars: int = 8_000,
+        slice_chars: int = 4_000,
         max_wait: float = 0.005,
         cache: Any = None,
         on_batch: Callable[[int], None] | None = None,
@@ -157,10 +157,7 @@ class Batcher:
         if future.cancel():
             return
         with self._lock:
-            for job in {id(piece.job): piece.job for piece in self._taken}.values():
-                if job.future is future:
-                    job.abandoned.set()
-            for job in self._jobs:  # slices still queued are not sent
+            for job in (*(piece.job for piece in self._taken), *self._jobs):  # queued slices are not sent either
                 if job.future is future:
                     job.abandoned.set()
 
