@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -412,6 +414,18 @@ def test_cli_trains_end_to_end(tiny_model_dir, qa_file, tmp_path):
     record = json.loads((out / "training.json").read_text())
     assert len(record["train_losses"]) == 2 and record["train_layers"] == 2 and record["lr"] == 1e-3
     assert InBedder(str(out), max_length=64).encode("I love my cat", "What animal?").shape == (32,)
+
+
+def test_without_a_bar_the_log_gets_a_line_every_few_steps(tiny_model_dir, qa_file, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr("inbedder.training.trainer.LOG_EVERY", 2)
+    args = ["train", "--base", tiny_model_dir, "--data", qa_file, "--out", tmp_path / "o", "--max-steps", 3]
+    args += ["--batch-size", 4, "--max-length", 64, "--eval-size", 2, "--train-layers", 1, "--no-progress"]
+    with caplog.at_level(logging.INFO, logger="inbedder.training"):
+        result = CliRunner().invoke(cli.app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    steps = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert [s.split(":")[0] for s in steps] == ["step 2/3", "step 3/3"]  # every 2 steps, and the last
+    assert re.fullmatch(r"step 3/3: loss \d+\.\d{4} \(last 20\), \d+\.\d\d s a step, 0:00:00 left", steps[-1])
 
 
 def test_cli_missing_column_is_one_line(tiny_model_dir, qa_file, tmp_path, monkeypatch, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -93,6 +94,8 @@ def train_model(
     """Fine-tune a model to answer questions about texts tersely; InBedder(OUT) then loads it."""
     from inbedder.training import train
 
+    # what the run decided (device, length, resume point) and, without a bar, a line every few steps
+    logging.getLogger("inbedder.training").setLevel(logging.INFO)
     options = {k: v for k, v in locals().items() if k not in ("data", "out", "base", "train", "target_module")}
     options["max_length"] = tokens_or_auto(max_length, "--max-length")
     options["progress"] = on_terminal(progress)

@@ -55,6 +55,8 @@ GROUP_BATCHES = 64
 AUTO_LENGTH_CAP = 1024
 """``max_length="auto"`` looks at each record's length up to this many tokens."""
 TRAINING_DTYPES = ("auto", "float32", "bfloat16")
+LOG_EVERY = 25
+"""Without a progress bar (a log file), a line on the logger every this many steps."""
 RESUMABLE_CHANGES = frozenset({"resume", "overwrite", "progress", "save_every", "keep_checkpoints", "device", "merge"})
 
 
@@ -314,11 +316,28 @@ class _Loop:
             for key, value in zip(STEP_RECORDS, (round(seconds, 4), tokens, padded)):
                 progress[key].append(value)
             progress["step"], progress["seconds"] = step + 1, progress["seconds"] + seconds
+            recent = sum(losses[-20:]) / len(losses[-20:])
             bar.update()
-            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")
+            bar.set_postfix(loss=f"{recent:.4f}")
+            if not show and ((step + 1) % LOG_EVERY == 0 or step + 1 == self.total_steps):
+                self._log_step(step + 1, recent, progress["step_seconds"][-LOG_EVERY:])
             if every and (step + 1) % every == 0 and step + 1 < self.total_steps:
                 save(step + 1)
         bar.close()
+
+    def _log_step(self, done: int, loss: float, recent_seconds: list[float]) -> None:
+        pace = sum(recent_seconds) / len(recent_seconds)
+        left = round(pace * (self.total_steps - done))
+        logger.info(
+            "step %d/%d: loss %.4f (last 20), %.2f s a step, %d:%02d:%02d left",
+            done,
+            self.total_steps,
+            loss,
+            pace,
+            left // 3600,
+            left // 60 % 60,
+            left % 60,
+        )
 
     def batch(self, index: int) -> dict[str, torch.Tensor]:
         epoch, position = divmod(index, self.per_epoch)
