@@ -34,6 +34,7 @@ import torch
 from inbedder import InBedder
 from inbedder.eval.suite import LOCAL_SUITE, local_tasks, results_table, run
 from inbedder.eval.tasks import ClusteringTask, per_text_instructions
+from inbedder.interface import EncodesOneAtATime
 
 Key = tuple[str, str]
 DIMENSIONS = (256, 512, 1024)
@@ -84,7 +85,7 @@ class Forms:
         return torch.zeros_like(roots).scatter_(-1, kept.indices, kept.values).numpy()
 
 
-class Form:
+class Form(EncodesOneAtATime):
     """One form as a model the suite can evaluate: ``encode`` looks its states up and converts them."""
 
     def __init__(self, make: Callable[[np.ndarray], np.ndarray], forms: Forms) -> None:

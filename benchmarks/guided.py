@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from inbedder import InBedder
-from inbedder.eval.baselines import WithoutInstruction
 from inbedder.eval.suite import LOCAL_SUITE, local_tasks, results_table, run
+from inbedder.generic import SentenceEmbedder
 from inbedder.guided import METHODS, GuidedEmbedder
 from inbedder.reencoder import MINILM, load_sentence_embedder
 
@@ -64,7 +64,7 @@ def main() -> None:
 
 
 def quality(model: InBedder, generic: object, tasks: list, args: argparse.Namespace) -> None:
-    encoders: dict[str, object] = {model.name: model, MINILM: WithoutInstruction(generic, MINILM)}
+    encoders: dict[str, object] = {model.name: model, MINILM: SentenceEmbedder(generic, name=MINILM)}
     for method in args.methods:
         for size in args.sample:
             name = f"guided {method}" + (f" sample {size}" if len(args.sample) > 1 else "")

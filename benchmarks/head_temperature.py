@@ -19,9 +19,10 @@ import torch
 
 from inbedder import EncodeOptions, InBedder
 from inbedder.eval.suite import local_tasks, results_table, run
+from inbedder.interface import EncodesOneAtATime
 
 
-class HeadAt:
+class HeadAt(EncodesOneAtATime):
     """The LM head over ``model``'s ``state`` readout, at softmax temperature ``t`` (square roots)."""
 
     def __init__(self, model: InBedder, t: float, state: str = "fst_gen", max_new_tokens: int = 3) -> None:

@@ -43,6 +43,8 @@ from inbedder.backends import GenerationSettings
 from inbedder.eval import baselines
 from inbedder.eval.suite import LOCAL_SUITE, local_tasks, results_table, run
 from inbedder.eval.tasks import ClusteringTask, per_text_instructions
+from inbedder.generic import SentenceEmbedder
+from inbedder.interface import EncodesOneAtATime
 
 Key = tuple[str, str]
 
@@ -169,7 +171,7 @@ def answer_head_means(model: InBedder, texts: list[str], instruction: Any, max_n
     return out
 
 
-class Readout:
+class Readout(EncodesOneAtATime):
     """One readout as a model the suite can evaluate: ``encode`` looks its vectors up."""
 
     def __init__(self, make: Callable[[list[Key]], np.ndarray], store: Readouts) -> None:
@@ -259,8 +261,10 @@ def main() -> None:
         store.add(list(texts), questions)
     computed = time.perf_counter() - started
     encoders = {name: Readout(make, store) for name, make in store.readouts().items()}
-    encoders["all-MiniLM-L6-v2"] = baselines.WithoutInstruction(minilm, "all-MiniLM-L6-v2")
-    encoders["all-MiniLM-L6-v2 + instruction"] = baselines.Prompted(minilm, "MiniLM + instruction")
+    encoders["all-MiniLM-L6-v2"] = SentenceEmbedder(minilm, name="all-MiniLM-L6-v2")
+    encoders["all-MiniLM-L6-v2 + instruction"] = SentenceEmbedder(
+        minilm, "{instruction} {text}", name="MiniLM + instruction"
+    )
     results = run(encoders, tasks)
     table = results_table(results)
     print(table)

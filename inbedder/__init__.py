@@ -14,7 +14,9 @@ from inbedder._version import __version__
 if TYPE_CHECKING:
     from inbedder.clustering import ClusteringResult, cluster
     from inbedder.embedder import InBedder
+    from inbedder.generic import Precomputed, SentenceEmbedder
     from inbedder.guided import GuidedEmbedder, GuidedMap, GuidedOptions
+    from inbedder.interface import Embedder
     from inbedder.models import DEFAULT_MODEL, REGISTRY
     from inbedder.options import EncodeOptions
     from inbedder.readout import READOUTS, Readout, register_readout
@@ -24,6 +26,9 @@ _LAZY = {
     "ClusteringResult": "inbedder.clustering",
     "cluster": "inbedder.clustering",
     "InBedder": "inbedder.embedder",
+    "Embedder": "inbedder.interface",
+    "Precomputed": "inbedder.generic",
+    "SentenceEmbedder": "inbedder.generic",
     "GuidedEmbedder": "inbedder.guided",
     "GuidedMap": "inbedder.guided",
     "GuidedOptions": "inbedder.guided",
@@ -60,16 +65,19 @@ def load(model_name_or_path: str | None = None, **kwargs: Any) -> InBedder:
 __all__ = [
     "DEFAULT_MODEL",
     "ClusteringResult",
+    "Embedder",
     "EncodeOptions",
     "GuidedEmbedder",
     "GuidedMap",
     "GuidedOptions",
     "InBedder",
+    "Precomputed",
     "PromptTemplate",
     "QA_PATTERN",
     "READOUTS",
     "REGISTRY",
     "Readout",
+    "SentenceEmbedder",
     "cluster",
     "load",
     "register_readout",

@@ -41,14 +41,13 @@ finished batch); WAL mode and a busy timeout let several processes read and writ
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,18 +55,14 @@ from typing import Any
 import numpy as np
 
 from inbedder import models
-from inbedder._version import __version__
 from inbedder.errors import InputError, either
+from inbedder.fingerprints import model_label
 
 FILE_NAME = "embeddings.sqlite"
 APPLICATION_ID = 0x494E4244  # "INBD" in the SQLite header: this file is an inbedder store
-FORMAT = 1
-"""Bump when what a row means changes (readout code, storage): older rows then never match."""
 BUSY_TIMEOUT_S = 120.0
-SAMPLE_VALUES = 4096
 _MAX_VARIABLES = 500  # keys per SELECT, well under SQLite's limit on bound parameters
 _INHERITED: list[sqlite3.Connection] = []  # connections a forked child must not close
-_VOCABULARIES: weakref.WeakKeyDictionary[Any, tuple[int, str]] = weakref.WeakKeyDictionary()
 _OPEN: weakref.WeakValueDictionary[Path, EmbeddingCache] = weakref.WeakValueDictionary()
 _OPEN_LOCK = threading.Lock()
 
@@ -412,127 +407,6 @@ def open_cache(spec: Any, check: bool = True) -> EmbeddingCache | None:
         if store is None:
             store = _OPEN[path.absolute()] = EmbeddingCache(path)
     return store.check() if check else store
-
-
-def model_label(name: str) -> str:
-    """The model name rows are filed under (``models.canonical_name``: a registered model's canonical name,
-    a local path made absolute, or the hub id as given); ``clear(model=...)`` matches any of these spellings."""
-    return models.canonical_name(name)
-
-
-def prompt_key(token_ids: Sequence[int]) -> str:
-    """A prompt's key: the hash of its token ids."""
-    return _digest(np.asarray(token_ids, dtype="<i8").tobytes())
-
-
-def text_key(text: str) -> str:
-    """A raw text's key (for embedders that take the text itself, not token ids): the hash of its UTF-8 bytes."""
-    return _digest(text.encode("utf-8", "surrogatepass"))
-
-
-def weights_fingerprint(module: Any) -> str:
-    """A hash of a torch module's parameters: names, shapes, dtypes, and ``SAMPLE_VALUES`` values of each.
-
-    Reads a strided sample, not every weight, so it is cheap even for large models; the values are
-    taken exactly (as float32), so it is the same in every process.
-    """
-    import torch
-
-    digest = hashlib.sha256()
-    samples = []
-    with torch.no_grad():
-        for name, tensor in module.named_parameters():
-            flat = tensor.detach().reshape(-1)
-            step = max(1, flat.numel() // SAMPLE_VALUES)
-            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
-            samples.append(flat[::step][:SAMPLE_VALUES].to(torch.float32))
-        if samples:
-            digest.update(torch.cat(samples).cpu().numpy().astype("<f4").tobytes())
-    return digest.hexdigest()[:32]
-
-
-def model_fingerprint(model: Any, tokenizer: Any, family: str) -> str:
-    """What the model computes: its weights (sampled), config, generation config, vocabulary and family."""
-    parts = {
-        "family": family,
-        "weights": weights_fingerprint(model),
-        "config": _public(model.config.to_dict()),
-        "generation": _public(getattr(model, "generation_config", None) and model.generation_config.to_dict()),
-        "vocabulary": _vocabulary_fingerprint(tokenizer),
-        "special": sorted(map(str, tokenizer.all_special_ids)),
-    }
-    return _digest(json.dumps(parts, sort_keys=True, default=str).encode())
-
-
-def settings_fingerprint(**settings: Any) -> str:
-    """A hash of the settings that change a row (with the package version and this store's format)."""
-    return _digest(json.dumps({**settings, "format": FORMAT, "inbedder": __version__}, sort_keys=True).encode())
-
-
-class CacheSession:
-    """One encode call's use of a store: which texts to run, what was found, and writing each batch.
-
-    ``prompts`` holds, per instruction, each text's token ids; a text is complete when its rows
-    under every instruction are stored. Among texts that miss, those with identical prompts run once.
-    """
-
-    def __init__(
-        self,
-        store: EmbeddingCache,
-        model: str,
-        settings: str,
-        model_name: str,
-        prompts: list[list[list[int]]],
-    ) -> None:
-        self.store, self.model, self.settings, self.model_name = store, model, settings, model_name
-        self.keys = [[prompt_key(ids) for ids in per_text] for per_text in prompts]
-
-    def lookup(self) -> tuple[dict[int, list[tuple[np.ndarray, Any]]], list[int], dict[int, int]]:
-        """Texts found ({text: [(vector, answer) per instruction]}), texts to run, and {duplicate: text it copies}."""
-        stored = self.store.get_many(self.model, self.settings, (key for keys in self.keys for key in keys))
-        found: dict[int, list[tuple[np.ndarray, Any]]] = {}
-        todo: list[int] = []
-        copies: dict[int, int] = {}
-        first: dict[tuple[str, ...], int] = {}
-        for i, keys in enumerate(zip(*self.keys)):
-            if all(key in stored for key in keys):
-                found[i] = [(stored[key][0], json.loads(stored[key][1])) for key in keys]
-            elif keys in first:
-                copies[i] = first[keys]
-            else:
-                first[keys] = i
-                todo.append(i)
-        return found, todo, copies
-
-    def save(self, batch: list[int], results: list[tuple[Any, list[Any]]]) -> int:
-        """Store one finished batch: per instruction, the raw vectors (B, dim) and answers of ``batch``."""
-        rows = [
-            (self.keys[k][i], vectors[row], answer)
-            for k, (vectors, answers) in enumerate(results)
-            for row, (i, answer) in enumerate(zip(batch, answers))
-        ]
-        return self.store.put_many(self.model, self.settings, self.model_name, rows)
-
-
-def _vocabulary_fingerprint(tokenizer: Any) -> str:
-    """A hash of the tokenizer's vocabulary (how answers decode), remembered while its size stays the same."""
-    size = len(tokenizer)
-    remembered = _VOCABULARIES.get(tokenizer)
-    if remembered is None or remembered[0] != size:
-        vocabulary = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
-        remembered = _VOCABULARIES[tokenizer] = (size, _digest(json.dumps(vocabulary).encode()))
-    return remembered[1]
-
-
-def _public(settings: dict[str, Any] | None) -> dict[str, Any]:
-    """A config without the fields that name where it came from or which library wrote it."""
-    if not settings:
-        return {}
-    return {k: v for k, v in settings.items() if not k.startswith("_") and k not in ("transformers_version",)}
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:32]
 
 
 def _files(path: Path) -> list[Path]:

@@ -16,6 +16,7 @@ its nearest centroid on the cluster, and the files ``inbedder cluster`` writes.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -87,24 +88,6 @@ class _Embedder:
         return batch
 
 
-class _GuidedApplier:
-    """A Ray actor: the sentence embedder, loaded once, and fitted guided maps applied to each batch."""
-
-    def __init__(
-        self, maps: dict[str, Any], generic: Any, dtype: str | None, text_column: str, id_column: str | None
-    ) -> None:
-        from inbedder.guided import GuidedEmbedder
-
-        self.embedder = GuidedEmbedder(generic=generic, dtype=dtype)
-        self.maps, self.text_column, self.id_column = maps, text_column, id_column
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        vectors = self.embedder.generic_vectors(_batch_texts(batch, self.text_column, self.id_column))
-        for name, guided_map in self.maps.items():
-            batch = _with_vectors(batch, name, self.embedder.transform_vectors(vectors, guided_map))
-        return batch
-
-
 def _batch_texts(batch: pa.Table, text_column: str, id_column: str | None) -> list[str]:
     """The batch's texts; one that is empty or not a string is named by its row's id (encode knows only positions)."""
     texts = batch.column(text_column).to_pylist()
@@ -160,24 +143,20 @@ def guided_dataset(
     )
     texts = sorted(picked.select_columns([text_column]).to_pandas()[text_column].tolist())  # Ray's order varies
     model_options = dict(model_options or {})
-    embedder = GuidedEmbedder(InBedder(model, **model_options), generic, settings, dtype=model_options.get("dtype"))
+    dtype = model_options.get("dtype")
+    embedder = GuidedEmbedder(InBedder(model, **model_options), generic, settings, dtype=dtype)
     options = replace(EncodeOptions.build(options), show_progress_bar=False)
-    maps = {name: replace(embedder.fit(texts, q, options), sample=None) for name, q in columns.items()}
-    return dataset.map_batches(
-        _GuidedApplier,
-        fn_constructor_kwargs={
-            "maps": maps,
-            "generic": generic,
-            "dtype": model_options.get("dtype"),
-            "text_column": text_column,
-            "id_column": id_column,
-        },
-        batch_format="pyarrow",
-        batch_size=rows_per_batch,
+    maps = [replace(embedder.fit(texts, q, options), sample=None) for q in columns.values()]
+    return embed_dataset(
+        dataset,
+        columns,
+        EncodeOptions(normalize_embeddings=options.normalize_embeddings),
+        model=functools.partial(GuidedEmbedder.from_maps, maps, dtype=dtype),
+        text_column=text_column,
+        id_column=id_column,
         concurrency=concurrency,
+        rows_per_batch=rows_per_batch,
         num_cpus=num_cpus,
-        max_restarts=-1,
-        max_task_retries=-1,
     )
 
 
@@ -249,8 +228,6 @@ def check_options(model: Any, options: EncodeOptions, model_options: Mapping[str
 
     A named model's readout and layer are checked against its config (no weights loaded).
     """
-    from inbedder.readout import KINDS, Readout
-
     if options.convert_to_tensor:
         raise InputError("convert_to_tensor does not apply on Ray: the vectors go into the dataset's columns")
     if options.return_usage:
@@ -262,20 +239,16 @@ def check_options(model: Any, options: EncodeOptions, model_options: Mapping[str
         )
     if options.cache is not None and not isinstance(options.cache, (bool, str, PathLike)):
         raise InputError("on Ray, cache must be True, False or a path every node can open (not a store object)")
-    readout = options.readout or model_options.get("readout")
-    if readout is not None and readout not in KINDS:
-        raise InputError(f"unknown readout {readout!r}; known: {sorted(KINDS)}")
-    if readout is not None:
-        from inbedder.embedder import check_truncation
+    from inbedder import models
+    from inbedder.validation import check_settings
 
-        check_truncation(Readout(readout), options.truncate_dim)
-    layer = options.layer if options.layer is not None else model_options.get("layer")
-    if layer is not None and not callable(model):
-        from inbedder import models
-        from inbedder.loading import read_config
-
-        config = read_config(models.resolve(model or models.DEFAULT_MODEL))
-        Readout(readout or "fst_gen", layer).layer_index(config.num_hidden_layers)
+    check_settings(
+        None if callable(model) else models.resolve(model or models.DEFAULT_MODEL),
+        readout=options.readout or model_options.get("readout"),
+        layer=options.layer if options.layer is not None else model_options.get("layer"),
+        max_length=model_options.get("max_length"),
+        truncate_dim=options.truncate_dim,
+    )
 
 
 def user_error(err: BaseException) -> ValueError | None:

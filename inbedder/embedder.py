@@ -13,43 +13,49 @@ texts it lacks reach the model.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from inbedder import models
 from inbedder.backends import AnswerStates, GenerationSettings, make_backend
-from inbedder.cache import CacheSession, EmbeddingCache, model_fingerprint, model_label, open_cache
-from inbedder.cache import settings_fingerprint as cache_settings
-from inbedder.cache import weights_fingerprint as module_fingerprint
+from inbedder.cache import EmbeddingCache, open_cache
 from inbedder.errors import InputError
+from inbedder.fingerprints import model_fingerprint, model_label
 from inbedder.loading import (
     default_dtype,
     load_language_model,
-    load_tokenizer,
-    read_config,
     resolve_device,
     resolve_dtype,
 )
 from inbedder.model_settings import read_settings
-from inbedder.options import EncodeOptions, Fields, takes_encode_options
+from inbedder.options import EncodeOptions, takes_encode_options
 from inbedder.pooling import HeadDistribution, ReadoutStage, readout_stage
 from inbedder.postprocess import check_postprocess
 from inbedder.postprocess import postprocess as postprocess_states
-from inbedder.readout import KINDS, HeadReadout, Readout, ReencodedReadout, offered_readouts
+from inbedder.readout import Readout, check_readout_name, offered_readouts
 from inbedder.runner import Prompts, Runner
-from inbedder.templates import PromptTemplate, PromptTokenizer, check_unicode, one_per_text
+from inbedder.stored_runs import call_session, run_batches
+from inbedder.templates import PromptTemplate, PromptTokenizer, one_per_text
+from inbedder.validation import (
+    CHARS_PER_TOKEN,
+    DEFAULT_MAX_LENGTH,
+    as_texts,
+    check_settings,
+    check_texts,
+    check_truncation,
+    per_text_fields,
+)
+from inbedder.vocabulary import cluster_words, top_words, vocabulary_scores
 
 logger = logging.getLogger(__name__)
 
 CPU_BATCH_TOKENS = 1024
-DEFAULT_MAX_LENGTH = 512
 
 
 class InBedder:
@@ -108,6 +114,9 @@ class InBedder:
             store lacks, and every finished batch is kept even if the run is interrupted.
     """
 
+    names_clusters = True
+    """It names clusters of its vectors with its LM head's words (``explain_clusters``)."""
+
     def __init__(
         self,
         model_name_or_path: str | None = None,
@@ -143,7 +152,14 @@ class InBedder:
                 ("max_length", max_length),
             ]
         )
-        _check_before_loading(source, readout, layer, postprocess, max_length, trust_remote_code)
+        check_settings(
+            source,
+            readout=readout,
+            layer=layer,
+            postprocess=postprocess,
+            max_length=max_length,
+            trust_remote_code=trust_remote_code,
+        )
         self.tokenizer, model, self.family = load_language_model(
             source, family, dtype=self.dtype, trust_remote_code=trust_remote_code
         )
@@ -186,10 +202,7 @@ class InBedder:
 
     def dimension(self, readout: str | None = None) -> int:
         """The size of ``readout``'s embeddings (default: the model's readout)."""
-        name = readout or self.readout.name
-        if name not in KINDS:
-            raise InputError(f"unknown readout {name!r}; known: {sorted(KINDS)}")
-        return self._dimension(name)
+        return self._dimension(check_readout_name(readout or self.readout.name))
 
     @property
     def max_batch_tokens(self) -> int | None:
@@ -204,6 +217,21 @@ class InBedder:
     def num_layers(self) -> int:
         return self.backend.num_layers
 
+    @property
+    def shares_prefixes(self) -> bool:
+        """Whether ``encode_multi`` runs the prompt part its instructions share once per text (causal LMs)."""
+        return self.backend.shares_prefixes
+
+    @property
+    def fingerprint(self) -> str:
+        """What the model computes (weights sampled, config, vocabulary, family): the key of its rows in a store."""
+        return model_fingerprint(self.backend.model, self.tokenizer, self.family)
+
+    def watch(self, callback: Callable[[list[int]], None]) -> contextlib.AbstractContextManager[None]:
+        """Call ``callback(batch)`` with the text indices of every batch that runs inside the block;
+        an exception it raises stops the call (the server drops work whose client has gone)."""
+        return self.runner.watch(callback)
+
     def top_tokens(self, states: Any, top: int = 10) -> list[list[str]]:
         """For each row of ``states`` (n, dim), the words the LM head ranks highest.
 
@@ -211,19 +239,36 @@ class InBedder:
         head readout (``fst_head``), which already hold one number per token. Tokens are decoded,
         stripped, kept when they hold a letter, and deduplicated ignoring case.
         """
-        logits = self._vocabulary_scores(torch.as_tensor(states, dtype=torch.float32))
-        special = set(self.tokenizer.all_special_ids)
-        words = []
-        for row in logits.topk(min(top * 10, logits.shape[-1])).indices.tolist():
-            seen: dict[str, str] = {}
-            for token in row:
-                word = self.tokenizer.decode([token]).strip()
-                if token not in special and any(ch.isalpha() for ch in word):
-                    seen.setdefault(word.lower(), word)
-                if len(seen) == top:
-                    break
-            words.append(list(seen.values()))
-        return words
+        logits = vocabulary_scores(torch.as_tensor(states, dtype=torch.float32), self.backend, self.head, self.readout)
+        return top_words(logits, self.tokenizer.decode, set(self.tokenizer.all_special_ids), top)
+
+    def explain_clusters(
+        self,
+        texts: Sequence[str],
+        instruction: Any,
+        vectors: Any,
+        assignments: Any,
+        options: EncodeOptions | None = None,
+        top: int = 10,
+        reread: bool = True,
+    ) -> dict[int, list[str]] | None:
+        """Each cluster's LM-head words: what its members' vectors hold more than the corpus's (``Explains``).
+
+        ``vectors`` are this model's ``encode(texts, instruction, options)``. With ``reread``, a
+        projected head's clusters are named from the full head distributions and standardised
+        vectors from the raw ones, both read again from the store ``options`` name (else the model
+        runs again); without it, the vectors are read as they are. None when the readout is not at
+        the last layer, the head's input.
+        """
+        options = EncodeOptions.build(options)
+        spec = self._spec(options)
+        if self._check_readout(spec) != self.num_layers:
+            return None
+        post = self.postprocess if options.postprocess is None else options.postprocess
+        vectors, assignments = np.asarray(vectors), np.asarray(assignments)
+        return cluster_words(
+            self, texts, instruction, vectors, assignments, spec, post if reread else None, options, top
+        )
 
     def prompt_tokens(self, texts: Sequence[str], instruction: Any = None) -> list[int]:
         """The tokens each text's prompt takes (cut at ``max_seq_length``, as ``encode`` cuts it), counted
@@ -286,27 +331,16 @@ class InBedder:
     def _encode(self, sentences: Any, instructions: list[Any], options: EncodeOptions) -> list:
         """The pipeline: prompts, then (for the texts the store lacks) the runner and the readout
         stage, then the LM head for head readouts, post-processing, normalisation and conversion."""
-        texts, single = _as_texts(sentences)
+        texts, single = as_texts(sentences)
         n = len(texts)
-        spec = Readout.make(
-            options.readout or self.readout.name,
-            self.readout.layer if options.layer is None else options.layer,
-            options.filter_words,
-        )
-        layer = self._check_readout(spec)
-        check_truncation(spec, options.truncate_dim)
+        spec, layer, post = self._checked(options, n or None)
         settings = GenerationSettings(options.max_new_tokens, options.temperature, options.top_p, options.num_samples)
-        if options.num_samples != 1 and not isinstance(spec.kind, ReencodedReadout):
-            raise InputError(
-                f"num_samples={options.num_samples} applies to readout='re_encode' only, not {spec.name!r}"
-            )
-        post = check_postprocess(self.postprocess if options.postprocess is None else options.postprocess, n or None)
         prompts = self._prompts(texts, instructions, options)
         generate = spec.needs_generation or options.return_generations
         pooled = replace(spec, name=spec.kind.stored)  # what the batches' stage gives, and the store keeps
         embeddings, answers = self._embed(prompts, pooled, layer, settings if generate else None, options)
 
-        if isinstance(spec.kind, HeadReadout):  # after the store, which keeps the smaller states
+        if spec.reads_head:  # after the store, which keeps the smaller states
             embeddings = torch.stack([self.head(e, spec.kind.dim) for e in embeddings])
         if options.truncate_dim is not None:
             embeddings = embeddings[..., : options.truncate_dim]
@@ -330,7 +364,7 @@ class InBedder:
         n = len(texts)
         names = ["instruction"] if len(instructions) == 1 else [f"instructions[{k}]" for k in range(len(instructions))]
         per_instruction = [one_per_text(value, n, name) for value, name in zip(instructions, names)]
-        records = _records(options.fields, n)
+        records = per_text_fields(options.fields, n)
         template = (
             self.template if options.template is None else PromptTemplate.from_spec(options.template, self.tokenizer)
         )
@@ -347,83 +381,17 @@ class InBedder:
         settings: GenerationSettings | None,
         options: EncodeOptions,
     ) -> tuple[torch.Tensor, list[list[Any]]]:
-        """Raw vectors (instructions, texts, dim) and answers: from the store, else from the runner
-        and the readout stage, each finished batch stored at once (an interrupted run keeps it)."""
-        n, n_prompts = len(prompts[0]), len(prompts)
-        stage = self._readout_stage(pooled)
-        embeddings = torch.empty((n_prompts, n, stage.dimension), dtype=torch.float32)
-        answers: list[list[Any]] = [[""] * n for _ in prompts]
-        session = self._cache_session(
-            self.cache if options.cache is None else options.cache, prompts, pooled, layer, settings, options.seed
-        )
-        todo, copies = list(range(n)), {}
-        if session is not None:
-            found, todo, copies = session.lookup()
-            for i, rows in found.items():
-                for k, (vector, answer) in enumerate(rows):
-                    embeddings[k, i] = torch.from_numpy(vector.copy())
-                    answers[k][i] = answer
-        plan = self.runner.plan(prompts, todo, options.batch_size)
-        samples = settings.num_samples if settings is not None else 1
-        with _seeded(options.seed if settings is not None else None, self.device):
-            for batch in tqdm(plan.batches, desc="encode", unit="batch", disable=not options.show_progress_bar):
-                runs = [self.runner.run(plan, batch, layer, settings) for _ in range(samples)]
-                for k in range(n_prompts):
-                    gens = [run[k] for run in runs]
-                    said = [self._answers(gen) for gen in gens] if settings is not None else [[]]
-                    embeddings[k, batch] = stage(gens, said).float().cpu()
-                    for i, answer in zip(batch, said[0] if samples == 1 else [list(a) for a in zip(*said)]):
-                        answers[k][i] = answer
-                if session is not None:
-                    done = [(embeddings[k, batch].numpy(), [answers[k][i] for i in batch]) for k in range(n_prompts)]
-                    session.save(batch, done)
-        for i, source in copies.items():  # a prompt the call repeats ran once
-            embeddings[:, i] = embeddings[:, source]
-            for k in range(n_prompts):
-                answers[k][i] = copy.deepcopy(answers[k][source])
-        return embeddings, answers
-
-    def _cache_session(
-        self,
-        cache: Any,
-        prompts: Prompts,
-        spec: Readout,
-        layer: int,
-        settings: GenerationSettings | None,
-        seed: int | None,
-    ) -> CacheSession | None:
-        """The persistent cache's view of this call, or None: no cache asked for, or results not reproducible.
-
-        The key's settings are the readout (with its resolved layer and filter words) and, when the
-        call generates, the decoding settings; the prompt's token ids stand for text, instruction,
-        template, fields and truncation. Sampling without a ``seed``, and ``re_encode`` with a
-        re-encoder that is not a torch module, are not cached.
-        """
-        store = open_cache(cache)
+        """Raw vectors (instructions, texts, dim) and answers: from the store, else the model (``stored_runs``)."""
+        store = open_cache(self.cache if options.cache is None else options.cache)
         self._store = store  # held, so the process keeps it open (checked once) for the next call
-        if store is None:
-            return None
-        parts: dict[str, Any] = {
-            "readout": [spec.name, spec.kind.definition],  # what it computes, not only its name
-            "layer": layer,
-            "filter_words": sorted(spec.filter_words),
-        }
-        parts["generation"] = None  # a single pass
-        if settings is not None:
-            if settings.sampling and seed is None:
-                logger.info(
-                    "not cached: sampling (temperature %s) without a seed differs run by run", settings.temperature
-                )
-                return None
-            parts["generation"] = {**asdict(settings), "seed": seed if settings.sampling else None}
-        if isinstance(spec.kind, ReencodedReadout):
-            embedder = self._sentence_embedder()
-            if not isinstance(embedder, torch.nn.Module):
-                logger.info("not cached: re-encoder %s is not a torch module to fingerprint", type(embedder).__name__)
-                return None
-            parts["reencoder"] = [type(embedder).__qualname__, module_fingerprint(embedder)]
-        model = model_fingerprint(self.backend.model, self.tokenizer, self.family)
-        return CacheSession(store, model, cache_settings(**parts), model_label(self.name), prompts)
+        session = None
+        if store is not None:
+            label, seed = model_label(self.name), options.seed
+            session = call_session(
+                store, self.fingerprint, label, prompts, pooled, layer, settings, seed, self._sentence_embedder
+            )
+        stage = self._readout_stage(pooled)
+        return run_batches(self.runner, stage, prompts, layer, settings, options, session, self._answers)
 
     def _answers(self, gen: AnswerStates) -> list[str]:
         return [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in gen.answer_tokens]
@@ -434,12 +402,26 @@ class InBedder:
     def check(self, options: EncodeOptions | None = None, **overrides: Any) -> None:
         """Refuse, before any work, what ``encode`` with these options would refuse: a readout this model
         does not offer, a layer it lacks, a head readout away from the last layer."""
-        options = EncodeOptions.build(options, **overrides)
-        name = options.readout or self.readout.name
-        layer = self.readout.layer if options.layer is None else options.layer
-        spec = Readout.make(name, layer, options.filter_words)
-        self._check_readout(spec)
+        self._checked(EncodeOptions.build(options, **overrides))
+
+    def _checked(self, options: EncodeOptions, texts: int | None = None) -> tuple[Readout, int, str]:
+        """The call's readout, its layer index and its post-processing, each checked against this model."""
+        spec = self._spec(options)
+        layer = self._check_readout(spec)
         check_truncation(spec, options.truncate_dim)
+        if options.num_samples != 1 and not spec.kind.reencodes:
+            raise InputError(
+                f"num_samples={options.num_samples} applies to readout='re_encode' only, not {spec.name!r}"
+            )
+        if options.template is not None:
+            PromptTemplate.from_spec(options.template, self.tokenizer)
+        post = self.postprocess if options.postprocess is None else options.postprocess
+        return spec, layer, check_postprocess(post, texts)
+
+    def _spec(self, options: EncodeOptions) -> Readout:
+        """The readout a call reads: the options', else the model's."""
+        layer = self.readout.layer if options.layer is None else options.layer
+        return Readout.make(options.readout or self.readout.name, layer, options.filter_words)
 
     def _check_readout(self, spec: Readout) -> int:
         """The readout's layer index, once the model's family is known to offer the readout."""
@@ -451,28 +433,10 @@ class InBedder:
         return spec.layer_index(self.backend.num_layers)
 
     def _dimension(self, readout: str) -> int:
-        kind = KINDS[readout]
-        if isinstance(kind, HeadReadout):
-            return kind.dim or self.head.dimension
-        return self._readout_stage(Readout(readout)).dimension
-
-    @torch.inference_mode()
-    def _vocabulary_scores(self, vectors: torch.Tensor) -> torch.Tensor:
-        """(n, vocabulary) scores: a head readout's vectors as they are; last-layer states through the LM head;
-        the model's projected readout (truncated too: its first numbers are a smaller projection) projected back
-        to the vocabulary. Any other width is refused by name."""
-        width, hidden, prefix = vectors.shape[-1], self.backend.hidden_size, self.readout.kind.prefix_dim
-        if width == self.head.dimension:
-            return vectors.reshape(-1, width)
-        if width == hidden:
-            return self.backend.vocabulary_logits(vectors.reshape(-1, hidden))
-        if prefix is not None and width <= prefix and width % 8 == 0:
-            return self.head.back_project(vectors.reshape(-1, width))
-        projected = f", or up to {prefix} ({self.readout.name}, truncated too)" if prefix else ""
-        raise InputError(
-            f"top_tokens reads vectors of {hidden} numbers (states) or {self.head.dimension} (fst_head){projected}; "
-            f"got {width}"
-        )
+        spec = Readout(readout)
+        if spec.reads_head:
+            return spec.kind.prefix_dim or self.head.dimension
+        return self._readout_stage(spec).dimension
 
     def _sentence_embedder(self) -> Any:
         """The ``re_encode`` readout's sentence embedder, loaded on first use."""
@@ -481,115 +445,6 @@ class InBedder:
 
             self.reencoder = load_sentence_embedder(self.reencoder, device=str(self.device))
         return self.reencoder
-
-
-def check_truncation(spec: Readout, truncate_dim: int | None) -> None:
-    """Refuse a ``truncate_dim`` the readout cannot honour: only a projected head's prefix is a smaller projection."""
-    if truncate_dim is None:
-        return
-    size = spec.kind.prefix_dim
-    if size is None:
-        raise InputError(
-            f"truncate_dim applies to readouts whose first numbers stand for the whole (fst_head_rp), "
-            f"not to {spec.name!r}: its numbers have no such order"
-        )
-    if truncate_dim > size:
-        raise InputError(f"truncate_dim={truncate_dim} is more than readout {spec.name!r} gives ({size} numbers)")
-
-
-CHARS_PER_TOKEN = 16
-"""More characters than a token of any tokenizer here covers on average: ``prompt_tokens`` reads this many a token."""
-
-
-def check_instructions_fit(
-    model_name_or_path: str | None,
-    instructions: Sequence[str | None],
-    *,
-    template: str | None = None,
-    max_length: int | None = None,
-    trust_remote_code: bool = False,
-) -> None:
-    """Refuse, with the tokenizer and config alone (no weights), an instruction that leaves a prompt no
-    room for its text: what ``encode`` would refuse only after the model has loaded."""
-    source = models.resolve(model_name_or_path or models.DEFAULT_MODEL)
-    saved = read_settings(source) if os.path.isdir(source) else {}
-    tokenizer = load_tokenizer(source, trust_remote_code)
-    limit = getattr(read_config(source, trust_remote_code), "max_position_embeddings", None) or DEFAULT_MAX_LENGTH
-    length = max_length or saved.get("max_length") or min(DEFAULT_MAX_LENGTH, limit)
-    prompts = PromptTokenizer(tokenizer, length)
-    chosen = PromptTemplate.from_spec(template or saved.get("template") or "qa", tokenizer)
-    for instruction in dict.fromkeys(i for i in instructions if i is not None):
-        prompts("x", instruction, chosen)
-
-
-def _check_before_loading(
-    source: str,
-    readout: str | None,
-    layer: int | None,
-    postprocess: str | None,
-    max_length: int | None,
-    trust_remote_code: bool,
-) -> None:
-    """What can be refused from the config alone, refused before the weights load (seconds to minutes)."""
-    if readout is not None and readout not in KINDS:
-        raise InputError(f"unknown readout {readout!r}; known: {sorted(KINDS)}")
-    if postprocess is not None:
-        check_postprocess(postprocess)
-    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
-        raise InputError(f"max_length must be a positive number of tokens, got {max_length!r}")
-    if layer is not None:
-        try:
-            config = read_config(source, trust_remote_code)
-        except (OSError, ValueError):
-            return  # the loading that follows names the problem with the model itself
-        if not getattr(config, "is_encoder_decoder", False):  # an encoder-decoder's count depends on its backend
-            Readout(readout or "fst_gen", layer).layer_index(config.num_hidden_layers)
-
-
-def check_texts(sentences: Any) -> list[str]:
-    """``sentences`` as a list of texts, each a non-empty string (one string is a list of one)."""
-    return _as_texts(sentences)[0]
-
-
-def _as_texts(sentences: Any) -> tuple[list[str], bool]:
-    if isinstance(sentences, str):
-        sentences, single = [sentences], True
-    elif sentences is None or isinstance(sentences, (bytes, Mapping)) or not isinstance(sentences, Iterable):
-        raise TypeError(f"sentences must be a string or a list of strings, got {type(sentences).__name__}")
-    else:
-        sentences, single = list(sentences), False
-    for i, text in enumerate(sentences):
-        if not isinstance(text, str):
-            raise TypeError(f"sentences[{i}] is {text!r} ({type(text).__name__}); every text must be a string")
-        if not text.strip():
-            raise InputError(f"sentences[{i}] is empty; every text must have some content")
-        check_unicode(text, f"sentences[{i}]")
-    return sentences, single
-
-
-@contextlib.contextmanager
-def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
-    """Seed sampling for one call without touching the caller's random state."""
-    if seed is None:
-        yield
-        return
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        yield
-
-
-def _records(fields: Fields | None, n: int) -> list[dict[str, str]]:
-    if fields is None:
-        return [{}] * n
-    if isinstance(fields, Mapping):
-        for name, values in fields.items():
-            if isinstance(values, str) or len(values) != n:
-                raise InputError(f"fields[{name!r}] must hold one value per text ({n})")
-        return [{name: values[i] for name, values in fields.items()} for i in range(n)]
-    records = [dict(record) for record in fields]
-    if len(records) != n:
-        raise InputError(f"fields has {len(records)} records for {n} texts")
-    return records
 
 
 def _convert(embeddings: torch.Tensor, to_numpy: bool, to_tensor: bool) -> Any:

@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
 
 from inbedder.errors import InputError, check_positive_int
+from inbedder.postprocess import POSTPROCESSING
+from inbedder.readout import READOUTS
 
 Fields = Mapping[str, Sequence[str]] | Sequence[Mapping[str, str]]
+UNSET: Any = object()
+
+
+def cli(help: str, flag: str | None = None, *, type: Any = None, default: Any = UNSET) -> dict[str, Any]:
+    """A field's metadata that puts it on the command line (``inbedder.cli.declared``): its help, its flag
+    (default: ``--`` and its name with dashes), the type the command line reads (default: the field's) and
+    the command line's default (default: the field's). A field without it is for the Python API only."""
+    return {"cli": {"help": help, "flag": flag, "type": type, "default": default}}
 
 
 @dataclass(frozen=True)
@@ -52,26 +62,51 @@ class EncodeOptions:
             call's texts. Sampling without a ``seed`` is never cached.
     """
 
-    batch_size: int = 16
-    show_progress_bar: bool | None = None
-    normalize_embeddings: bool = False
+    batch_size: int = field(default=16, metadata=cli("Texts per forward pass."))
+    show_progress_bar: bool | None = field(
+        default=None,
+        metadata=cli("Progress bars (default: only when stderr is a terminal).", flag="--progress/--no-progress"),
+    )
+    normalize_embeddings: bool = field(
+        default=False, metadata=cli("Scale each embedding to unit length.", "--normalize")
+    )
     convert_to_numpy: bool = True
     convert_to_tensor: bool = False
-    readout: str | None = None
-    layer: int | None = None
-    template: Any = None
-    postprocess: str | None = None
+    readout: str | None = field(default=None, metadata=cli(f"One of {', '.join(READOUTS)} (default: the model's)."))
+    layer: int | None = field(default=None, metadata=cli("Layer to read: 0 = embeddings, -1 = last (default)."))
+    template: Any = field(
+        default=None,
+        metadata=cli("'qa' (default), 'chat', or a pattern with {input} and {instruction}.", type=str | None),
+    )
+    postprocess: str | None = field(
+        default=None, metadata=cli(f"Over the whole corpus: {', '.join(POSTPROCESSING)} (default: none).")
+    )
     fields: Fields | None = None
-    max_new_tokens: int = 8
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-    num_samples: int = 1
-    filter_words: Iterable[str] | None = None
-    truncate_dim: int | None = None
-    return_generations: bool = False
+    max_new_tokens: int = field(default=8, metadata=cli("Answer length for generating readouts."))
+    temperature: float = field(default=0.0, metadata=cli("0 decodes greedily; above 0 samples."))
+    top_p: float = field(default=1.0, metadata=cli("Sample from the smallest set of tokens this likely (nucleus)."))
+    seed: int | None = field(default=None, metadata=cli("Seed of the sampling (temperature above 0)."))
+    num_samples: int = field(
+        default=1, metadata=cli("For --readout re_encode: average this many sampled answers (needs --temperature).")
+    )
+    filter_words: Iterable[str] | None = field(
+        default=None,
+        metadata=cli("A word whose answer tokens avg_gen skips. Repeatable.", "--filter-word", type=list[str] | None),
+    )
+    truncate_dim: int | None = field(
+        default=None,
+        metadata=cli("Keep the first N numbers (readouts whose prefix stands for the whole: fst_head_rp)."),
+    )
+    return_generations: bool = field(
+        default=False, metadata=cli("Also write the generated answers (parquet: 'answer' column).")
+    )
     return_usage: bool = False
-    cache: Any = None  # bool, a path, or an EmbeddingCache
+    cache: Any = field(  # bool, a path, or an EmbeddingCache
+        default=None,
+        metadata=cli(
+            "Reuse embeddings stored by earlier runs ($INBEDDER_CACHE) and store new ones.", type=bool, default=False
+        ),
+    )
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_new_tokens", "num_samples"):

@@ -51,6 +51,16 @@ class ReadoutKind:
         """How many numbers it gives when any prefix of them is a smaller form of the whole (None: no such order)."""
         return None
 
+    @property
+    def unprojected(self) -> str | None:
+        """For a projected head, the readout whose states the full head reads (what names its clusters)."""
+        return None
+
+    @property
+    def reencodes(self) -> bool:
+        """Whether a sentence embedder embeds its answers' text (the mean over ``num_samples`` answers)."""
+        return False
+
     @cached_property  # read on every encode call that uses the store; a kind never changes
     def definition(self) -> str:
         """A digest of what this readout computes: its type and fields, a pooling function by its code (the
@@ -81,6 +91,10 @@ class ReencodedReadout(ReadoutKind):
 
     generating: bool = True
 
+    @property
+    def reencodes(self) -> bool:
+        return True
+
 
 @dataclass(frozen=True)
 class HeadReadout(ReadoutKind):
@@ -97,6 +111,10 @@ class HeadReadout(ReadoutKind):
     @property
     def prefix_dim(self) -> int | None:
         return self.dim
+
+    @property
+    def unprojected(self) -> str | None:
+        return self.of if self.dim else None
 
 
 def _code_digest(code: Any) -> str | None:
@@ -208,6 +226,13 @@ register_readout(
 )
 
 
+def check_readout_name(name: Any) -> str:
+    """``name`` when it is a registered readout; else the one error every caller gives."""
+    if name not in KINDS:
+        raise InputError(f"unknown readout {name!r}; choose one of {', '.join(KINDS)}")
+    return name
+
+
 def offered_readouts(backend: Any) -> frozenset[str]:
     """The registered readouts that ``backend``'s family offers: all but its ``lacks_readouts``."""
     return frozenset(KINDS) - backend.lacks_readouts
@@ -222,8 +247,7 @@ class Readout:
     filter_words: frozenset[str] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
-        if self.name not in KINDS:
-            raise InputError(f"unknown readout {self.name!r}; choose one of {sorted(KINDS)}")
+        check_readout_name(self.name)
         if isinstance(self.layer, bool) or not isinstance(self.layer, int):
             raise TypeError(f"layer must be an int, got {self.layer!r}")
         words = frozenset(w.strip().lower() for w in self.filter_words)

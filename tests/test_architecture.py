@@ -11,10 +11,12 @@ ROOT = Path(inbedder.__file__).parent
 LAYERS = [
     {"_version", "errors", "extras", "adapter_storage"},
     {"options", "readout", "postprocess", "model_settings", "wheel_parts"},
-    {"models", "tables", "written"},
+    {"models", "tables", "written", "interface", "fingerprints"},
     {"cache", "loading", "templates", "backends", "pooling", "runner", "reencoder"},
+    {"validation", "vocabulary", "stored_runs"},
     {"embedder"},
-    {"guided"},
+    {"guided_map"},
+    {"guided", "generic"},
     {"clustering", "eval", "training", "serving", "distributed"},
     {"cli", "__main__"},
 ]
@@ -100,3 +102,41 @@ def test_no_import_runs_back_up_the_layers():
         if layer(target) > layer(name)
     ]
     assert upward == []
+
+
+EDGES = ("inbedder.clustering", "inbedder.serving", "inbedder.distributed", "inbedder.cli", "inbedder.eval")
+"""The modules that take an embedder from outside: they use what ``InBedder`` makes public, nothing more."""
+WIRING = {"backend", "head", "prompts", "runner"}
+"""``InBedder``'s parts: the edges ask the model (``watch``, ``explain_clusters``, ``fingerprint``), not these."""
+INNER = ("inbedder.embedder", "inbedder.backends")
+
+
+def reaches_inside(tree: ast.Module) -> list[str]:
+    """Where ``tree`` imports a private name of the embedder or the backends, or reads one of InBedder's parts."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(INNER):
+            found += [
+                f"line {node.lineno}: imports {node.module}.{a.name}" for a in node.names if a.name.startswith("_")
+            ]
+        elif isinstance(node, ast.Attribute) and node.attr in WIRING:
+            found.append(f"line {node.lineno}: .{node.attr}")
+    return sorted(found)
+
+
+def test_the_edges_use_the_embedders_public_surface_only():
+    reached = {
+        name: where for name, tree in modules().items() if name.startswith(EDGES) and (where := reaches_inside(tree))
+    }
+    assert reached == {}
+
+
+def test_the_edge_check_finds_what_it_looks_for():
+    planted = ast.parse(
+        "from inbedder.embedder import _as_texts\ndef f(model):\n    return model.backend.model, model.runner\n"
+    )
+    assert reaches_inside(planted) == [
+        "line 1: imports inbedder.embedder._as_texts",
+        "line 3: .backend",
+        "line 3: .runner",
+    ]

@@ -479,7 +479,7 @@ def test_re_encode_with_an_opaque_reencoder_is_not_cached(tiny_model_dir, store)
 
 
 def test_rows_are_filed_under_the_canonical_model_name(tiny_model_dir):
-    from inbedder.cache import model_label
+    from inbedder.fingerprints import model_label
 
     assert model_label("smollm2") == model_label("SmolLM2-135M-Instruct") == "smollm2-135m-instruct"
     assert model_label("default") == "smollm2-135m-inbedder-v2"

@@ -374,7 +374,7 @@ def test_cluster_keeps_an_earlier_result_unless_asked(tiny_model_dir, corpus, tm
     [
         (["--map", "umap"], "map 'umap' needs umap-learn"),
         (["--readout", "nope"], "unknown readout 'nope'; choose one of fst_gen"),
-        (["--batch-size", "0"], "--batch-size must be a positive number, got 0"),
+        (["--batch-size", "0"], "--batch-size must be a positive int, got 0"),
         (["--min-cluster-size", "0"], "--min-cluster-size must be a positive number, got 0"),
     ],
 )

@@ -161,7 +161,7 @@ def test_ctrl_c_during_encode_says_what_was_kept(tiny_model_dir, tmp_path, isola
     def interrupted(*_args, **_kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(InBedder, "encode", interrupted)
+    monkeypatch.setattr(InBedder, "encode_multi", interrupted)
     args = ["encode", texts, "-m", tiny_model_dir, "-i", "What animal?", "--no-progress", "-o", tmp_path / "a.npy"]
     for extra, said in (
         [["--cache"], f"every finished batch is kept in the cache {isolated_cache / FILE_NAME}"],

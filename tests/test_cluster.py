@@ -14,6 +14,7 @@ from inbedder.clustering import NOISE, cluster
 from inbedder.clustering.explain import composition, ctfidf_keywords, representatives
 from inbedder.readout import Readout
 from inbedder.templates import PromptTemplate
+from inbedder.vocabulary import clusters_of, mean_shifts
 
 COLOURS = ["red", "blue"]
 SHAPES = ["ball", "cube", "cone"]
@@ -30,6 +31,7 @@ class HandMadeModel:
     max_seq_length = 64
     postprocess = "none"
     num_layers = 2
+    names_clusters = True
 
     def __init__(self, fail_after: int | None = None) -> None:
         self.calls, self.fail_after = [], fail_after
@@ -54,6 +56,13 @@ class HandMadeModel:
 
     def top_tokens(self, states, top=10):
         return [[f"dim{int(np.argmax(row))}"] for row in np.asarray(states)]
+
+    def explain_clusters(self, texts, instruction, vectors, assignments, options=None, reread=True):
+        """As ``InBedder`` names clusters: the head's words for each cluster's mean shift, at the last layer only."""
+        if self.readout.layer_index(self.num_layers) != self.num_layers:
+            return None
+        clusters = clusters_of(assignments)
+        return dict(zip(clusters, self.top_tokens(mean_shifts(vectors, assignments, clusters))))
 
 
 def colour_of(text):

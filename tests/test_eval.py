@@ -17,12 +17,13 @@ from inbedder.eval import (
     triplet_tasks,
 )
 from inbedder.eval.tasks import score_clustering, score_sts, score_triplets
+from inbedder.interface import EncodesOneAtATime
 from inbedder.options import EncodeOptions
 
 COLOURS, SHAPES = ["red", "blue"], ["circle", "square"]
 
 
-class AspectEncoder:
+class AspectEncoder(EncodesOneAtATime):
     """Embeds a text as a one-hot of whichever aspect the instruction asks about (shape otherwise)."""
 
     def __init__(self):
@@ -246,7 +247,9 @@ def test_eval_command_end_to_end(tiny_model_dir, crossed_dir, tmp_path):
 
 
 class MultiAspectEncoder(AspectEncoder):
-    """AspectEncoder with encode_multi, counting its calls."""
+    """AspectEncoder that shares prompt prefixes (as a causal InBedder does), counting its encode_multi calls."""
+
+    shares_prefixes = True
 
     def __init__(self):
         super().__init__()
@@ -265,7 +268,8 @@ def test_run_embeds_each_corpus_once_under_all_its_instructions(crossed_dir):
     with_multi = run({"m": multi}, tasks)
     plain = run({"m": AspectEncoder()}, tasks)
     assert [r.scores for r in with_multi] == [r.scores for r in plain]
-    (asked,) = multi.multi_calls  # one corpus, so one call
+    asked, *tasks_own = multi.multi_calls  # one corpus, so one call under all its questions; then each task's
+    assert all(len(call) == 1 for call in tasks_own)
     assert asked[0] == [f"What colour is {r['owner']}'s toy?" for r in load_local("toys", crossed_dir).records]
     assert sorted(map(str, asked[1:])) == sorted(["What shape is it?", "Which colour?", "Which hue?"])
 
@@ -275,14 +279,14 @@ def test_run_passes_each_text_through_the_model_once(tiny, crossed_dir):
 
     tasks = local_tasks(["toys"], ["clustering", "robustness", "triplets"], crossed_dir)
     rows = []
-    with tiny.runner.watch(rows.extend):
+    with tiny.watch(rows.extend):
         run({"m": tiny}, tasks)
     # one encode_multi over the corpus under all its questions; every task then finds its rows in the store
     assert sorted(rows) == list(range(len(load_local("toys", crossed_dir).records)))
 
 
-class EncodeOnly:
-    """A model seen through ``encode`` alone, so the suite cannot share its passes."""
+class EncodeOnly(EncodesOneAtATime):
+    """A model that shares no prefixes (one instruction at a time), so the suite cannot share its passes."""
 
     def __init__(self, model):
         self.model = model
@@ -310,7 +314,7 @@ def test_raw_text_baseline_ignores_the_question_and_embeds_a_corpus_once(tiny, t
     texts = ["a red ball", "a blue cube"]
     options = EncodeOptions(cache=tmp_path / "store.sqlite")  # the store run() gives every model
     baseline, rows = RawTextMean(tiny, "raw"), []
-    with tiny.runner.watch(rows.extend):
+    with tiny.watch(rows.extend):
         first = baseline.encode(texts, "What colour?", options)
         again = baseline.encode(texts, "What shape?", options)
     assert sorted(rows) == [0, 1]  # the second question found the first one's rows
@@ -339,7 +343,7 @@ def test_generic_baselines_are_prompted_the_way_each_takes_a_question(monkeypatc
     seen: list[list[str]] = []
 
     class Recorder:
-        def encode(self, texts, batch_size=32):
+        def encode(self, texts, batch_size=32, show_progress_bar=False):
             seen.append(list(texts))
             return np.zeros((len(texts), 2))
 

@@ -155,16 +155,25 @@ def test_bad_settings_and_inputs_are_refused_by_name(model, minilm, tmp_path):
 def test_cluster_guided_explains_clusters_from_the_sample(model, minilm):
     from inbedder import EncodeOptions
     from inbedder.clustering import cluster
+    from inbedder.guided import GuidedEmbedder
 
     options = EncodeOptions(max_new_tokens=3)
-    result = cluster(TEXTS, QUESTION, model, options, k=3, guided=True, sample=6, generic=minilm)
+    embedder = GuidedEmbedder(model, minilm, sample=6)
+    result = cluster(TEXTS, QUESTION, embedder, options, k=3)
     clustering = result.clusterings[0]
     assert len(clustering.assignments) == len(TEXTS) and clustering.k == 3
     answered = [i for i, a in enumerate(clustering.answers) if a]
     assert 0 < len(answered) <= 6
     assert sum(s.size for s in clustering.clusters) == len(TEXTS)
-    with pytest.raises(ValueError, match="sample=5 applies to guided clustering only"):
-        cluster(TEXTS, QUESTION, model, k=3, sample=5)
+    sample = embedder.maps[QUESTION].sample
+    assert answered == sorted(sample.rows.tolist())
+    # each cluster's words are the model's, for the sampled members' vectors
+    named = [s for s in clustering.clusters if s.lm_head_tokens]
+    assert named and clustering.lm_head_note is None
+    for summary in named:
+        members = clustering.assignments[sample.rows] == summary.cluster
+        shift = sample.vectors[members].mean(0) - sample.vectors.mean(0)
+        assert summary.lm_head_tokens == model.top_tokens(shift[None])[0]
 
 
 def test_cli_encode_guided_saves_a_map_that_applies_without_the_model(tiny_model_dir, tmp_path, monkeypatch, capsys):

@@ -333,7 +333,7 @@ def test_a_request_whose_client_leaves_mid_call_stops_at_the_next_batch(tiny):
         time.sleep(0.1)
 
     texts = [f"{TEXTS[i % 4]} ({i})" for i in range(64)]
-    with running(ServerSettings(model="tiny"), tiny) as base, tiny.runner.watch(slow_batch):
+    with running(ServerSettings(model="tiny"), tiny) as base, tiny.watch(slow_batch):
         with pytest.raises(httpx.ReadTimeout):  # 64 texts in batches of 16 at most: 0.4 s of batches or more
             httpx.post(f"{base}/v1/embeddings", json={"input": texts, "instruction": QUESTION}, timeout=0.15)
         wait_until(lambda: post(base, {"input": "after"}).status_code == 200)

@@ -87,7 +87,7 @@ def test_bad_patterns(pattern, message):
 
 def test_a_template_without_an_instruction_refuses_one(tiny_model_dir):
     """Case 10 of the reliability probe: the question must not be dropped silently."""
-    from inbedder.embedder import check_instructions_fit
+    from inbedder.validation import check_instructions_fit
 
     with pytest.raises(InputError, match=r"template 'Review: \{input\}' has no \{instruction\} placeholder, so the "
                        r"instruction 'Is it good\?' would be dropped"):  # fmt: skip

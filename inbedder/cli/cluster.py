@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -14,13 +15,8 @@ from inbedder.cli.common import (
     GenericOption,
     GuidedMethodOption,
     GuidedOption,
-    LayerOption,
     ModelOption,
-    PostprocessOption,
-    ProgressOption,
-    ReadoutOption,
     SampleOption,
-    TemplateOption,
     check_dtype,
     check_readout,
     checked_store,
@@ -30,12 +26,15 @@ from inbedder.cli.common import (
     interruptible,
     on_terminal,
 )
+from inbedder.cli.declared import build, takes_fields
 from inbedder.errors import InputError, as_input_error
+from inbedder.options import EncodeOptions
 
 STORE_FILE = "embeddings.sqlite"
 """Where a run keeps its embeddings and answers in OUT (without --cache)."""
 
 
+@takes_fields(EncodeOptions, "encoding", exclude=("return_generations", "seed", "cache"), panel="Encoding")
 def cluster(
     input: Annotated[Path, typer.Argument(help="CSV, TSV, JSONL, Parquet, or .txt with one text per line.")],
     instruction: Annotated[
@@ -54,15 +53,9 @@ def cluster(
     ] = None,
     id_column: Annotated[str | None, typer.Option(help="Column of text ids (default: the row number).")] = None,
     model: ModelOption = models.DEFAULT_MODEL,
-    readout: ReadoutOption = None,
-    layer: LayerOption = None,
-    template: TemplateOption = None,
-    postprocess: PostprocessOption = None,
     min_cluster_size: Annotated[int, typer.Option(help="HDBSCAN's smallest cluster.")] = 5,
     map: Annotated[str, typer.Option(help="2-D map: 'auto' (UMAP if installed, else PCA), 'pca', 'umap'.")] = "auto",
     seed: int = 0,
-    batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 16,
-    max_new_tokens: Annotated[int, typer.Option(help="Answer length, for the keywords.")] = 8,
     device: DeviceOption = "auto",
     dtype: DtypeOption = None,
     cache: Annotated[
@@ -82,7 +75,7 @@ def cluster(
     sample: SampleOption = None,
     generic: GenericOption = None,
     guided_method: GuidedMethodOption = None,
-    progress: ProgressOption = None,
+    encoding: dict[str, Any] | None = None,
 ) -> None:
     """Cluster INPUT under each instruction; write assignments, explained clusters and an HTML report.
 
@@ -93,12 +86,15 @@ def cluster(
     from inbedder.clustering.pipeline import check_inputs, check_map
     from inbedder.clustering.pipeline import cluster as run_cluster
     from inbedder.clustering.result import check_results_folder
-    from inbedder.embedder import check_instructions_fit
+    from inbedder.validation import check_instructions_fit
 
     check_dtype(dtype)  # both engines: refused before any work
-    for name, value in (("--min-cluster-size", min_cluster_size), ("--batch-size", batch_size)):
-        if value < 1:
-            raise InputError(f"{name} must be a positive number, got {value}")
+    if min_cluster_size < 1:
+        raise InputError(f"--min-cluster-size must be a positive number, got {min_cluster_size}")
+    encoding = dict(encoding or {})
+    progress = encoding.pop("show_progress_bar")
+    options = build(EncodeOptions, encoding, show_progress_bar=on_terminal(progress))
+    check_readout(options.readout)
     fit = guided_options(guided, sample, generic, guided_method)
     if engine == "ray":
         if fit is not None:
@@ -109,28 +105,20 @@ def cluster(
             raise InputError("--engine ray clusters with k-means (a sample's centroids assign every row)")
         k_ray: int | str = k if k == "auto" else int_option("k", k)
         check_results_folder(out, overwrite, inputs=[input])
-        check_readout(readout)
         try:
             check_map(map)
         except (ValueError, ImportError) as err:
             raise as_input_error(err) from err
-        check_instructions_fit(model, instruction, template=template)
+        check_instructions_fit(model, instruction, template=options.template)
         from inbedder import distributed
-        from inbedder.options import EncodeOptions
 
-        options = EncodeOptions(
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
-            cache=True if cache else None,
-            **given(template=template, readout=readout, layer=layer, postprocess=postprocess),
-        )
         distributed.init(address)
         try:
             paths = distributed.cluster_dataset(
                 str(input),
                 instruction,
                 out,
-                options,
+                replace(options, cache=True if cache else None),
                 model=model,
                 model_options={"device": device, **given(dtype=dtype)},
                 k=k_ray,
@@ -161,20 +149,20 @@ def cluster(
     ids = table[tables.pick_column(table, id_column, input, "id")].tolist() if id_column else None
     k_value: int | str = k if k == "auto" else int_option("k", k)
     check_inputs(texts, instruction, k_value, method, map, labels, ids)
-    check_readout(readout)
     check_results_folder(out, overwrite, inputs=[input], also=[] if cache else [STORE_FILE])
-    check_instructions_fit(model, instruction, template=template)  # reads the tokenizer: after the cheap checks
+    check_instructions_fit(model, instruction, template=options.template)  # reads the tokenizer: after the cheap checks
     store = checked_store(True if cache else out / STORE_FILE)
 
     from sklearn.cluster import HDBSCAN
 
     from inbedder.embedder import InBedder
-    from inbedder.options import EncodeOptions
+    from inbedder.guided import GuidedEmbedder
 
-    embedder = InBedder(
-        model,
-        device=device,
-        **given(dtype=dtype, template=template, readout=readout, layer=layer, postprocess=postprocess),
+    model_options = {"device": device, **given(dtype=dtype)}
+    embedder = (  # guided: the generic embedder loads (or is refused) before the language model
+        GuidedEmbedder(model, generic, fit, cache=store, model_options=model_options)
+        if fit is not None
+        else InBedder(model, **model_options)
     )
     kept = f"every finished batch is kept in {store.path}; run the same command again to go on from there"
     with interruptible(kept):
@@ -182,9 +170,7 @@ def cluster(
             texts,
             instruction,
             embedder,
-            EncodeOptions(
-                batch_size=batch_size, max_new_tokens=max_new_tokens, show_progress_bar=on_terminal(progress)
-            ),
+            options,
             k=k_value,
             clusterer=HDBSCAN(min_cluster_size=min(min_cluster_size, len(texts)), copy=True)
             if method == "hdbscan"
@@ -194,8 +180,6 @@ def cluster(
             ids=ids,
             seed=seed,
             cache=store,
-            guided=fit if fit is not None else False,
-            generic=generic,
         )
     paths = result.save(tables.check_directory(out))
     for clustering in result.clusterings:

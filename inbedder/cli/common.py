@@ -12,7 +12,7 @@ import typer
 from inbedder.errors import InputError, Interrupted
 from inbedder.model_settings import DTYPES
 from inbedder.postprocess import POSTPROCESSING
-from inbedder.readout import READOUTS
+from inbedder.readout import READOUTS, check_readout_name
 
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Registered name, directory, .gguf file or hub id.")]
 ReadoutOption = Annotated[str | None, typer.Option(help=f"One of {', '.join(READOUTS)} (default: the model's).")]
@@ -73,8 +73,8 @@ def check_dtype(dtype: str | None) -> None:
 
 
 def check_readout(readout: str | None) -> None:
-    if readout is not None and readout not in READOUTS:
-        raise InputError(f"unknown readout {readout!r}; choose one of {', '.join(READOUTS)}")
+    if readout is not None:
+        check_readout_name(readout)
 
 
 ProgressOption = Annotated[

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -16,13 +16,8 @@ from inbedder.cli.common import (
     GenericOption,
     GuidedMethodOption,
     GuidedOption,
-    LayerOption,
     ModelOption,
-    PostprocessOption,
-    ProgressOption,
-    ReadoutOption,
     SampleOption,
-    TemplateOption,
     check_dtype,
     check_readout,
     checked_store,
@@ -31,10 +26,13 @@ from inbedder.cli.common import (
     interruptible,
     on_terminal,
 )
+from inbedder.cli.declared import build, takes_fields
 from inbedder.errors import InputError, as_input_error
+from inbedder.interface import Embedder
 from inbedder.options import EncodeOptions
 
 
+@takes_fields(EncodeOptions, "encoding", panel="Encoding")
 def encode(
     input: Annotated[Path, typer.Argument(help="CSV, TSV, JSONL, Parquet, or .txt with one text per line.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .npy (array) or .parquet (columns + embedding).")],
@@ -46,40 +44,13 @@ def encode(
         str | None, typer.Option(help="Column holding the texts (default: 'text' or the only column).")
     ] = None,
     model: ModelOption = models.DEFAULT_MODEL,
-    readout: ReadoutOption = None,
-    layer: LayerOption = None,
-    template: TemplateOption = None,
-    postprocess: PostprocessOption = None,
-    batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 16,
     max_length: Annotated[
         int | None,
         typer.Option(help="Longest prompt in tokens (default 512); the input is cut, never the instruction."),
     ] = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Answer length for generating readouts.")] = 8,
-    temperature: Annotated[float, typer.Option(help="0 decodes greedily; above 0 samples.")] = 0.0,
-    top_p: float = 1.0,
-    seed: int | None = None,
-    num_samples: Annotated[
-        int, typer.Option(help="For --readout re_encode: average this many sampled answers (needs --temperature).")
-    ] = 1,
-    filter_word: Annotated[
-        list[str] | None, typer.Option(help="A word whose answer tokens avg_gen skips. Repeatable.")
-    ] = None,
-    normalize: Annotated[bool, typer.Option(help="Scale each embedding to unit length.")] = False,
-    truncate_dim: Annotated[
-        int | None,
-        typer.Option(help="Keep the first N numbers (readouts whose prefix stands for the whole: fst_head_rp)."),
-    ] = None,
-    return_generations: Annotated[
-        bool, typer.Option(help="Also write the generated answers (parquet: 'answer' column).")
-    ] = False,
     device: DeviceOption = "auto",
     dtype: DtypeOption = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
-    progress: ProgressOption = None,
-    cache: Annotated[
-        bool, typer.Option(help="Reuse embeddings stored by earlier runs ($INBEDDER_CACHE) and store new ones.")
-    ] = False,
     engine: Annotated[
         str, typer.Option(help="'local' (this process) or 'ray' (a pool of actors; --out is then a folder of shards).")
     ] = "local",
@@ -98,6 +69,7 @@ def encode(
     guided_map: Annotated[
         Path | None, typer.Option(help="Apply a map saved by --save-map: no language model runs.")
     ] = None,
+    encoding: dict[str, Any] | None = None,
 ) -> None:
     """Embed every text of INPUT under an instruction and write the embeddings."""
     from inbedder import tables
@@ -105,27 +77,14 @@ def encode(
     if instruction is not None and instruction_column is not None:
         raise InputError("give --instruction or --instruction-column, not both")
     check_dtype(dtype)  # both engines: refused before any work
-    check_readout(readout)
+    encoding = dict(encoding or {})
+    cache, progress = encoding.pop("cache"), encoding.pop("show_progress_bar")
+    options = build(EncodeOptions, encoding, show_progress_bar=on_terminal(progress))
+    check_readout(options.readout)
     fit = guided_options(guided, sample, generic, guided_method)
-    _check_guided(fit, save_map, guided_map, truncate_dim is not None, return_generations, engine)
+    _check_guided(fit, save_map, guided_map, options.truncate_dim is not None, options.return_generations, engine)
     if fit is not None and instruction_column is not None:
         raise InputError("--guided learns one map for one question; give --instruction, not --instruction-column")
-    if isinstance(batch_size, bool) or batch_size < 1:
-        raise InputError(f"--batch-size must be a positive number of texts, got {batch_size}")
-    settings = given(template=template, readout=readout, layer=layer, postprocess=postprocess)
-    options = EncodeOptions(
-        batch_size=batch_size,
-        show_progress_bar=on_terminal(progress),
-        normalize_embeddings=normalize,
-        truncate_dim=truncate_dim,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        seed=seed,
-        num_samples=num_samples,
-        filter_words=filter_word,
-        return_generations=return_generations,
-    )
     model_options = {"device": device, **given(dtype=dtype, max_length=max_length)}
     if engine == "ray":
         if instruction is None:
@@ -135,7 +94,7 @@ def encode(
         if not input.exists():
             raise InputError(f"no such file or folder: {input}")
         tables.check_output_folder(out, overwrite, inputs=[input])
-        ray_options = replace(options, cache=True if cache else None, **settings)
+        ray_options = replace(options, cache=True if cache else None)
         _encode_on_ray(
             input,
             out,
@@ -153,6 +112,7 @@ def encode(
     inputs = [input, *([guided_map] if guided_map is not None else [])]
     out = tables.check_output(out, overwrite, inputs)
     kind = out.suffix.lower()
+    return_generations = options.return_generations
     answers_out = out.with_suffix(".answers.txt") if return_generations and kind == ".npy" else None
     if answers_out is not None:
         tables.check_side_file(answers_out, overwrite, inputs)
@@ -171,39 +131,22 @@ def encode(
     store = checked_store(True) if cache else None
     options = replace(options, cache=store if store is not None else False)
 
-    if guided_map is not None:
-        embeddings = _apply_saved_map(guided_map, texts, instruction, options)
-        tables.write_embeddings(out, embeddings, table, None)
-        typer.echo(f"wrote {embeddings.shape[0]} guided embeddings of size {embeddings.shape[1]} to {out}", err=True)
-        return
-
-    from inbedder.embedder import InBedder, check_instructions_fit  # heavy imports once the inputs are good
-
-    asked = instruction if isinstance(instruction, list) else [instruction]
-    check_instructions_fit(model, asked, template=template, max_length=max_length)  # before the weights load
     kept = (
         f"every finished batch is kept in the cache {store.path}; run the same command again to go on from there"
         if store is not None
         else f"nothing was written to {out}; with --cache an interrupted run keeps its finished batches"
     )
+    embedder = _embedder(model, model_options, instruction, options, fit, generic, guided_map)
     with interruptible(kept):
-        if fit is not None:  # the generic embedder loads (or is refused) before the language model
-            result = _encode_guided(
-                model, model_options | settings, texts, instruction, options, fit, generic, save_map
-            )
-        else:
-            result = InBedder(model, **model_options, **settings).encode(texts, instruction, options)
+        result = embedder.encode_multi(texts, [instruction], options)[0]
+    if save_map is not None:
+        (fitted,) = embedder.maps.values()
+        fitted.save(save_map)
+        typer.echo(f"saved the guided map to {save_map}", err=True)
     embeddings, answers = result if return_generations else (result, None)
-    if answers is not None:
-        answers = ["" if a is None else a for a in answers]  # guided: only the sampled texts were answered
-    tables.write_embeddings(out, embeddings, table, answers)
-    if answers is not None and answers_out is not None:
-        # one line per text; with --num-samples, its answers separated by tabs
-        flat = [a if isinstance(a, str) else "\t".join(a) for a in answers]
-        lines = "".join(a.replace("\n", " ") + "\n" for a in flat)
-        tables.atomic_write(answers_out, lambda p: p.write_text(lines, encoding="utf-8"))
-        typer.echo(f"wrote answers to {answers_out}", err=True)
-    typer.echo(f"wrote {embeddings.shape[0]} embeddings of size {embeddings.shape[1]} to {out}", err=True)
+    _write(out, embeddings, table, answers, answers_out)
+    kind = "guided embeddings" if guided_map is not None else "embeddings"
+    typer.echo(f"wrote {embeddings.shape[0]} {kind} of size {embeddings.shape[1]} to {out}", err=True)
 
 
 def _check_guided(
@@ -224,49 +167,46 @@ def _check_guided(
             raise InputError(message)
 
 
-def _encode_guided(
-    model: str | None,
+def _embedder(
+    model: str,
     model_options: dict,
-    texts: list[str],
     instruction: object,
     options: EncodeOptions,
     fit: object,
     generic: str | None,
-    save_map: Path | None,
-) -> object:
-    """``--guided``: a map fitted on a sample (saved with ``--save-map``) applied to every text."""
-    from inbedder.guided import GuidedEmbedder
+    guided_map: Path | None,
+) -> Embedder:
+    """The embedder the command runs: saved guided maps, a guided embedder that fits one, or the model."""
+    from inbedder.guided import GuidedEmbedder  # heavy imports once the inputs are good
 
-    if instruction is None:
-        raise InputError("--guided needs --instruction or --instruction-column: the map is learned per question")
-    guided = GuidedEmbedder(model, generic, fit, cache=options.cache, model_options=model_options)
-    vectors = guided.generic_vectors(texts, options.show_progress_bar)
-    fitted = guided.fit(texts, instruction, options, generic_vectors=vectors)
-    if save_map is not None:
-        fitted.save(save_map)
-        typer.echo(f"saved the guided map to {save_map}", err=True)
-    embeddings = fitted.transform(vectors)
-    if options.normalize_embeddings:
-        embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-    if not options.return_generations:
-        return embeddings
-    answers: list = [None] * len(texts)
-    for row, answer in zip(fitted.sample.rows, fitted.sample.answers):
-        answers[row] = answer
-    return embeddings, answers
+    if guided_map is not None:
+        return GuidedEmbedder.from_maps(guided_map, cache=options.cache)
+    if fit is not None:
+        if instruction is None:
+            raise InputError("--guided needs --instruction or --instruction-column: the map is learned per question")
+        # the generic embedder loads (or is refused) before the language model
+        return GuidedEmbedder(model, generic, fit, cache=options.cache, model_options=model_options)
+    from inbedder.embedder import InBedder
+    from inbedder.validation import check_instructions_fit
+
+    asked = instruction if isinstance(instruction, list) else [instruction]
+    check_instructions_fit(model, asked, template=options.template, max_length=model_options.get("max_length"))
+    return InBedder(model, **model_options)
 
 
-def _apply_saved_map(folder: Path, texts: list[str], instruction: object, options: EncodeOptions) -> np.ndarray:
-    """``--guided-map``: a saved map applied with the sentence embedder it was fitted on."""
-    from inbedder.guided import GuidedEmbedder, GuidedMap
+def _write(out: Path, embeddings: np.ndarray, table: object, answers: list | None, answers_out: Path | None) -> None:
+    """The embeddings (and answers) into ``out``; with an .npy output, the answers beside it, a line each."""
+    from inbedder import tables
 
-    saved = GuidedMap.load(folder)
-    if instruction is not None and instruction != saved.instruction:
-        raise InputError(f"the map in {folder} was fitted for {saved.instruction!r}, not {instruction!r}")
-    embeddings = GuidedEmbedder(generic=saved.generic, cache=options.cache).transform(texts, saved)
-    if options.normalize_embeddings:
-        embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-    return embeddings
+    if answers is not None:
+        answers = ["" if a is None else a for a in answers]  # guided: only the sampled texts were answered
+    tables.write_embeddings(out, embeddings, table, answers)
+    if answers is not None and answers_out is not None:
+        # one line per text; with --num-samples, its answers separated by tabs
+        flat = [a if isinstance(a, str) else "\t".join(a) for a in answers]
+        lines = "".join(a.replace("\n", " ") + "\n" for a in flat)
+        tables.atomic_write(answers_out, lambda p: p.write_text(lines, encoding="utf-8"))
+        typer.echo(f"wrote answers to {answers_out}", err=True)
 
 
 def _encode_on_ray(

@@ -6,13 +6,12 @@ import contextlib
 import copy
 import importlib.util
 import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from sklearn.cluster import HDBSCAN, KMeans
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score, v_measure_score
@@ -21,16 +20,13 @@ from inbedder.cache import FILE_NAME
 from inbedder.clustering.explain import composition, ctfidf_keywords, representatives
 from inbedder.clustering.result import NOISE, ClusteringResult, ClusterSummary, InstructionClustering
 from inbedder.errors import InputError
-from inbedder.guided import GuidedEmbedder, GuidedOptions, SampleAnswers
+from inbedder.generic import Precomputed
+from inbedder.interface import Embedder, explains
 from inbedder.options import EncodeOptions
-from inbedder.postprocess import postprocess
-from inbedder.readout import HeadReadout
 
 METHODS = ("kmeans", "hdbscan")
 MAPS = ("auto", "pca", "umap")
 AUTO_K = range(2, 11)
-PRECOMPUTED = "precomputed embeddings"
-"""The model name a result records when it was given embeddings and no model."""
 
 
 def cluster(
@@ -51,20 +47,18 @@ def cluster(
     cache: Any = None,
     embeddings: Sequence[Any] | None = None,
     answers: Sequence[Sequence[str]] | None = None,
-    guided: bool | GuidedOptions = False,
-    sample: int | None = None,
-    generic: Any = None,
 ) -> ClusteringResult:
     """Cluster ``texts`` once per instruction and explain each cluster.
 
     Args:
         texts: the corpus.
         instructions: one question or several; each clusters the corpus its own way.
-        model: an ``InBedder`` (or a model name; default: the default model). Not needed with
-            ``embeddings``; given, it still post-processes them and names the LM-head tokens.
+        model: any ``Embedder`` (``inbedder.interface``): an ``InBedder``, a ``GuidedEmbedder``,
+            a ``SentenceEmbedder``, ``Precomputed`` vectors; or a model name (default: the default
+            model). One that ``explains`` names each cluster with LM-head words.
         options: how the model encodes (``EncodeOptions``: ``batch_size``, ``max_new_tokens`` of
             the answers the keywords come from, ``show_progress_bar``, ...); answers are always
-            generated, and the model's post-processing applies to the whole corpus.
+            asked for.
         k: the number of k-means clusters, or ``"auto"`` to pick it by silhouette over 2..10.
         clusterer: ``"kmeans"`` (seeded, with ``k``), ``"hdbscan"`` (finds its own number and may
             leave noise points), or any object with scikit-learn's ``fit_predict`` (``HDBSCAN(
@@ -81,182 +75,105 @@ def cluster(
             does no model work.
         cache: the store to use instead (True: the shared store under ``$INBEDDER_CACHE``; a path).
         embeddings, answers: vectors computed elsewhere, one (n, dim) array per instruction, as
-            BERTopic's ``fit_transform(docs, embeddings=...)`` takes them; with them no model
-            runs. Without ``answers`` the keywords come from the texts themselves.
-        guided, sample, generic: cluster guided embeddings (``inbedder.guided``): a generic
-            sentence embedder (``generic``, default all-MiniLM-L6-v2) embeds every text, the model
-            answers each instruction for a seeded sample of ``sample`` texts (default 2,000), and a
-            map learned from them places every text; ``guided`` may be ``GuidedOptions``. Keywords
-            and LM-head tokens then come from each cluster's sampled members.
+            BERTopic's ``fit_transform(docs, embeddings=...)`` takes them (``Precomputed``, with
+            ``model`` naming their clusters when it can). Without ``answers`` the keywords come
+            from the texts themselves.
     """
     instructions = [instructions] if isinstance(instructions, str) else list(instructions)
     texts = list(texts)
-    explain: list[np.ndarray] | None = None
-    samples: list[SampleAnswers | None] = [None] * len(instructions)
     check_inputs(texts, instructions, k, clusterer, reducer, labels, ids)
-    guided_options = _guided_options(guided, sample, embeddings)
-    guided_note = ""
-    if embeddings is not None:
-        states, said = _precomputed(embeddings, answers, instructions, len(texts))
-        if isinstance(model, str):
-            model = _load(model)
-    else:
-        if answers is not None:
-            raise InputError("answers come with embeddings; without embeddings the model generates them")
-        model = _load(model) if model is None or isinstance(model, str) else model
-        store = cache if cache is not None else (Path(work_dir) / FILE_NAME if work_dir is not None else None)
-        options = EncodeOptions.build(
-            options,
-            postprocess="none",  # post-processed below, the same way for given embeddings
-            return_generations=True,
-            return_usage=False,
-            **({"cache": store} if store is not None else {}),
-        )
-        if guided_options is not None:
-            states, said, samples, generic_name = _guided(texts, instructions, model, options, guided_options, generic)
-            shown = min(guided_options.sample, len(texts))
-            guided_note = f" (guided by {generic_name}, {guided_options.method} map, sample {shown})"
-        else:
-            states, said, explain = _embed(texts, instructions, model, options)
-    reads_last = model is not None and model.readout.layer_index(model.num_layers) == model.num_layers
-    post = model.postprocess if model is not None and guided_options is None else "none"
+    embedder = _embedder(texts, instructions, model, embeddings, answers)
     map_name, project = _mapper(reducer, seed)
-    method = clusterer if isinstance(clusterer, str) else type(clusterer).__name__
-    head = model if reads_last else None
-    clusterings = []
-    for number, (instruction, raw, generated) in enumerate(zip(instructions, states, said)):
-        space = postprocess(torch.from_numpy(raw), post).numpy()
-        try:
-            assignments, k_used = _assign(space, k, clusterer, seed)
-        except ValueError as err:
-            raise InputError(f"{instruction!r}: {err}") from None
-        distances = _centroid_distances(space, assignments)
-        clusterings.append(
-            InstructionClustering(
-                instruction=instruction,
-                assignments=assignments.astype(np.int64),
-                distances=distances,
-                coords=np.asarray(project(space), dtype=np.float32),
-                answers=generated if generated is not None else [""] * len(texts),
-                clusters=_summaries(
-                    raw,
-                    assignments,
-                    distances,
-                    generated if generated is not None else texts,
-                    texts,
-                    labels or {},
-                    head,
-                    top_keywords,
-                    top_examples,
-                    instruction,
-                    explain[number] if explain is not None else None,
-                    samples[number],
-                ),
-                method=method,
-                k=k_used,
-                lm_head_note=None if head is not None else _no_head_note(model),
-                v_measure={
-                    name: float(v_measure_score([str(v) for v in values], assignments))
-                    for name, values in (labels or {}).items()
-                },
-            )
-        )
+    how = _How(k, clusterer, seed, top_keywords, top_examples, labels or {}, project)
+    with contextlib.ExitStack() as scratch:
+        options = _options(options, embedder, work_dir, cache, scratch)
+        results = embedder.encode_multi(texts, instructions, options)
+        clusterings = [
+            _clustering(texts, instruction, result, embedder, options, how)
+            for instruction, result in zip(instructions, results)
+        ]
     return ClusteringResult(
         texts=texts,
         ids=[str(i) for i in (ids if ids is not None else range(len(texts)))],
-        model=(model.name if model is not None else PRECOMPUTED) + guided_note,
+        model=embedder.name,
         map_method=map_name,
         clusterings=clusterings,
         labels={name: [str(v) for v in values] for name, values in (labels or {}).items()},
     )
 
 
-def _embed(
-    texts: list[str], instructions: list[str], model: Any, options: EncodeOptions
-) -> tuple[list[np.ndarray], list[list[str] | None], list[np.ndarray] | None]:
-    """The model's vectors and answers per instruction, and (for a projected head) the full head
-    distributions its clusters are named from."""
-    explain = None
-    with contextlib.ExitStack() as scratch:
-        kind = model.readout.kind
-        explained_by = kind.of if isinstance(kind, HeadReadout) and kind.dim else None  # a projected head
-        if explained_by and options.cache is None:  # the states' second read must come from a store
-            options = replace(options, cache=Path(scratch.enter_context(tempfile.TemporaryDirectory())))
-        results = model.encode_multi(texts, instructions, options)
-        states = [np.asarray(vectors, dtype=np.float32) for vectors, _ in results]
-        said: list[list[str] | None] = [list(generated) for _, generated in results]
-        if explained_by:  # a projected head: its clusters' words come from the full distribution of the states
-            plain = replace(options, readout=explained_by, return_generations=False, show_progress_bar=False)
-            explain = [np.asarray(v, dtype=np.float32) for v in model.encode_multi(texts, instructions, plain)]
-    return states, said, explain
+@dataclass(frozen=True)
+class _How:
+    """How each instruction's clustering is made and explained (``cluster``'s arguments)."""
+
+    k: int | str
+    clusterer: str | Any
+    seed: int
+    top_keywords: int
+    top_examples: int
+    labels: Mapping[str, Sequence[str]]
+    project: Callable[[np.ndarray], Any]
 
 
-def _guided_options(guided: bool | GuidedOptions, sample: int | None, embeddings: Any) -> GuidedOptions | None:
-    if guided is False or guided is None:
-        if sample is not None:
-            raise InputError(f"sample={sample} applies to guided clustering only (guided=True)")
-        return None
+def _embedder(texts: list[str], instructions: list[str], model: Any, embeddings: Any, answers: Any) -> Embedder:
+    """The embedder ``cluster`` runs: ``model`` (loaded by name), or the given vectors (``model`` explaining them)."""
+    if embeddings is None and answers is not None:
+        raise InputError("answers come with embeddings; without embeddings the model generates them")
+    if model is None and embeddings is None or isinstance(model, str):
+        from inbedder.embedder import InBedder
+
+        model = InBedder(model)
     if embeddings is not None:
-        raise InputError("guided clustering computes its own embeddings; give embeddings or guided, not both")
-    options = guided if isinstance(guided, GuidedOptions) else GuidedOptions()
-    return replace(options, sample=sample) if sample is not None else options
+        return Precomputed(texts, instructions, embeddings, answers, explainer=model)
+    if not isinstance(model, Embedder):
+        raise InputError(f"model must be an Embedder (with encode_multi) or a model name, got {type(model).__name__}")
+    return model
 
 
-def _guided(
-    texts: list[str],
-    instructions: list[str],
-    model: Any,
-    options: EncodeOptions,
-    guided: GuidedOptions,
-    generic: Any,
-) -> tuple[list[np.ndarray], list[list[str] | None], list[SampleAnswers | None], str]:
-    """Guided vectors per instruction; answers for the sampled texts ("" for the others); the generic embedder."""
-    embedder = GuidedEmbedder(model, generic, guided, cache=options.cache if options.cache is not None else False)
-    generic_vectors = embedder.generic_vectors(texts, options.show_progress_bar)
-    states, said, samples = [], [], []
-    for instruction in instructions:
-        fitted = embedder.fit(texts, instruction, options, generic_vectors=generic_vectors)
-        sampled = fitted.sample
-        assert sampled is not None and sampled.answers is not None
-        answers = [""] * len(texts)
-        for row, answer in zip(sampled.rows, sampled.answers):
-            answers[row] = answer
-        states.append(fitted.transform(generic_vectors))
-        said.append(answers)
-        samples.append(sampled)
-    return states, said, samples, embedder.generic_name
+def _options(
+    options: EncodeOptions | None, embedder: Embedder, work_dir: Any, cache: Any, scratch: contextlib.ExitStack
+) -> EncodeOptions:
+    """The options of the run: answers asked for, and a store (the given one, ``work_dir``'s, or a scratch
+    one when the embedder reads its vectors again to explain them)."""
+    store = cache if cache is not None else (Path(work_dir) / FILE_NAME if work_dir is not None else None)
+    options = EncodeOptions.build(options, return_generations=True, return_usage=False)
+    if store is None and options.cache is None and explains(embedder):
+        store = Path(scratch.enter_context(tempfile.TemporaryDirectory()))
+    return replace(options, cache=store) if store is not None else options
 
 
-def _load(name: str | None) -> Any:
-    from inbedder.embedder import InBedder
-
-    return InBedder(name)
-
-
-def _no_head_note(model: Any) -> str:
-    if model is None:
-        return "LM-head tokens need the model that computed the embeddings"
-    return "LM-head tokens need a readout at the last layer"
-
-
-def _precomputed(
-    embeddings: Sequence[Any], answers: Sequence[Sequence[str]] | None, instructions: list[str], n: int
-) -> tuple[list[np.ndarray], list[list[str] | None]]:
-    """The given vectors (and answers) checked: one (n, dim) array (and n answers) per instruction."""
-    if isinstance(embeddings, np.ndarray) and embeddings.ndim == 2:
-        embeddings = [embeddings]
-    states = [np.asarray(e, dtype=np.float32) for e in embeddings]
-    if len(states) != len(instructions):
-        raise InputError(f"embeddings has {len(states)} arrays for {len(instructions)} instructions; give one each")
-    for instruction, array in zip(instructions, states):
-        if array.ndim != 2 or array.shape[0] != n:
-            raise InputError(f"the embeddings for {instruction!r} have shape {array.shape}; expected ({n}, dim)")
-    if answers is None:
-        return states, [None] * len(states)
-    said = [list(a) for a in answers]
-    if len(said) != len(instructions) or any(len(a) != n for a in said):
-        raise InputError(f"answers must hold {n} answers for each of the {len(instructions)} instructions")
-    return states, said
+def _clustering(
+    texts: list[str], instruction: str, result: Any, embedder: Embedder, options: EncodeOptions, how: _How
+) -> InstructionClustering:
+    """One instruction's clusters, explained: keywords from the answers (or the texts), LM-head words."""
+    vectors, said = result
+    space = np.asarray(vectors, dtype=np.float32)
+    answered = any(a for a in said)
+    try:
+        assignments, k_used = _assign(space, how.k, how.clusterer, how.seed)
+    except ValueError as err:
+        raise InputError(f"{instruction!r}: {err}") from None
+    distances = _centroid_distances(space, assignments)
+    words = embedder.explain_clusters(texts, instruction, space, assignments, options) if explains(embedder) else None
+    note = None
+    if words is None:
+        need = "a readout at the last layer" if explains(embedder) else "the model that computed the embeddings"
+        note = f"LM-head tokens need {need}"
+    answers = ["" if a is None else a for a in said] if answered else texts
+    return InstructionClustering(
+        instruction=instruction,
+        assignments=assignments.astype(np.int64),
+        distances=distances,
+        coords=np.asarray(how.project(space), dtype=np.float32),
+        answers=answers if answered else [""] * len(texts),
+        clusters=_summaries(assignments, distances, answers, texts, how, instruction, words or {}),
+        method=how.clusterer if isinstance(how.clusterer, str) else type(how.clusterer).__name__,
+        k=k_used,
+        lm_head_note=note,
+        v_measure={
+            name: float(v_measure_score([str(v) for v in values], assignments)) for name, values in how.labels.items()
+        },
+    )
 
 
 def check_map(reducer: str | Any) -> None:
@@ -393,75 +310,31 @@ def _centroid_distances(space: np.ndarray, assignments: np.ndarray) -> np.ndarra
     return distances
 
 
-def _distribution_shifts(model: Any, states: np.ndarray, assignments: np.ndarray, ids: list[int]) -> np.ndarray:
-    """(clusters, vocabulary): each cluster's mean head distribution (square roots) minus the corpus mean,
-    a block of states at a time, so memory holds k vocabulary-sized rows, not n."""
-    sums, total = np.zeros((len(ids), 0)), None
-    for start in range(0, len(states), 1024):
-        full = model.head(torch.as_tensor(states[start : start + 1024])).numpy()
-        block = assignments[start : start + 1024]
-        if total is None:
-            sums, total = np.zeros((len(ids), full.shape[1])), np.zeros(full.shape[1])
-        total += full.sum(0)
-        for row, c in enumerate(ids):
-            sums[row] += full[block == c].sum(0)
-    counts = np.array([(assignments == c).sum() for c in ids], dtype=np.float64)[:, None]
-    return (sums / counts - total / len(states)).astype(np.float32)
-
-
-def _head_tokens(
-    head: Any,
-    raw: np.ndarray,
-    assignments: np.ndarray,
-    ids: list[int],
-    states: np.ndarray | None,
-    sample: SampleAnswers | None,
-) -> dict[int, list[str]]:
-    """Each cluster's LM-head words: what its members' vectors (or head distributions) hold more than the corpus's."""
-    if sample is not None:  # guided vectors are not the model's: read its vectors of the sampled members
-        raw, assignments = sample.vectors, assignments[sample.rows]
-        ids = [c for c in ids if (assignments == c).any()]
-    if not ids:
-        return {}
-    if states is None:
-        shifts = np.stack([raw[assignments == c].mean(0) - raw.mean(0) for c in ids])
-    else:
-        shifts = _distribution_shifts(head, states, assignments, ids)
-    return dict(zip(ids, head.top_tokens(shifts)))
-
-
 def _summaries(
-    raw: np.ndarray,
     assignments: np.ndarray,
     distances: np.ndarray,
     answers: list[str],
     texts: list[str],
-    labels: Mapping[str, Sequence[str]],
-    head: Any,
-    top_keywords: int,
-    top_examples: int,
+    how: _How,
     instruction: str,
-    states: np.ndarray | None = None,
-    sample: SampleAnswers | None = None,
+    head_words: Mapping[int, list[str]],
 ) -> list[ClusterSummary]:
-    """A card per cluster, largest first, noise last; LM-head tokens when ``head`` is given (from the
-    full head distribution of ``states``, when the vectors are a projection of it; from the model's
-    vectors of the sampled texts, for guided vectors)."""
+    """A card per cluster, largest first, noise last, with its LM-head words where the embedder gave them."""
     ids = sorted(set(assignments.tolist()) - {NOISE}, key=lambda c: (-(assignments == c).sum(), c))
-    keywords = ctfidf_keywords(answers, assignments, ids, top_keywords, exclude=instruction)
-    head_tokens = _head_tokens(head, raw, assignments, ids, states, sample) if head is not None else {}
+    keywords = ctfidf_keywords(answers, assignments, ids, how.top_keywords, exclude=instruction)
     summaries = []
     for c in ids + ([NOISE] if (assignments == NOISE).any() else []):
         members = np.flatnonzero(assignments == c)
-        nearest = members[:top_examples] if c == NOISE else representatives(distances, assignments, c, top_examples)
+        examples = how.top_examples
+        nearest = members[:examples] if c == NOISE else representatives(distances, assignments, c, examples)
         summary = ClusterSummary(
             cluster=int(c),
             size=len(members),
             keywords=keywords.get(c, []),
-            lm_head_tokens=head_tokens.get(c),
+            lm_head_tokens=head_words.get(c) if head_words else None,
             examples=[texts[i] for i in nearest],
         )
-        for name, values in labels.items():
+        for name, values in how.labels.items():
             counts, purity, entropy = composition([str(values[i]) for i in members])
             summary.composition[name], summary.purity[name], summary.entropy[name] = counts, purity, entropy
         summaries.append(summary)

@@ -64,7 +64,7 @@ def run(models: dict[str, Any], tasks: Sequence[Any], options: EncodeOptions | N
     """Every task for every model; each result says what it measured and how long it took.
 
     The models share one store of raw vectors (``inbedder.cache``): ``options.cache`` if it names
-    one, else a temporary one for this run (``cache=False``: none). A model with ``encode_multi``
+    one, else a temporary one for this run (``cache=False``: none). A model that ``shares_prefixes``
     first embeds each corpus once under all the instructions its clustering tasks ask (robustness
     rewordings included), reusing the shared prompt prefix; the tasks' own ``encode`` calls then
     find their rows in the store, and post-process them over each call's texts.
@@ -76,7 +76,7 @@ def run(models: dict[str, Any], tasks: Sequence[Any], options: EncodeOptions | N
             options = replace(options, cache=Path(folder) / "embeddings.sqlite")
         results = []
         for model_name, model in models.items():
-            if hasattr(model, "encode_multi") and options.cache is not False:
+            if getattr(model, "shares_prefixes", False) and options.cache is not False:
                 _embed_corpora(model, tasks, options)
             for task in tasks:
                 start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Evaluation tasks, one small class per kind, over any model with ``encode(texts, instruction, ...)``.
+"""Evaluation tasks, one small class per kind, over any ``Embedder`` (``inbedder.interface``).
 
 An InBedder takes the instruction as its question; a baseline wrapper decides what to do with it
 (ignore it, or prepend it to the text). Instructions may hold ``{field}`` placeholders, filled
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -17,24 +17,21 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import v_measure_score
 
 from inbedder.errors import InputError
+from inbedder.interface import Embedder
 from inbedder.options import EncodeOptions
 from inbedder.templates import fill_fields
 
 Instruction = str | None
 
 
-class Encoder(Protocol):
-    """What a task embeds with: an InBedder, or a baseline that decides what to do with the instruction."""
-
-    def encode(self, sentences: list[str], instruction: Any = None, options: EncodeOptions | None = None) -> Any: ...
-
-
-def embed(model: Encoder, texts: list[str], instruction: Any, options: EncodeOptions | None = None) -> np.ndarray:
-    return np.asarray(model.encode(texts, instruction, options), dtype=np.float32)
+def embed(model: Embedder, texts: list[str], instruction: Any, options: EncodeOptions | None = None) -> np.ndarray:
+    """The model's vectors of ``texts`` under one instruction (one per text, or the same for all)."""
+    result = model.encode_multi(texts, [instruction], options)[0]
+    return np.asarray(result[0] if isinstance(result, tuple) else result, dtype=np.float32)
 
 
 def embed_groups(
-    model: Encoder,
+    model: Embedder,
     groups: Sequence[list[str]],
     instruction: Instruction,
     fields: Mapping[str, Mapping[str, str]] | None = None,
@@ -105,7 +102,7 @@ class ClusteringTask:
     def with_instruction(self, instruction: Instruction) -> ClusteringTask:
         return replace(self, instruction=instruction)
 
-    def evaluate(self, model: Encoder, options: EncodeOptions | None = None) -> dict[str, float]:
+    def evaluate(self, model: Embedder, options: EncodeOptions | None = None) -> dict[str, float]:
         instruction = per_text_instructions(self.instruction, self.fields)
         return score_clustering(embed(model, self.texts, instruction, options), self.labels, self.seeds)
 
@@ -130,7 +127,7 @@ class TripletTask:
     def with_instruction(self, instruction: Instruction) -> TripletTask:
         return replace(self, instruction=instruction)
 
-    def evaluate(self, model: Encoder, options: EncodeOptions | None = None) -> dict[str, float]:
+    def evaluate(self, model: Embedder, options: EncodeOptions | None = None) -> dict[str, float]:
         groups = [self.anchors, self.positives, self.negatives]
         return score_triplets(*embed_groups(model, groups, self.instruction, self.fields, options))
 
@@ -150,7 +147,7 @@ class STSTask:
     def with_instruction(self, instruction: Instruction) -> STSTask:
         return replace(self, instruction=instruction)
 
-    def evaluate(self, model: Encoder, options: EncodeOptions | None = None) -> dict[str, float]:
+    def evaluate(self, model: Embedder, options: EncodeOptions | None = None) -> dict[str, float]:
         pairs = [self.sentences1, self.sentences2]
         first, second = embed_groups(model, pairs, self.instruction, options=options)
         return score_sts(first, second, self.scores)
@@ -177,7 +174,7 @@ class RobustnessTask:
     def main_score(self) -> str:
         return self.base.main_score
 
-    def evaluate(self, model: Encoder, options: EncodeOptions | None = None) -> dict[str, Any]:
+    def evaluate(self, model: Embedder, options: EncodeOptions | None = None) -> dict[str, Any]:
         result: dict[str, Any] = {}
         for group, instructions in self.groups.items():
             scores = [self.base.with_instruction(i).evaluate(model, options)[self.main_score] for i in instructions]

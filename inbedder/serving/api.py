@@ -396,7 +396,7 @@ def _check_instruction(model: Any, instruction: str, param: str, settings: Serve
         )
     _check_encodable(instruction, param)
     try:
-        model.prompts("text", instruction, model.template)
+        model.prompt_tokens(["text"], instruction)
     except InputError as err:  # too long for max_length, a field the template lacks, ...
         raise APIError(400, f"{param}: {err}", param) from err
 

@@ -243,8 +243,8 @@ class Batcher:
             if all(piece.job.abandoned.is_set() for piece in pieces):
                 raise Abandoned
 
-        runner = getattr(self.model, "runner", None)  # an InBedder's; a stand-in model may have none
-        watching = runner.watch(stop_if_abandoned) if runner is not None else contextlib.nullcontext()
+        watch = getattr(self.model, "watch", None)  # an InBedder's; a stand-in model may have none
+        watching = watch(stop_if_abandoned) if watch is not None else contextlib.nullcontext()
         done: set[int] = set()
         try:
             with watching:
