@@ -141,25 +141,13 @@ class InBedder:
         source = models.resolve(self.name)
         saved = read_settings(source) if os.path.isdir(source) else {}
         self.dtype = resolve_dtype(dtype if dtype is not None else default_dtype(saved.get("dtype")), self.device)
+        asked = {"template": template, "readout": readout, "layer": layer, "postprocess": postprocess}
+        asked |= {"mask_length": mask_length, "max_length": max_length}
         template, readout, layer, postprocess, mask_length, max_length = (
-            given if given is not None else saved.get(name)
-            for name, given in [
-                ("template", template),
-                ("readout", readout),
-                ("layer", layer),
-                ("postprocess", postprocess),
-                ("mask_length", mask_length),
-                ("max_length", max_length),
-            ]
+            value if value is not None else saved.get(name) for name, value in asked.items()
         )
-        check_settings(
-            source,
-            readout=readout,
-            layer=layer,
-            postprocess=postprocess,
-            max_length=max_length,
-            trust_remote_code=trust_remote_code,
-        )
+        checked = {"readout": readout, "layer": layer, "postprocess": postprocess, "max_length": max_length}
+        check_settings(source, **checked, trust_remote_code=trust_remote_code)
         self.tokenizer, model, self.family = load_language_model(
             source, family, dtype=self.dtype, trust_remote_code=trust_remote_code
         )
@@ -168,12 +156,7 @@ class InBedder:
         self.readout = Readout(readout or self.backend.default_readout, -1 if layer is None else layer)
         self._check_readout(self.readout)
         self.postprocess = check_postprocess(postprocess or "none")
-        limit = self.backend.max_positions or DEFAULT_MAX_LENGTH
-        if max_length is None:
-            max_length = min(DEFAULT_MAX_LENGTH, limit)
-        elif max_length > limit:
-            raise InputError(f"max_length={max_length} exceeds the model's {limit} positions")
-        self.prompts = PromptTokenizer(self.tokenizer, max_length, self.backend.answer_slots)
+        self.prompts = PromptTokenizer(self.tokenizer, self._max_length(max_length), self.backend.answer_slots)
         if max_batch_tokens is None and self.device.type == "cpu":
             max_batch_tokens = CPU_BATCH_TOKENS
         self.runner = Runner(self.backend, max_batch_tokens)
@@ -181,6 +164,13 @@ class InBedder:
         self.reencoder = reencoder
         self.cache = cache
         self._store: EmbeddingCache | None = None
+
+    def _max_length(self, asked: int | None) -> int:
+        """The longest prompt: as asked (within the model's positions), else the default or the model's limit."""
+        limit = self.backend.max_positions or DEFAULT_MAX_LENGTH
+        if asked is not None and asked > limit:
+            raise InputError(f"max_length={asked} exceeds the model's {limit} positions")
+        return asked if asked is not None else min(DEFAULT_MAX_LENGTH, limit)
 
     def __repr__(self) -> str:
         device, readout = str(self.device), self.readout

@@ -525,3 +525,56 @@ def test_no_progress_bars_in_a_log_unless_asked(tiny_model_dir, reviews, tmp_pat
     assert "it/s" not in quiet.stderr and "%|" not in quiet.stderr and "wrote 3 embeddings" in quiet.stderr
     asked = subprocess.run([*args, "-o", str(tmp_path / "b.npy"), "--progress"], capture_output=True, text=True)
     assert asked.returncode == 0 and "%|" in asked.stderr
+
+
+def test_a_new_encode_option_reaches_the_commands_with_no_command_edited(monkeypatch, tmp_path):
+    """An ``EncodeOptions`` field with ``cli`` metadata is an option of ``encode`` and ``cluster`` and reaches the
+    options object they build: the commands list none of the options by hand."""
+    import dataclasses
+    import importlib
+
+    import typer
+
+    import inbedder.cli.cluster
+    import inbedder.cli.encode
+    import inbedder.options
+    from inbedder.options import EncodeOptions, cli
+
+    wider = dataclasses.make_dataclass(
+        "WiderOptions",
+        [("shout", bool, dataclasses.field(default=False, metadata=cli("Answer in capitals.")))],
+        bases=(EncodeOptions,),
+        frozen=True,
+    )
+    built = []
+
+    def record(cls, values, **more):
+        built.append(cls(**values, **more))
+        raise InputError("stop here")
+
+    monkeypatch.setattr(inbedder.options, "EncodeOptions", wider)
+    try:
+        app = typer.Typer()
+        for module in (importlib.reload(inbedder.cli.encode), importlib.reload(inbedder.cli.cluster)):
+            monkeypatch.setattr(module, "build", record)
+            app.command()(getattr(module, module.__name__.rsplit(".", 1)[1]))
+        runner = CliRunner()
+        for command in ("encode", "cluster"):
+            shown = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+            assert "--shout" in shown.output and "Answer in capitals." in shown.output
+            runner.invoke(app, [command, "in.csv", "-i", "Why?", "-o", str(tmp_path / "out"), "--shout"])
+        assert [type(b).__name__ for b in built] == ["WiderOptions", "WiderOptions"] and all(b.shout for b in built)
+    finally:
+        monkeypatch.undo()
+        importlib.reload(inbedder.cli.encode)
+        importlib.reload(inbedder.cli.cluster)
+
+
+def test_a_command_that_declares_an_option_the_dataclass_gives_is_refused():
+    from inbedder.cli.declared import takes_fields
+    from inbedder.options import EncodeOptions
+
+    def command(batch_size: int = 3, encoding: dict | None = None) -> None: ...
+
+    with pytest.raises(TypeError, match=r"command declares \['batch_size'\] itself and takes them from EncodeOptions"):
+        takes_fields(EncodeOptions, "encoding")(command)

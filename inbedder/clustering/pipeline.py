@@ -56,23 +56,18 @@ def cluster(
         model: any ``Embedder`` (``inbedder.interface``): an ``InBedder``, a ``GuidedEmbedder``,
             a ``SentenceEmbedder``, ``Precomputed`` vectors; or a model name (default: the default
             model). One that ``explains`` names each cluster with LM-head words.
-        options: how the model encodes (``EncodeOptions``: ``batch_size``, ``max_new_tokens`` of
-            the answers the keywords come from, ``show_progress_bar``, ...); answers are always
-            asked for.
+        options: how the model encodes (``EncodeOptions``: ``batch_size``, ``max_new_tokens`` of the
+            answers the keywords come from, ...); answers are always asked for.
         k: the number of k-means clusters, or ``"auto"`` to pick it by silhouette over 2..10.
-        clusterer: ``"kmeans"`` (seeded, with ``k``), ``"hdbscan"`` (finds its own number and may
-            leave noise points), or any object with scikit-learn's ``fit_predict`` (``HDBSCAN(
-            min_cluster_size=10)``, ``AgglomerativeClustering(5)``, ...), copied afresh for each
-            instruction; a label of -1 is noise.
-        reducer: the 2-D map: ``"auto"`` (UMAP when umap-learn is installed, else PCA),
-            ``"pca"``, ``"umap"``, or any object with ``fit_transform`` to two columns.
-        labels: known labels per text, by column name: each cluster's composition,
-            purity and entropy, and the v-measure of each clustering.
+        clusterer: ``"kmeans"`` (seeded), ``"hdbscan"`` (finds its own number, may leave noise), or
+            any object with scikit-learn's ``fit_predict``, copied afresh per instruction; -1 is noise.
+        reducer: the 2-D map: ``"auto"`` (UMAP when umap-learn is installed, else PCA), ``"pca"``,
+            ``"umap"``, or any object with ``fit_transform`` to two columns.
+        labels: known labels per text, by column name: each cluster's composition, purity and
+            entropy, and the v-measure of each clustering.
         ids: an id per text for the assignments table (default: the row number).
-        work_dir: keeps the embeddings and answers in ``WORK_DIR/embeddings.sqlite`` (the
-            persistent cache, see ``inbedder.cache``) as each batch finishes: an interrupted run
-            loses at most one batch, and a rerun with the same texts, model weights and settings
-            does no model work.
+        work_dir: keeps the embeddings and answers in ``WORK_DIR/embeddings.sqlite`` (``inbedder.cache``)
+            batch by batch: an interrupted run loses at most one batch, a rerun does no model work.
         cache: the store to use instead (True: the shared store under ``$INBEDDER_CACHE``; a path).
         embeddings, answers: vectors computed elsewhere, one (n, dim) array per instruction, as
             BERTopic's ``fit_transform(docs, embeddings=...)`` takes them (``Precomputed``, with

@@ -27,7 +27,6 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from inbedder import models, tables
-from inbedder.backends import FAMILIES
 from inbedder.errors import InputError, option
 from inbedder.loading import cpu_runs_bfloat16, load_tokenizer, read_family, resolve_device
 from inbedder.model_settings import read_settings, write_settings
@@ -45,6 +44,7 @@ from inbedder.training.modeling import (
     save_model,
     top_blocks,
 )
+from inbedder.training_config import TrainingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -54,109 +54,9 @@ GROUP_BATCHES = 64
 """With ``group_by_length``, records are sorted by length within runs of this many batches."""
 AUTO_LENGTH_CAP = 1024
 """``max_length="auto"`` looks at each record's length up to this many tokens."""
-TRAINING_DTYPES = ("auto", "float32", "bfloat16")
 LOG_EVERY = 25
 """Without a progress bar (a log file), a line on the logger every this many steps."""
 RESUMABLE_CHANGES = frozenset({"resume", "overwrite", "progress", "save_every", "keep_checkpoints", "device", "merge"})
-
-
-@dataclass
-class TrainingConfig:
-    """Every option of a training run (``train`` takes them as keywords).
-
-    Data: ``context_column``/``question_column``/``answer_column``, ``split`` (hub datasets),
-    ``limit`` (the size of the training mix), ``eval_size`` or ``eval_fraction`` (held out).
-    Model: ``family`` (auto, causal, masked, seq2seq), ``lora`` (else full fine-tuning),
-    ``lora_rank``/``lora_alpha``/``lora_dropout``/``target_modules`` (last names of linear
-    layers; default all in the trained layers), ``train_layers`` (train only the top N layers:
-    the backward pass stops there), ``merge`` (save the merged model rather than the adapter).
-    Optimization: ``epochs`` or ``max_steps``, ``batch_size`` x ``grad_accum`` records a step,
-    ``lr`` (default 2e-4 with LoRA, 2e-5 full), ``warmup_steps`` or ``warmup_ratio`` (default
-    0.03), ``weight_decay``, ``max_grad_norm``, ``group_by_length`` (batch records of similar
-    length together, so a step costs what its tokens cost), ``pad_multiple`` (pad each batch to a
-    multiple of this many tokens: a few shapes bound oneDNN's kernel cache on a CPU). Prompts:
-    ``template``, ``max_length`` (prompt + answer; ``"auto"``: the 98th percentile of the records'
-    lengths), ``max_answer_tokens``, ``answer_prefix`` (put between the prompt and the answer).
-    Checkpoints: ``save_every`` steps (0: never), ``keep_checkpoints`` newest, ``resume``.
-    Precision: ``dtype`` of the forward pass: ``"auto"`` (bfloat16 autocast where the device runs
-    it natively: a CPU with AMX or AVX-512 BF16, or a CUDA GPU with bf16; else float32),
-    ``"bfloat16"`` or ``"float32"``. The weights, their gradients and the optimizer state stay
-    float32 either way, and the held-out loss is computed in float32.
-    """
-
-    family: str = "auto"
-    lora: bool = True
-    lora_rank: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    target_modules: list[str] | None = None
-    train_layers: int | None = None
-    merge: bool = False
-    epochs: float = 1.0
-    max_steps: int | None = None
-    batch_size: int = 8
-    grad_accum: int = 1
-    lr: float | None = None
-    warmup_steps: int | None = None
-    warmup_ratio: float | None = None
-    weight_decay: float = 0.0
-    max_grad_norm: float | None = 1.0
-    template: str = "qa"
-    max_length: int | str = 512
-    group_by_length: bool = True
-    pad_multiple: int = 1
-    max_answer_tokens: int = 32
-    answer_prefix: str = " "
-    context_column: str = "context"
-    question_column: str = "question"
-    answer_column: str = "answer"
-    split: str = "train"
-    limit: int | None = None
-    eval_size: int | None = None
-    eval_fraction: float = 0.02
-    save_every: int = 200
-    keep_checkpoints: int | None = 2
-    resume: bool = False
-    overwrite: bool = False
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "auto"
-    progress: bool = True
-    trust_remote_code: bool = False
-
-    def __post_init__(self) -> None:
-        if self.family not in ("auto", *FAMILIES):
-            raise InputError(f"unknown family {self.family!r}; use auto, {', '.join(FAMILIES)}")
-        positive = {"batch_size": self.batch_size, "grad_accum": self.grad_accum, "lora_rank": self.lora_rank}
-        positive |= {"max_steps": self.max_steps or 1, "train_layers": self.train_layers or 1}
-        positive |= {"keep_checkpoints": self.keep_checkpoints or 1, "epochs": self.epochs}
-        positive |= {"pad_multiple": self.pad_multiple}
-        for name, value in positive.items():
-            if value <= 0:
-                raise InputError(f"{name} must be positive, got {value}")
-        if self.lr is not None and self.lr <= 0:
-            raise InputError(f"lr must be positive, got {self.lr}")
-        if self.warmup_steps is not None and self.warmup_ratio is not None:
-            raise InputError("give warmup_steps or warmup_ratio, not both")
-        if self.save_every < 0:
-            raise InputError(f"save_every must be 0 (never) or a number of steps, got {self.save_every}")
-        if self.merge and not self.lora:
-            raise InputError("merge applies to LoRA training; full fine-tuning already saves the whole model")
-        if self.max_length != "auto" and not (isinstance(self.max_length, int) and self.max_length > 0):
-            raise InputError(f"max_length must be a positive number of tokens or 'auto', got {self.max_length!r}")
-        if self.target_modules is not None:
-            self.target_modules = list(self.target_modules)
-        if self.dtype not in TRAINING_DTYPES:
-            raise InputError(f"dtype must be one of {', '.join(TRAINING_DTYPES)}, got {self.dtype!r}")
-
-    @property
-    def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else (2e-4 if self.lora else 2e-5)
-
-    def warmup(self, total_steps: int) -> int:
-        if self.warmup_steps is not None:
-            return self.warmup_steps
-        return round((0.03 if self.warmup_ratio is None else self.warmup_ratio) * total_steps)
 
 
 @dataclass
