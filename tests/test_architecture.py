@@ -17,7 +17,7 @@ LAYERS = [
     {"embedder"},
     {"guided_map"},
     {"guided", "generic"},
-    {"clustering", "eval", "training", "training_config", "serving", "distributed"},
+    {"clustering", "eval", "training", "training_config", "server_settings", "serving", "distributed"},
     {"cli", "__main__"},
 ]
 """Each module's layer, lowest first, by its name under ``inbedder`` (a package stands for its modules)."""
@@ -147,13 +147,11 @@ MAX_MODULE_LINES = 450
 STILL_LONG = {
     "inbedder/cli/cluster.py:cluster",
     "inbedder/cli/encode.py:encode",
-    "inbedder/cli/serve.py:serve",
     "inbedder/serving/api.py:create_app",
     "inbedder/training/trainer.py:train",
     "inbedder/distributed.py:cluster_dataset",
     "inbedder/cli/evaluate.py:evaluate",
     "inbedder/clustering/pipeline.py:cluster",
-    "inbedder/serving/api.py",
 }
 """What is still longer than the limits (issue 32 ends when this is empty); nothing may join it."""
 

@@ -602,3 +602,36 @@ def test_the_command_fixes_glibcs_mmap_threshold_unless_the_user_set_one(monkeyp
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
     command.fix_mmap_threshold()
     assert calls == [(-3, 128 * 1024)]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--max-inputs", "0"], "--max-inputs must be at least 1, got 0"),
+        (["--max-queue", "-3"], "--max-queue must be at least 1, got -3"),
+        (["--max-batch-tokens", "0"], "--max-batch-tokens must be at least 1, got 0"),
+        (["--max-body-mb", "0"], "--max-body-mb must be at least 1, got 0"),
+        (["--limit-concurrency", "0"], "--limit-concurrency must be at least 1, got 0"),
+        (["--request-timeout", "0"], "--request-timeout must be a positive number of seconds, got 0.0"),
+        (["--dtype", "float8"], "--dtype must be one of auto, float32, bfloat16, float16, got 'float8'"),
+        (["--api-key-env", "INBEDDER_NO_SUCH_KEY"], "INBEDDER_NO_SUCH_KEY: that environment variable is not set"),
+    ],
+)
+def test_the_command_refuses_bad_settings_by_their_flag_before_loading(flags, message, monkeypatch, capsys):
+    from inbedder import cli
+
+    monkeypatch.delenv("INBEDDER_NO_SUCH_KEY", raising=False)
+    monkeypatch.setattr("sys.argv", ["inbedder", "serve", "--model", "/no/such/model", *flags])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_server_settings_check_themselves():
+    from inbedder.server_settings import ServerSettings
+
+    with pytest.raises(ValueError, match="slice_texts must be at least 1, got 0"):
+        ServerSettings(slice_texts=0)
+    with pytest.raises(ValueError, match="max_wait must be a number of seconds"):
+        ServerSettings(max_wait=-1)

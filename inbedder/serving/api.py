@@ -18,7 +18,6 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -30,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inbedder import models
 from inbedder.errors import InputError
+from inbedder.server_settings import ServerSettings
 from inbedder.serving.batcher import Batcher, Closed, QueueFull
 from inbedder.serving.metrics import Metrics
 
@@ -38,35 +38,6 @@ logger = logging.getLogger(__name__)
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 DISCONNECT_POLL = 0.05  # seconds between checks that a waiting request's client is still there
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    """What ``inbedder serve`` takes: the model, the store, and the limits.
-
-    The work one request may cost is bounded by its prompt tokens (``max_request_tokens``, each text
-    counted up to the model's longest prompt) and its body (``max_body_bytes``), not only by its
-    texts and characters; a large request goes to the model a slice at a time (``slice_texts``,
-    ``slice_chars``), interleaved with the others (``Batcher``).
-    """
-
-    model: str = models.DEFAULT_MODEL
-    cache: str | None = None
-    max_batch_tokens: int | None = None
-    max_inputs: int = 2048
-    max_chars: int = 32_000
-    max_instruction_chars: int = 2_000
-    max_request_tokens: int = 262_144
-    max_body_bytes: int = 16 * 2**20
-    max_response_bytes: int = 64 * 2**20
-    max_queue: int = 4096
-    max_batch_texts: int = 256
-    slice_texts: int = 32
-    slice_chars: int = 4_000
-    max_wait: float = 0.005
-    api_key: str | None = None
-    device: str = "auto"
-    dtype: str | None = None
 
 
 class EmbeddingRequest(BaseModel):
