@@ -100,6 +100,9 @@ class InBedder:
         max_batch_tokens: at most this many (padded) tokens in one forward pass, whatever
             ``batch_size`` allows; by default 1024 on CPU, where batches whose activations
             stay in cache run fastest (see BENCHMARKS.md), and no limit on CUDA.
+        pad_multiple: pad each batch to a multiple of this many tokens (default 1: to its longest
+            prompt). A long-running process (the server: 32) then meets few batch shapes, and the
+            CPU kernels compiled per shape stay few: its memory stays flat.
         mask_length: how many mask slots follow a masked LM's prompt (default 3); only for
             masked LMs.
         reencoder: the sentence embedder of the ``re_encode`` readout: None for
@@ -130,6 +133,7 @@ class InBedder:
         postprocess: str | None = None,
         max_length: int | None = None,
         max_batch_tokens: int | None = None,
+        pad_multiple: int = 1,
         mask_length: int | None = None,
         reencoder: Any = None,
         trust_remote_code: bool = False,
@@ -159,7 +163,7 @@ class InBedder:
         self.prompts = PromptTokenizer(self.tokenizer, self._max_length(max_length), self.backend.answer_slots)
         if max_batch_tokens is None and self.device.type == "cpu":
             max_batch_tokens = CPU_BATCH_TOKENS
-        self.runner = Runner(self.backend, max_batch_tokens)
+        self.runner = Runner(self.backend, max_batch_tokens, pad_multiple)
         self.head = HeadDistribution(self.backend)
         self.reencoder = reencoder
         self.cache = cache

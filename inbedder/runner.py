@@ -32,11 +32,15 @@ class Plan:
 
 
 class Runner:
-    """Runs batches of prompts through ``backend``: at most ``max_batch_tokens`` padded tokens a pass, if set."""
+    """Runs batches of prompts through ``backend``: at most ``max_batch_tokens`` padded tokens a pass, if set,
+    each batch padded to a multiple of ``pad_multiple`` tokens (few widths, so few shapes: a long-running
+    process keeps a bounded set of compiled CPU kernels)."""
 
-    def __init__(self, backend: Backend, max_batch_tokens: int | None = None) -> None:
+    def __init__(self, backend: Backend, max_batch_tokens: int | None = None, pad_multiple: int = 1) -> None:
         self.backend = backend
         self.max_batch_tokens = max_batch_tokens
+        check_positive_int("pad_multiple", pad_multiple)
+        self.pad_multiple = pad_multiple
         self._watchers: list[Callable[[list[int]], None]] = []
 
     @property
@@ -62,7 +66,9 @@ class Runner:
         (the shared prefix when there is one, else the whole prompt)."""
         shared_ok = len(prompts) > 1 and self.backend.shares_prefixes
         shared = shared_prefix_lengths(prompts) if shared_ok else [0] * len(prompts[0])
-        widths = [shared[i] or max(len(p[i]) for p in prompts) for i in todo]
+        widths = [
+            -(-(shared[i] or max(len(p[i]) for p in prompts)) // self.pad_multiple) * self.pad_multiple for i in todo
+        ]
         batches = [[todo[j] for j in b] for b in length_sorted_batches(widths, batch_size, self.max_batch_tokens)]
         return Plan(prompts, shared, batches)
 
@@ -75,7 +81,7 @@ class Runner:
             return self._run_shared_prefix(plan, batch, layer, settings)
         runs = []
         for per_text in plan.prompts:
-            input_ids, mask = self.backend.pad([per_text[i] for i in batch])
+            input_ids, mask = self.backend.pad([per_text[i] for i in batch], self.pad_multiple)
             if settings is None:
                 runs.append(self.backend.forward(input_ids, mask, layer))
             else:
@@ -91,12 +97,14 @@ class Runner:
         """
         backend, prompts, shared = cast(SharedPrefixBackend, self.backend), plan.prompts, plan.shared
         copies = len(prompts)
-        prefix_ids, prefix_mask = backend.pad([prompts[0][i][: shared[i]] for i in batch])
+        prefix_ids, prefix_mask = backend.pad([prompts[0][i][: shared[i]] for i in batch], self.pad_multiple)
         past = backend.new_past()
         # generation reads every layer of the key/value cache, so the prefix then runs through the whole model
         prefix_states = backend.forward_states(prefix_ids, prefix_mask, layer, past, to_end=settings is not None)
         past.batch_repeat_interleave(copies)  # rows: text 0 under each instruction, then text 1, ...
-        input_ids, mask = backend.pad([per_text[i][shared[i] :] for i in batch for per_text in prompts])
+        input_ids, mask = backend.pad(
+            [per_text[i][shared[i] :] for i in batch for per_text in prompts], self.pad_multiple
+        )
         full_mask = torch.cat([prefix_mask.repeat_interleave(copies, dim=0), mask], dim=1)
         prefix_states = prefix_states.repeat_interleave(copies, dim=0)
         if settings is None:

@@ -11,7 +11,7 @@ from inbedder.model_settings import DTYPES
 from inbedder.options import cli
 
 LIMITS = ("max_inputs", "max_chars", "max_instruction_chars", "max_request_tokens", "max_body_bytes")
-LIMITS += ("max_response_bytes", "max_queue", "max_batch_texts", "slice_texts", "slice_chars")
+LIMITS += ("max_response_bytes", "max_queue", "max_batch_texts", "slice_texts", "slice_chars", "pad_multiple")
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,10 @@ class ServerSettings:
     max_batch_tokens: int | None = field(
         default=None, metadata=cli("Padded tokens per forward pass (default: 1024 on CPU, no limit on CUDA).")
     )
+    pad_multiple: int = field(
+        default=32,
+        metadata=cli("Pad each batch to a multiple of N tokens: few shapes, so the compiled CPU kernels stay few."),
+    )
     max_inputs: int = field(default=2048, metadata=cli("Most texts in one request."))
     max_chars: int = field(default=32_000, metadata=cli("Longest text, in characters."))
     max_instruction_chars: int = field(default=2_000, metadata=cli("Longest instruction, in characters."))
@@ -40,9 +44,7 @@ class ServerSettings:
     )
     max_body_bytes: int = 16 * 2**20
     max_response_bytes: int = 64 * 2**20
-    max_queue: int = field(
-        default=4096, metadata=cli("Most texts waiting; beyond it requests get 503 + Retry-After.")
-    )
+    max_queue: int = field(default=4096, metadata=cli("Most texts waiting; beyond it requests get 503 + Retry-After."))
     max_batch_texts: int = 256
     slice_texts: int = 32
     slice_chars: int = 4_000

@@ -346,3 +346,32 @@ def test_a_projected_readout_still_names_its_top_tokens(tiny_model_dir):
     # top_tokens reads vectors of the model's projected readout through that back-projection
     named = [found[0] for found in model.top_tokens(projected.numpy(), top=1)]
     assert named == [model.tokenizer.decode([t]).strip() for t in words]
+
+
+@pytest.mark.parametrize(
+    ("name", "readouts"), [("tiny_model_dir", ALL_READOUTS), ("bert_dir", ALL_READOUTS), ("t5_dir", SEQ2SEQ_READOUTS)]
+)
+def test_padding_batches_to_a_multiple_changes_no_vector_and_no_answer(name, readouts, request):
+    """Every family, every readout, one instruction and several (a causal LM's shared prefix): the same
+    vectors and answers with batches padded to a multiple of 32 tokens, and every pass that wide."""
+    from inbedder import InBedder
+
+    source = str(request.getfixturevalue(name))
+    plain = InBedder(source, dtype="float32", max_length=96)
+    padded = InBedder(source, dtype="float32", max_length=96, pad_multiple=32)
+    widths, pad = [], padded.backend.pad
+
+    def recorded(batch, multiple=1):
+        input_ids, mask = pad(batch, multiple)
+        widths.append(input_ids.shape[-1])
+        return input_ids, mask
+
+    padded.backend.pad = recorded
+    texts, questions = [*TEXTS, LONG], [INSTRUCTION, "Which colour is it?"]
+    for readout in readouts:
+        options = {"readout": readout, "batch_size": 2, "return_generations": True, "max_new_tokens": 3}
+        plain_results = plain.encode_multi(texts, questions, **options)
+        for a, b in zip(plain_results, padded.encode_multi(texts, questions, **options)):
+            np.testing.assert_allclose(b[0], a[0], atol=1e-4)
+            assert b[1] == a[1]
+    assert widths and all(w % 32 == 0 for w in widths)

@@ -118,8 +118,9 @@ class Backend(Protocol):
     @property
     def device(self) -> torch.device: ...
 
-    def pad(self, batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token id lists as (input_ids, attention_mask) on the model's device."""
+    def pad(self, batch: list[list[int]], multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token id lists as (input_ids, attention_mask) on the model's device, as wide as the longest
+        rounded up to a multiple of ``multiple`` (padding columns are masked out)."""
         ...
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> AnswerStates:
@@ -222,9 +223,16 @@ def head_logits(model: PreTrainedModel, body: nn.Module, states: torch.Tensor, *
         handle.remove()
 
 
-def right_pad(batch: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token id lists into (input_ids, attention_mask) on ``device``."""
-    width = max(len(ids) for ids in batch)
+def padded_width(batch: list[list[int]], multiple: int = 1) -> int:
+    """The width a batch pads to: its longest list, rounded up to a multiple of ``multiple``."""
+    return -(-max(len(ids) for ids in batch) // multiple) * multiple
+
+
+def right_pad(
+    batch: list[list[int]], pad_id: int, device: torch.device, multiple: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token id lists into (input_ids, attention_mask) on ``device`` (width: ``padded_width``)."""
+    width = padded_width(batch, multiple)
     input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
     for row, ids in enumerate(batch):

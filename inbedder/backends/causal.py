@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from inbedder.backends.base import AnswerStates, GenerationSettings, collect_answers, end_token_ids
+from inbedder.backends.base import AnswerStates, GenerationSettings, collect_answers, end_token_ids, padded_width
 from inbedder.errors import InputError
 
 
@@ -51,9 +51,9 @@ class CausalBackend:
     def device(self) -> torch.device:
         return self.model.device
 
-    def pad(self, batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-pad token id lists into (input_ids, attention_mask) on the model's device."""
-        width = max(len(ids) for ids in batch)
+    def pad(self, batch: list[list[int]], multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-pad token id lists into (input_ids, attention_mask) on the model's device (``padded_width``)."""
+        width = padded_width(batch, multiple)
         input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         for row, ids in enumerate(batch):

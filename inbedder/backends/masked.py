@@ -62,9 +62,9 @@ class MaskedBackend:
     def device(self) -> torch.device:
         return self.model.device
 
-    def pad(self, batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Right-pad token id lists into (input_ids, attention_mask) on the model's device."""
-        return right_pad(batch, self.pad_id, self.device)
+    def pad(self, batch: list[list[int]], multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-pad token id lists into (input_ids, attention_mask) on the model's device (``padded_width``)."""
+        return right_pad(batch, self.pad_id, self.device, multiple)
 
     def slot_positions(self, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, mask_length): where each right-padded row's mask slots are, just before its closing tokens."""

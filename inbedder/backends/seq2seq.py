@@ -69,9 +69,9 @@ class Seq2SeqBackend:
     def device(self) -> torch.device:
         return self.model.device
 
-    def pad(self, batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Right-pad token id lists into (input_ids, attention_mask) on the model's device."""
-        return right_pad(batch, self.pad_id, self.device)
+    def pad(self, batch: list[list[int]], multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-pad token id lists into (input_ids, attention_mask) on the model's device (``padded_width``)."""
+        return right_pad(batch, self.pad_id, self.device, multiple)
 
     def encoder_layer(self, layer: int) -> int:
         """The encoder's hidden-state index read with the decoder's ``layer``."""

@@ -131,9 +131,8 @@ def create_app(settings: ServerSettings, load: Callable[[], Any] | None = None) 
     def default_load() -> Any:
         from inbedder.embedder import InBedder
 
-        return InBedder(
-            settings.model, max_batch_tokens=settings.max_batch_tokens, device=settings.device, dtype=settings.dtype
-        )
+        limits = {"max_batch_tokens": settings.max_batch_tokens, "pad_multiple": settings.pad_multiple}
+        return InBedder(settings.model, **limits, device=settings.device, dtype=settings.dtype)
 
     service = Service(settings, load or default_load)
 
