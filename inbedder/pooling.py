@@ -19,7 +19,7 @@ import torch
 
 from inbedder.backends.base import AnswerStates, Backend
 from inbedder.errors import InputError
-from inbedder.readout import KINDS, PooledReadout, Readout, ReencodedReadout
+from inbedder.readout import KINDS, Readout
 
 
 class ReadoutStage(Protocol):
@@ -35,7 +35,7 @@ def readout_stage(readout: Readout, backend: Backend, sentence_embedder: Callabl
     """The stage that makes, from a batch's runs, the vectors the store keeps for ``readout``: its pooled
     states, its re-encoded answers, or (for a head readout) the pooled states the head will read."""
     kind = KINDS[readout.kind.stored]
-    if isinstance(kind, ReencodedReadout):
+    if kind.reencodes:
         return ReEncoding(sentence_embedder)
     return StatePooling(replace(readout, name=kind.name), backend)
 
@@ -44,7 +44,7 @@ class StatePooling:
     """The readout's pool function over the states of the first run, without the tokens of ``filter_words``."""
 
     def __init__(self, readout: Readout, backend: Backend) -> None:
-        if not isinstance(readout.kind, PooledReadout) or readout.kind.pool is None:
+        if readout.kind.pool is None:
             raise InputError(f"readout {readout.name!r} does not pool states")
         self.readout, self.pool, self.backend = readout, readout.kind.pool, backend
 

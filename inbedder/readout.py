@@ -61,6 +61,11 @@ class ReadoutKind:
         """Whether a sentence embedder embeds its answers' text (the mean over ``num_samples`` answers)."""
         return False
 
+    @property
+    def pool(self) -> Pool | None:
+        """How it pools a run's states into vectors (None: it does not pool states itself)."""
+        return None
+
     @cached_property  # read on every encode call that uses the store; a kind never changes
     def definition(self) -> str:
         """A digest of what this readout computes: its type and fields, a pooling function by its code (the

@@ -22,9 +22,12 @@ from inbedder.errors import InputError
 from inbedder.options import UNSET
 
 
-def cli_fields(cls: type, exclude: Collection[str] = ()) -> list[dataclasses.Field]:
-    """The fields of ``cls`` that are on the command line (``cli`` metadata), less ``exclude``."""
-    return [f for f in dataclasses.fields(cls) if "cli" in f.metadata and f.name not in exclude]
+def cli_fields(
+    cls: type, exclude: Collection[str] = (), only: Collection[str] | None = None
+) -> list[dataclasses.Field]:
+    """The fields of ``cls`` that are on the command line (``cli`` metadata), less ``exclude`` (or ``only`` those)."""
+    chosen = [f for f in dataclasses.fields(cls) if "cli" in f.metadata and f.name not in exclude]
+    return [f for f in chosen if only is None or f.name in only]
 
 
 def parameter_name(item: dataclasses.Field) -> str:
@@ -45,11 +48,16 @@ def _parameter(item: dataclasses.Field, hints: dict[str, Any], panel: str) -> in
 
 
 def takes_fields(
-    cls: type, into: str, *, exclude: Collection[str] = (), panel: str | None = None
+    cls: type,
+    into: str,
+    *,
+    exclude: Collection[str] = (),
+    only: Collection[str] | None = None,
+    panel: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Give a command one option per command-line field of ``cls`` (less ``exclude``); the command gets
-    their values as ``{field name: value}`` in its parameter ``into``."""
-    chosen = cli_fields(cls, exclude)
+    """Give a command one option per command-line field of ``cls`` (less ``exclude``, or ``only`` those); the
+    command gets their values as ``{field name: value}`` in its parameter ``into``."""
+    chosen = cli_fields(cls, exclude, only)
     hints = typing.get_type_hints(cls)
     heading = panel or f"{cls.__name__} options"
 

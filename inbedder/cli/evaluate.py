@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -12,16 +12,18 @@ from inbedder import models
 from inbedder.cli.common import (
     DeviceOption,
     DtypeOption,
-    LayerOption,
-    PostprocessOption,
-    ReadoutOption,
-    TemplateOption,
     check_dtype,
     given,
 )
+from inbedder.cli.declared import build, takes_fields
 from inbedder.errors import InputError
+from inbedder.options import EncodeOptions
+
+MODEL_READING = ("batch_size", "readout", "layer", "template", "postprocess")
+"""The encode options a suite run takes: how each model reads the texts (the tasks set the rest)."""
 
 
+@takes_fields(EncodeOptions, "encoding", only=MODEL_READING, panel="Encoding")
 def evaluate(
     out: Annotated[Path, typer.Option("--out", "-o", help="Results as JSON.")],
     model: Annotated[
@@ -54,44 +56,29 @@ def evaluate(
     data_dir: Annotated[
         Path | None, typer.Option(help="Where the local sets are (default: $INBEDDER_DATA or ../shared/data).")
     ] = None,
-    batch_size: int = 16,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing results file.")] = False,
-    readout: ReadoutOption = None,
-    layer: LayerOption = None,
-    template: TemplateOption = None,
-    postprocess: PostprocessOption = None,
     device: DeviceOption = "auto",
     dtype: DtypeOption = None,
+    encoding: dict[str, Any] | None = None,
 ) -> None:
     """Evaluate instruction awareness on a task suite; print a table and write JSON."""
     from inbedder.eval import baselines as base
     from inbedder.eval import suite as eval_suite
 
-    if out.exists() and not overwrite:
-        raise InputError(f"{out} exists; pass --overwrite to replace it")
+    from inbedder import tables
+
+    tables.check_side_file(out, overwrite, [data_dir] if data_dir is not None else [])  # only a file inbedder wrote
     check_dtype(dtype)
-    if suite == "local":
-        chosen = eval_suite.local_tasks(
-            tasks or eval_suite.LOCAL_SUITE, kinds or eval_suite.KINDS, data_dir, limit, seed
-        )
-    elif suite == "hub":
-        from inbedder.eval.hub import HUB_TASKS, load_hub_task
-
-        chosen = [load_hub_task(name) for name in tasks or HUB_TASKS]
-    else:
-        raise InputError(f"unknown suite {suite!r}; available: 'local', 'hub'")
-
+    chosen = _tasks(suite, tasks, kinds, data_dir, limit, seed)
     from inbedder.embedder import InBedder
 
     model = model or [models.DEFAULT_MODEL]
-    settings = given(dtype=dtype, template=template, readout=readout, layer=layer, postprocess=postprocess)
-    encoders = {name: InBedder(name, device=device, **settings) for name in model}
+    options = build(EncodeOptions, dict(encoding or {}))
+    encoders = {name: InBedder(name, device=device, **given(dtype=dtype)) for name in model}
     if baselines:
         encoders.update(base.generic_baselines(tuple(baseline_model or base.GENERIC_EMBEDDERS)))
         encoders[f"{model[0]} mean over raw text"] = base.RawTextMean(encoders[model[0]], model[0])
-    from inbedder.options import EncodeOptions
-
-    results = eval_suite.run(encoders, chosen, EncodeOptions(batch_size=batch_size))
+    results = eval_suite.run(encoders, chosen, options)
     typer.echo(eval_suite.results_table(results))
     payload = {
         "suite": suite,
@@ -100,5 +87,20 @@ def evaluate(
         "models": {name: repr(encoder) for name, encoder in encoders.items()},
         "results": eval_suite.results_json(results),
     }
-    out.write_text(json.dumps(payload, indent=2))
+    tables.atomic_write(out, lambda path: path.write_text(json.dumps(payload, indent=2), encoding="utf-8"))
     typer.echo(f"wrote {len(results)} results to {out}", err=True)
+
+
+def _tasks(
+    suite: str, names: list[str] | None, kinds: list[str] | None, data_dir: Path | None, limit: int | None, seed: int
+) -> list[Any]:
+    """The suite's tasks: the local sets (``data_dir``), or the paper's on the hub."""
+    from inbedder.eval import suite as eval_suite
+
+    if suite == "local":
+        return eval_suite.local_tasks(names or eval_suite.LOCAL_SUITE, kinds or eval_suite.KINDS, data_dir, limit, seed)
+    if suite == "hub":
+        from inbedder.eval.hub import HUB_TASKS, load_hub_task
+
+        return [load_hub_task(name) for name in names or HUB_TASKS]
+    raise InputError(f"unknown suite {suite!r}; available: 'local', 'hub'")

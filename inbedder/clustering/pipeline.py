@@ -56,26 +56,21 @@ def cluster(
         model: any ``Embedder`` (``inbedder.interface``): an ``InBedder``, a ``GuidedEmbedder``,
             a ``SentenceEmbedder``, ``Precomputed`` vectors; or a model name (default: the default
             model). One that ``explains`` names each cluster with LM-head words.
-        options: how the model encodes (``EncodeOptions``: ``batch_size``, ``max_new_tokens`` of the
-            answers the keywords come from, ...); answers are always asked for.
+        options: how the model encodes (``EncodeOptions``); answers are always asked for (the keywords).
         k: the number of k-means clusters, or ``"auto"`` to pick it by silhouette over 2..10.
-        clusterer: ``"kmeans"`` (seeded), ``"hdbscan"`` (finds its own number, may leave noise), or
-            any object with scikit-learn's ``fit_predict``, copied afresh per instruction; -1 is noise.
+        clusterer: ``"kmeans"`` (seeded), ``"hdbscan"`` (may leave noise: -1), or an object with
+            scikit-learn's ``fit_predict``, copied afresh per instruction.
         reducer: the 2-D map: ``"auto"`` (UMAP when umap-learn is installed, else PCA), ``"pca"``,
             ``"umap"``, or any object with ``fit_transform`` to two columns.
-        labels: known labels per text, by column name: each cluster's composition, purity and
-            entropy, and the v-measure of each clustering.
-        ids: an id per text for the assignments table (default: the row number).
-        work_dir: keeps the embeddings and answers in ``WORK_DIR/embeddings.sqlite`` (``inbedder.cache``)
-            batch by batch: an interrupted run loses at most one batch, a rerun does no model work.
-        cache: the store to use instead (True: the shared store under ``$INBEDDER_CACHE``; a path).
-        embeddings, answers: vectors computed elsewhere, one (n, dim) array per instruction, as
-            BERTopic's ``fit_transform(docs, embeddings=...)`` takes them (``Precomputed``, with
-            ``model`` naming their clusters when it can). Without ``answers`` the keywords come
-            from the texts themselves.
+        labels, ids: known labels per text, by column name (composition, purity, entropy, v-measure);
+            an id per text for the assignments table (default: the row number).
+        work_dir, cache: a store for the vectors and answers, ``WORK_DIR/embeddings.sqlite`` or ``cache``
+            (True: ``$INBEDDER_CACHE``'s): an interrupted run loses one batch, a rerun does no model work.
+        embeddings, answers: vectors computed elsewhere, one (n, dim) array per instruction, as BERTopic
+            takes them (``Precomputed``; ``model`` names their clusters if it can). Without ``answers`` the
+            keywords come from the texts.
     """
-    instructions = [instructions] if isinstance(instructions, str) else list(instructions)
-    texts = list(texts)
+    texts, instructions = list(texts), [instructions] if isinstance(instructions, str) else list(instructions)
     check_inputs(texts, instructions, k, clusterer, reducer, labels, ids)
     embedder = _embedder(texts, instructions, model, embeddings, answers)
     map_name, project = _mapper(reducer, seed)
@@ -84,8 +79,7 @@ def cluster(
         options = _options(options, embedder, work_dir, cache, scratch)
         results = embedder.encode_multi(texts, instructions, options)
         clusterings = [
-            _clustering(texts, instruction, result, embedder, options, how)
-            for instruction, result in zip(instructions, results)
+            _clustering(texts, q, result, embedder, options, how) for q, result in zip(instructions, results)
         ]
     return ClusteringResult(
         texts=texts,

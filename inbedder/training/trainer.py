@@ -90,35 +90,9 @@ def train(base: str, data: DataSpec | list[DataSpec], out: str | Path, **options
     sources = parse_sources(data)
     settings = {"base": base, "data": [asdict(s) for s in sources], **asdict(config)}
     resume_from = _prepare_output(out, config, settings)
-    columns = Columns(config.context_column, config.question_column, config.answer_column)
-    mixed = mix(
-        sources,
-        columns,
-        split=config.split,
-        seed=config.seed,
-        limit=config.limit,
-        eval_size=config.eval_size,
-        eval_fraction=config.eval_fraction,
-    )
-    out.mkdir(parents=True, exist_ok=True)  # only now that the data is known good: a refusal leaves nothing
     source = models.resolve(base)
-    family = read_family(source, config.family, config.trust_remote_code)
-    tokenizer = load_tokenizer(source, config.trust_remote_code)
-    encode = partial(
-        QAEncoder,
-        tokenizer,
-        family,
-        template=config.template,
-        max_answer_tokens=config.max_answer_tokens,
-        answer_prefix=config.answer_prefix,
-    )
-    max_length = config.max_length
-    if max_length == "auto":
-        max_length = choose_max_length(encode(max_length=AUTO_LENGTH_CAP).lengths(mixed.train))
-        logger.info("max_length auto: %d tokens", max_length)
-    encoder = encode(max_length=max_length)
-    train_set = encoder.encode_all(mixed.train)
-    eval_set = encoder.encode_all(mixed.held_out) if mixed.held_out else []
+    data_set = _examples(config, sources, source, out)
+    tokenizer, family, train_set, eval_set = data_set.tokenizer, data_set.family, data_set.train, data_set.held_out
 
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
@@ -142,27 +116,7 @@ def train(base: str, data: DataSpec | list[DataSpec], out: str | Path, **options
     eval_loss = evaluate(model, eval_set, collate, config.batch_size, device) if eval_set else None
     save_model(model.merge_and_unload() if config.lora and config.merge else model, tokenizer, out)
     losses, seconds = progress["train_losses"], progress["seconds"]
-    details = {
-        **settings,
-        "family": family,
-        "compute_dtype": str(compute_dtype).removeprefix("torch."),
-        "resumed_from_step": resumed_at,
-        "steps": loop.total_steps,
-        "train_records": len(train_set),
-        "eval_records": len(eval_set),
-        "skipped_records": len(mixed.train) + len(mixed.held_out) - len(train_set) - len(eval_set),
-        "data_mix": mixed.sources,
-        "max_length_used": max_length,
-        "train_tokens": sum(len(e.input_ids) for e in train_set),
-        "trainable_parameters": sum(p.numel() for p in loop.trainable),
-        "seconds": round(seconds, 3),
-        "seconds_per_step": round(seconds / max(loop.total_steps, 1), 4),
-        "train_losses": losses,
-        **{key: progress[key] for key in STEP_RECORDS},
-        "eval_loss": eval_loss,
-        "versions": {name: version(name) for name in ("inbedder", "torch", "transformers", "peft")},
-        "settings": settings,  # as given, for a later --resume to compare against
-    }
+    details = _record(settings, family, compute_dtype, resumed_at, loop, data_set, progress, eval_loss)
     (out / TRAINING_JSON).write_text(json.dumps(details, indent=2))
     # InBedder(out) prompts the way the model was trained, and reads it out as its base was meant to be
     inherited = {k: v for k, v in read_settings(source).items() if k in ("readout", "layer", "postprocess")}
@@ -170,6 +124,73 @@ def train(base: str, data: DataSpec | list[DataSpec], out: str | Path, **options
     return TrainingResult(
         out, family, loop.total_steps, losses, eval_loss, seconds, len(train_set), len(eval_set), details
     )
+
+
+@dataclass
+class _Examples:
+    """A run's records, mixed and encoded: what the loop trains on and what it holds out."""
+
+    mixed: Any
+    train: list[Example]
+    held_out: list[Example]
+    tokenizer: Any
+    family: str
+    max_length: int
+
+
+def _examples(config: TrainingConfig, sources: list[Any], source: str, out: Path) -> _Examples:
+    """The records of ``sources`` mixed, split and encoded for ``source``'s family (``max_length`` resolved);
+    ``out`` is made only once the data is known good, so a refusal leaves nothing."""
+    columns = Columns(config.context_column, config.question_column, config.answer_column)
+    limits = {"limit": config.limit, "eval_size": config.eval_size, "eval_fraction": config.eval_fraction}
+    mixed = mix(sources, columns, split=config.split, seed=config.seed, **limits)
+    out.mkdir(parents=True, exist_ok=True)
+    family = read_family(source, config.family, config.trust_remote_code)
+    tokenizer = load_tokenizer(source, config.trust_remote_code)
+    prompts = {"template": config.template, "max_answer_tokens": config.max_answer_tokens}
+    encode = partial(QAEncoder, tokenizer, family, answer_prefix=config.answer_prefix, **prompts)
+    max_length = config.max_length
+    if max_length == "auto":
+        max_length = choose_max_length(encode(max_length=AUTO_LENGTH_CAP).lengths(mixed.train))
+        logger.info("max_length auto: %d tokens", max_length)
+    encoder = encode(max_length=max_length)
+    held_out = encoder.encode_all(mixed.held_out) if mixed.held_out else []
+    return _Examples(mixed, encoder.encode_all(mixed.train), held_out, tokenizer, family, max_length)
+
+
+def _record(
+    settings: dict[str, Any],
+    family: str,
+    compute_dtype: torch.dtype,
+    resumed_at: int | None,
+    loop: _Loop,
+    data: _Examples,
+    progress: dict[str, Any],
+    eval_loss: float | None,
+) -> dict[str, Any]:
+    """What ``training.json`` says of a finished run."""
+    seconds, encoded = progress["seconds"], len(data.train) + len(data.held_out)
+    return {
+        **settings,
+        "family": family,
+        "compute_dtype": str(compute_dtype).removeprefix("torch."),
+        "resumed_from_step": resumed_at,
+        "steps": loop.total_steps,
+        "train_records": len(data.train),
+        "eval_records": len(data.held_out),
+        "skipped_records": len(data.mixed.train) + len(data.mixed.held_out) - encoded,
+        "data_mix": data.mixed.sources,
+        "max_length_used": data.max_length,
+        "train_tokens": sum(len(e.input_ids) for e in data.train),
+        "trainable_parameters": sum(p.numel() for p in loop.trainable),
+        "seconds": round(seconds, 3),
+        "seconds_per_step": round(seconds / max(loop.total_steps, 1), 4),
+        "train_losses": progress["train_losses"],
+        **{key: progress[key] for key in STEP_RECORDS},
+        "eval_loss": eval_loss,
+        "versions": {name: version(name) for name in ("inbedder", "torch", "transformers", "peft")},
+        "settings": settings,  # as given, for a later --resume to compare against
+    }
 
 
 class _Loop:
