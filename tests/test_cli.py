@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from inbedder import cli
+from inbedder.errors import InputError
 
 runner = CliRunner()
 TEXTS = ["I love my cat", "The quick brown fox jumps over the lazy dog.", "dog"]

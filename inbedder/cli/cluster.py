@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,21 +12,17 @@ from inbedder import models
 from inbedder.cli.common import (
     DeviceOption,
     DtypeOption,
-    GenericOption,
-    GuidedMethodOption,
-    GuidedOption,
     ModelOption,
-    SampleOption,
     check_dtype,
     check_readout,
     checked_store,
     given,
-    guided_options,
     int_option,
     interruptible,
     on_terminal,
 )
 from inbedder.cli.declared import build, takes_fields
+from inbedder.cli.flags import Guiding, Placement
 from inbedder.errors import InputError, as_input_error
 from inbedder.options import EncodeOptions
 
@@ -34,6 +30,8 @@ STORE_FILE = "embeddings.sqlite"
 """Where a run keeps its embeddings and answers in OUT (without --cache)."""
 
 
+@takes_fields(Guiding, "guiding", panel="Guided embeddings")
+@takes_fields(Placement, "placement", panel="Where it runs")
 @takes_fields(EncodeOptions, "encoding", exclude=("return_generations", "seed", "cache"), panel="Encoding")
 def cluster(
     input: Annotated[Path, typer.Argument(help="CSV, TSV, JSONL, Parquet, or .txt with one text per line.")],
@@ -65,126 +63,158 @@ def cluster(
     overwrite: Annotated[
         bool, typer.Option(help="Replace the results of an earlier run in OUT (an unfinished run resumes anyway).")
     ] = False,
-    engine: Annotated[
-        str, typer.Option(help="'local', or 'ray': actors embed every row, k-means fits a sample (needs --id-column).")
-    ] = "local",
-    address: Annotated[str | None, typer.Option(help="With --engine ray: the cluster ('auto': this node's).")] = None,
-    concurrency: Annotated[int, typer.Option(help="With --engine ray: actors, each holding one model.")] = 1,
     sample_size: Annotated[int, typer.Option(help="With --engine ray: rows k-means is fit on.")] = 10_000,
-    guided: GuidedOption = False,
-    sample: SampleOption = None,
-    generic: GenericOption = None,
-    guided_method: GuidedMethodOption = None,
     encoding: dict[str, Any] | None = None,
+    placement: dict[str, Any] | None = None,
+    guiding: dict[str, Any] | None = None,
 ) -> None:
     """Cluster INPUT under each instruction; write assignments, explained clusters and an HTML report.
 
     Embeddings and answers are saved in OUT/embeddings.sqlite batch by batch as they are
     computed: an interrupted run loses at most one batch, and a rerun does no model work.
     """
-    from inbedder import tables
-    from inbedder.clustering.pipeline import check_inputs, check_map
-    from inbedder.clustering.pipeline import cluster as run_cluster
-    from inbedder.clustering.result import check_results_folder
-    from inbedder.validation import check_instructions_fit
-
     check_dtype(dtype)  # both engines: refused before any work
     if min_cluster_size < 1:
         raise InputError(f"--min-cluster-size must be a positive number, got {min_cluster_size}")
     encoding = dict(encoding or {})
-    progress = encoding.pop("show_progress_bar")
-    options = build(EncodeOptions, encoding, show_progress_bar=on_terminal(progress))
+    options = build(EncodeOptions, encoding, show_progress_bar=on_terminal(encoding.pop("show_progress_bar")))
     check_readout(options.readout)
-    fit = guided_options(guided, sample, generic, guided_method)
-    if engine == "ray":
+    where, guided = build(Placement, placement or {}), build(Guiding, guiding or {})
+    k_value: int | str = k if k == "auto" else int_option("k", k)
+    columns = (text_column, label_column or [], id_column)
+    run = _Run(
+        input, instruction, out, k_value, method, map, seed, *columns, model, {"device": device, **given(dtype=dtype)}
+    )
+    run = replace(run, min_cluster_size=min_cluster_size, cache=cache, overwrite=overwrite, options=options)
+    fit = guided.options()
+    if where.engine == "ray":
         if fit is not None:
             raise InputError("--guided clusters in this process (--engine local); on Ray, k-means fits a sample")
-        if id_column is None:
-            raise InputError("--engine ray needs --id-column: at scale, rows are named by their ids")
-        if method != "kmeans":
-            raise InputError("--engine ray clusters with k-means (a sample's centroids assign every row)")
-        k_ray: int | str = k if k == "auto" else int_option("k", k)
-        check_results_folder(out, overwrite, inputs=[input])
-        try:
-            check_map(map)
-        except (ValueError, ImportError) as err:
-            raise as_input_error(err) from err
-        check_instructions_fit(model, instruction, template=options.template)
-        from inbedder import distributed
+        _cluster_on_ray(run, where, sample_size)
+    else:
+        _cluster_here(run, fit, guided.generic)
 
-        distributed.init(address)
-        try:
-            paths = distributed.cluster_dataset(
-                str(input),
-                instruction,
-                out,
-                replace(options, cache=True if cache else None),
-                model=model,
-                model_options={"device": device, **given(dtype=dtype)},
-                k=k_ray,
-                sample_size=sample_size,
-                seed=seed,
-                reducer=map,
-                text_column=text_column or "text",
-                id_column=id_column,
-                label_columns=label_column or [],
-                concurrency=concurrency,
-            )
-        except Exception as err:
-            refused = distributed.user_error(err)  # a check before the actors started, or a row they refused
-            if refused is None:
-                raise
-            raise as_input_error(refused) from None
-        typer.echo(f"report: {paths['report.html']}", err=True)
-        return
-    if engine != "local":
-        raise InputError(f"unknown --engine {engine!r}; use 'local' or 'ray'")
 
-    table = tables.read_table(input)
-    texts = tables.column_texts(table, tables.pick_column(table, text_column, input), input)
+@dataclass(frozen=True)
+class _Run:
+    """What ``cluster`` was asked: the table and its columns, the clustering, the model and its options."""
+
+    input: Path
+    instructions: list[str]
+    out: Path
+    k: int | str
+    method: str
+    map: str
+    seed: int
+    text_column: str | None
+    label_columns: list[str]
+    id_column: str | None
+    model: str
+    model_options: dict[str, Any]
+    min_cluster_size: int = 5
+    cache: bool = False
+    overwrite: bool = False
+    options: Any = None
+
+
+def _cluster_on_ray(run: _Run, where: Placement, sample_size: int) -> None:
+    """``--engine ray``: actors embed every row, k-means fits a sample, every row gets its nearest centroid."""
+    from inbedder import distributed
+    from inbedder.clustering.pipeline import check_map
+    from inbedder.clustering.result import check_results_folder
+    from inbedder.validation import check_instructions_fit
+
+    if run.id_column is None:
+        raise InputError("--engine ray needs --id-column: at scale, rows are named by their ids")
+    if run.method != "kmeans":
+        raise InputError("--engine ray clusters with k-means (a sample's centroids assign every row)")
+    check_results_folder(run.out, run.overwrite, inputs=[run.input])
+    try:
+        check_map(run.map)
+    except (ValueError, ImportError) as err:
+        raise as_input_error(err) from err
+    check_instructions_fit(run.model, run.instructions, template=run.options.template)
+    distributed.init(where.address)
+    columns = {"text_column": run.text_column or "text", "id_column": run.id_column}
+    clustering = {"k": run.k, "sample_size": sample_size, "seed": run.seed, "reducer": run.map}
+    try:
+        paths = distributed.cluster_dataset(
+            str(run.input),
+            run.instructions,
+            run.out,
+            replace(run.options, cache=True if run.cache else None),
+            model=run.model,
+            model_options=run.model_options,
+            label_columns=run.label_columns,
+            concurrency=where.concurrency,
+            **columns,
+            **clustering,
+        )
+    except Exception as err:
+        refused = distributed.user_error(err)  # a check before the actors started, or a row they refused
+        if refused is None:
+            raise
+        raise as_input_error(refused) from None
+    typer.echo(f"report: {paths['report.html']}", err=True)
+
+
+def _cluster_here(run: _Run, fit: Any, generic: str | None) -> None:
+    """This process: the table in, the clusterings and their report out (the store in OUT, or the shared one)."""
+    from inbedder import tables
+    from inbedder.clustering.pipeline import check_inputs
+    from inbedder.clustering.pipeline import cluster as run_cluster
+    from inbedder.clustering.result import check_results_folder
+    from inbedder.validation import check_instructions_fit
+
+    table = tables.read_table(run.input)
+    texts = tables.column_texts(table, tables.pick_column(table, run.text_column, run.input), run.input)
     labels = {
-        name: tables.column_texts(table, tables.pick_column(table, name, input, "label"), input)
-        for name in label_column or []
+        name: tables.column_texts(table, tables.pick_column(table, name, run.input, "label"), run.input)
+        for name in run.label_columns
     }
-    ids = table[tables.pick_column(table, id_column, input, "id")].tolist() if id_column else None
-    k_value: int | str = k if k == "auto" else int_option("k", k)
-    check_inputs(texts, instruction, k_value, method, map, labels, ids)
-    check_results_folder(out, overwrite, inputs=[input], also=[] if cache else [STORE_FILE])
-    check_instructions_fit(model, instruction, template=options.template)  # reads the tokenizer: after the cheap checks
-    store = checked_store(True if cache else out / STORE_FILE)
-
-    from sklearn.cluster import HDBSCAN
-
-    from inbedder.embedder import InBedder
-    from inbedder.guided import GuidedEmbedder
-
-    model_options = {"device": device, **given(dtype=dtype)}
-    embedder = (  # guided: the generic embedder loads (or is refused) before the language model
-        GuidedEmbedder(model, generic, fit, cache=store, model_options=model_options)
-        if fit is not None
-        else InBedder(model, **model_options)
-    )
+    ids = table[tables.pick_column(table, run.id_column, run.input, "id")].tolist() if run.id_column else None
+    check_inputs(texts, run.instructions, run.k, run.method, run.map, labels, ids)
+    check_results_folder(run.out, run.overwrite, inputs=[run.input], also=[] if run.cache else [STORE_FILE])
+    check_instructions_fit(run.model, run.instructions, template=run.options.template)  # after the cheap checks
+    store = checked_store(True if run.cache else run.out / STORE_FILE)
+    embedder = _embedder(run, fit, generic, store)
+    hdbscan = run.method == "hdbscan"
+    clusterer = _hdbscan(min(run.min_cluster_size, len(texts))) if hdbscan else run.method
     kept = f"every finished batch is kept in {store.path}; run the same command again to go on from there"
     with interruptible(kept):
         result = run_cluster(
             texts,
-            instruction,
+            run.instructions,
             embedder,
-            options,
-            k=k_value,
-            clusterer=HDBSCAN(min_cluster_size=min(min_cluster_size, len(texts)), copy=True)
-            if method == "hdbscan"
-            else method,
-            reducer=map,
+            run.options,
+            k=run.k,
+            clusterer=clusterer,
+            reducer=run.map,
             labels=labels,
             ids=ids,
-            seed=seed,
+            seed=run.seed,
             cache=store,
         )
-    paths = result.save(tables.check_directory(out))
+    paths = result.save(tables.check_directory(run.out))
     for clustering in result.clusterings:
         typer.echo(f"{clustering.instruction!r}: {clustering.k} clusters")
         for summary in clustering.clusters:
             words = ", ".join(summary.keywords[:5]) or "-"
             typer.echo(f"  cluster {summary.cluster} ({summary.size} texts): {words}")
     typer.echo(f"report: {paths['report.html']}", err=True)
+
+
+def _embedder(run: _Run, fit: Any, generic: str | None, store: Any) -> Any:
+    """The model, or (guided) a GuidedEmbedder over it, whose generic embedder loads (or is refused) first."""
+    from inbedder.embedder import InBedder
+    from inbedder.guided import GuidedEmbedder
+
+    if fit is not None:
+        return GuidedEmbedder(run.model, generic, fit, cache=store, model_options=run.model_options)
+    return InBedder(run.model, **run.model_options)
+
+
+def _hdbscan(min_cluster_size: int) -> Any:
+    from sklearn.cluster import HDBSCAN
+
+    return HDBSCAN(min_cluster_size=min_cluster_size, copy=True)

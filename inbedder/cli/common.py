@@ -32,41 +32,6 @@ PostprocessOption = Annotated[
     str | None,
     typer.Option(help=f"Over the whole corpus: {', '.join(POSTPROCESSING)} (default: none)."),
 ]
-GuidedOption = Annotated[
-    bool,
-    typer.Option(
-        help="Guided embeddings: a sentence embedder embeds every text, the model a seeded sample, and a map "
-        "learned from the sample places every text (fast at scale; see README)."
-    ),
-]
-SampleOption = Annotated[
-    int | None, typer.Option(help="With --guided: texts the model embeds (a seeded sample; default 2000).")
-]
-GenericOption = Annotated[
-    str | None, typer.Option(help="With --guided: the sentence embedder (default all-MiniLM-L6-v2).")
-]
-GuidedMethodOption = Annotated[
-    str | None, typer.Option(help="With --guided: the map: ridge (default), contrastive, gstransform or concat.")
-]
-
-
-def guided_options(guided: bool, sample: int | None, generic: str | None, method: str | None) -> Any:
-    """The ``GuidedOptions`` of ``--guided`` (None without it); its flags without it are refused by name."""
-    stray = [
-        flag for flag, value in (("--sample", sample), ("--generic", generic), ("--guided-method", method)) if value
-    ]
-    if not guided:
-        if stray:
-            raise InputError(f"{', '.join(stray)} applies with --guided only")
-        return None
-    from inbedder.guided import GuidedOptions
-
-    try:
-        return GuidedOptions(**given(sample=sample, method=method))
-    except ValueError as err:
-        raise InputError(f"--guided: {err}") from None
-
-
 def check_dtype(dtype: str | None) -> None:
     if dtype is not None and dtype not in DTYPES:
         raise InputError(f"unknown --dtype {dtype!r}; choose one of {', '.join(DTYPES)}")

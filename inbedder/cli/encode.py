@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,25 +13,23 @@ from inbedder import models
 from inbedder.cli.common import (
     DeviceOption,
     DtypeOption,
-    GenericOption,
-    GuidedMethodOption,
-    GuidedOption,
     ModelOption,
-    SampleOption,
     check_dtype,
     check_readout,
     checked_store,
     given,
-    guided_options,
     interruptible,
     on_terminal,
 )
 from inbedder.cli.declared import build, takes_fields
+from inbedder.cli.flags import Guiding, Placement
 from inbedder.errors import InputError, as_input_error
 from inbedder.interface import Embedder
 from inbedder.options import EncodeOptions
 
 
+@takes_fields(Guiding, "guiding", panel="Guided embeddings")
+@takes_fields(Placement, "placement", panel="Where it runs")
 @takes_fields(EncodeOptions, "encoding", panel="Encoding")
 def encode(
     input: Annotated[Path, typer.Argument(help="CSV, TSV, JSONL, Parquet, or .txt with one text per line.")],
@@ -43,6 +41,9 @@ def encode(
     text_column: Annotated[
         str | None, typer.Option(help="Column holding the texts (default: 'text' or the only column).")
     ] = None,
+    id_column: Annotated[
+        str | None, typer.Option(help="With --engine ray: the column of row ids that errors name rows by.")
+    ] = None,
     model: ModelOption = models.DEFAULT_MODEL,
     max_length: Annotated[
         int | None,
@@ -51,29 +52,15 @@ def encode(
     device: DeviceOption = "auto",
     dtype: DtypeOption = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
-    engine: Annotated[
-        str, typer.Option(help="'local' (this process) or 'ray' (a pool of actors; --out is then a folder of shards).")
-    ] = "local",
-    address: Annotated[
-        str | None, typer.Option(help="With --engine ray: the cluster ('auto': this node's; default: start one).")
-    ] = None,
-    concurrency: Annotated[int, typer.Option(help="With --engine ray: actors, each holding one model.")] = 1,
-    id_column: Annotated[
-        str | None, typer.Option(help="With --engine ray: the column of row ids that errors name rows by.")
-    ] = None,
-    guided: GuidedOption = False,
-    sample: SampleOption = None,
-    generic: GenericOption = None,
-    guided_method: GuidedMethodOption = None,
     save_map: Annotated[Path | None, typer.Option(help="With --guided: save the fitted map in this folder.")] = None,
     guided_map: Annotated[
         Path | None, typer.Option(help="Apply a map saved by --save-map: no language model runs.")
     ] = None,
     encoding: dict[str, Any] | None = None,
+    placement: dict[str, Any] | None = None,
+    guiding: dict[str, Any] | None = None,
 ) -> None:
     """Embed every text of INPUT under an instruction and write the embeddings."""
-    from inbedder import tables
-
     if instruction is not None and instruction_column is not None:
         raise InputError("give --instruction or --instruction-column, not both")
     check_dtype(dtype)  # both engines: refused before any work
@@ -81,69 +68,83 @@ def encode(
     cache, progress = encoding.pop("cache"), encoding.pop("show_progress_bar")
     options = build(EncodeOptions, encoding, show_progress_bar=on_terminal(progress))
     check_readout(options.readout)
-    fit = guided_options(guided, sample, generic, guided_method)
-    _check_guided(fit, save_map, guided_map, options.truncate_dim is not None, options.return_generations, engine)
+    where, guided = build(Placement, placement or {}), build(Guiding, guiding or {})
+    fit = guided.options()
+    _check_guided(fit, save_map, guided_map, options.truncate_dim is not None, options.return_generations, where.engine)
     if fit is not None and instruction_column is not None:
         raise InputError("--guided learns one map for one question; give --instruction, not --instruction-column")
-    model_options = {"device": device, **given(dtype=dtype, max_length=max_length)}
-    if engine == "ray":
-        if instruction is None:
-            raise InputError("--engine ray needs --instruction (one question for every text)")
-        if concurrency < 1:
-            raise InputError(f"--concurrency must be at least 1, got {concurrency}")
-        if not input.exists():
-            raise InputError(f"no such file or folder: {input}")
-        tables.check_output_folder(out, overwrite, inputs=[input])
-        ray_options = replace(options, cache=True if cache else None)
-        _encode_on_ray(
-            input,
-            out,
-            instruction,
-            text_column,
-            model,
-            ray_options,
-            model_options,
-            address,
-            concurrency,
-            id_column,
-            (fit, generic) if fit is not None else None,
-        )
-        return
-    inputs = [input, *([guided_map] if guided_map is not None else [])]
-    out = tables.check_output(out, overwrite, inputs)
-    kind = out.suffix.lower()
-    return_generations = options.return_generations
-    answers_out = out.with_suffix(".answers.txt") if return_generations and kind == ".npy" else None
+    job = _Job(
+        input,
+        out,
+        overwrite,
+        instruction,
+        text_column,
+        model,
+        {"device": device, **given(dtype=dtype, max_length=max_length)},
+        options,
+        fit,
+        guided.generic,
+    )
+    if where.engine == "ray":
+        _encode_on_ray(job, replace(options, cache=True if cache else None), where, id_column)
+    else:
+        _encode_here(job, instruction_column, cache, save_map, guided_map)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What ``encode`` was asked, checked: the input, the output, the question, the model, the options."""
+
+    input: Path
+    out: Path
+    overwrite: bool
+    instruction: Any
+    text_column: str | None
+    model: str
+    model_options: dict[str, Any]
+    options: EncodeOptions
+    fit: Any
+    generic: str | None
+
+
+def _encode_here(
+    job: _Job, instruction_column: str | None, cache: bool, save_map: Path | None, guided_map: Path | None
+) -> None:
+    """This process: the table in, the embeddings (and answers, and a guided map) out."""
+    from inbedder import tables
+
+    inputs = [job.input, *([guided_map] if guided_map is not None else [])]
+    out = tables.check_output(job.out, job.overwrite, inputs)
+    answering = job.options.return_generations
+    answers_out = out.with_suffix(".answers.txt") if answering and out.suffix.lower() == ".npy" else None
     if answers_out is not None:
-        tables.check_side_file(answers_out, overwrite, inputs)
+        tables.check_side_file(answers_out, job.overwrite, inputs)
     if save_map is not None:
-        tables.check_output_folder(save_map, overwrite, [*inputs, out])
-    table = tables.read_table(input)
-    texts = tables.column_texts(table, tables.pick_column(table, text_column, input), input)
+        tables.check_output_folder(save_map, job.overwrite, [*inputs, out])
+    table = tables.read_table(job.input)
+    texts = tables.column_texts(table, tables.pick_column(table, job.text_column, job.input), job.input)
+    instruction = job.instruction
     if instruction_column is not None:
-        instruction = tables.column_texts(
-            table, tables.pick_column(table, instruction_column, input, "instruction"), input
-        )
-    clashes = {"embedding", *(["answer"] if return_generations else [])} & set(map(str, table.columns))
-    if clashes and kind == ".parquet":
-        raise InputError(f"{input} already has column(s) {sorted(clashes)}, which the output would add")
-
+        column = tables.pick_column(table, instruction_column, job.input, "instruction")
+        instruction = tables.column_texts(table, column, job.input)
+    clashes = {"embedding", *(["answer"] if answering else [])} & set(map(str, table.columns))
+    if clashes and out.suffix.lower() == ".parquet":
+        raise InputError(f"{job.input} already has column(s) {sorted(clashes)}, which the output would add")
     store = checked_store(True) if cache else None
-    options = replace(options, cache=store if store is not None else False)
-
+    options = replace(job.options, cache=store if store is not None else False)
     kept = (
         f"every finished batch is kept in the cache {store.path}; run the same command again to go on from there"
         if store is not None
         else f"nothing was written to {out}; with --cache an interrupted run keeps its finished batches"
     )
-    embedder = _embedder(model, model_options, instruction, options, fit, generic, guided_map)
+    embedder = _embedder(job.model, job.model_options, instruction, options, job.fit, job.generic, guided_map)
     with interruptible(kept):
         result = embedder.encode_multi(texts, [instruction], options)[0]
     if save_map is not None:
         (fitted,) = embedder.maps.values()
         fitted.save(save_map)
         typer.echo(f"saved the guided map to {save_map}", err=True)
-    embeddings, answers = result if return_generations else (result, None)
+    embeddings, answers = result if answering else (result, None)
     _write(out, embeddings, table, answers, answers_out)
     kind = "guided embeddings" if guided_map is not None else "embeddings"
     typer.echo(f"wrote {embeddings.shape[0]} {kind} of size {embeddings.shape[1]} to {out}", err=True)
@@ -209,44 +210,35 @@ def _write(out: Path, embeddings: np.ndarray, table: object, answers: list | Non
         typer.echo(f"wrote answers to {answers_out}", err=True)
 
 
-def _encode_on_ray(
-    input: Path,
-    out: Path,
-    instruction: str,
-    text_column: str | None,
-    model: str,
-    options: EncodeOptions,
-    model_options: dict,
-    address: str | None,
-    concurrency: int,
-    id_column: str | None,
-    guided: tuple[object, str | None] | None = None,
-) -> None:
+def _encode_on_ray(job: _Job, options: EncodeOptions, where: Placement, id_column: str | None) -> None:
     """``--engine ray``: Parquet shards in the folder ``out``, the input's columns plus ``embedding``;
     every option of the command applies on the actors, or is refused before they start. With
-    ``guided`` (options, generic embedder), the map is fitted on a sample and applied on the actors."""
+    ``--guided``, the map is fitted on a sample and applied on the actors."""
     from inbedder import distributed, tables
 
-    distributed.init(address)
-    where = {"text_column": text_column or "text", "id_column": id_column, "concurrency": concurrency}
+    if job.instruction is None:
+        raise InputError("--engine ray needs --instruction (one question for every text)")
+    if not job.input.exists():
+        raise InputError(f"no such file or folder: {job.input}")
+    tables.check_output_folder(job.out, job.overwrite, inputs=[job.input])
+    distributed.init(where.address)
+    rows = {"text_column": job.text_column or "text", "id_column": id_column, "concurrency": where.concurrency}
+    loaded = {"model": job.model, "model_options": job.model_options}
     try:
-        if guided is not None:
-            fit, generic = guided
+        if job.fit is not None:
             embedded = distributed.guided_dataset(
-                input, instruction, fit, options, model=model, model_options=model_options, generic=generic, **where
+                job.input, job.instruction, job.fit, options, generic=job.generic, **loaded, **rows
             )
         else:
-            embedded = distributed.embed_dataset(
-                input, instruction, options, model=model, model_options=model_options, **where
-            )
+            embedded = distributed.embed_dataset(job.input, job.instruction, options, **loaded, **rows)
     except ValueError as err:  # refused before the actors start: an option they could not honour, a column
         raise as_input_error(err) from err
-    about = {"command": "encode", "input": str(input), "instruction": instruction, "model": model}
+    about = {"command": "encode", "input": str(job.input), "instruction": job.instruction, "model": job.model}
     try:
-        tables.atomic_folder(out, lambda folder: embedded.write_parquet(str(folder)), about)
+        tables.atomic_folder(job.out, lambda folder: embedded.write_parquet(str(folder)), about)
     except Exception as err:
         refused = distributed.user_error(err)
         if refused is None:
             raise
-        raise InputError(f"{input}: {refused}") from None
-    typer.echo(f"wrote Parquet shards to {out}", err=True)
+        raise InputError(f"{job.input}: {refused}") from None
+    typer.echo(f"wrote Parquet shards to {job.out}", err=True)

@@ -62,10 +62,9 @@ def evaluate(
     encoding: dict[str, Any] | None = None,
 ) -> None:
     """Evaluate instruction awareness on a task suite; print a table and write JSON."""
+    from inbedder import tables
     from inbedder.eval import baselines as base
     from inbedder.eval import suite as eval_suite
-
-    from inbedder import tables
 
     tables.check_side_file(out, overwrite, [data_dir] if data_dir is not None else [])  # only a file inbedder wrote
     check_dtype(dtype)
@@ -80,13 +79,9 @@ def evaluate(
         encoders[f"{model[0]} mean over raw text"] = base.RawTextMean(encoders[model[0]], model[0])
     results = eval_suite.run(encoders, chosen, options)
     typer.echo(eval_suite.results_table(results))
-    payload = {
-        "suite": suite,
-        "limit": limit,
-        "seed": seed,
-        "models": {name: repr(encoder) for name, encoder in encoders.items()},
-        "results": eval_suite.results_json(results),
-    }
+    models_run = {name: repr(encoder) for name, encoder in encoders.items()}
+    payload = {"suite": suite, "limit": limit, "seed": seed, "models": models_run}
+    payload["results"] = eval_suite.results_json(results)
     tables.atomic_write(out, lambda path: path.write_text(json.dumps(payload, indent=2), encoding="utf-8"))
     typer.echo(f"wrote {len(results)} results to {out}", err=True)
 
