@@ -347,18 +347,13 @@ def cluster_dataset(
 ) -> dict[str, Path]:
     """Cluster a dataset under each instruction at scale; write what ``inbedder cluster`` writes.
 
-    Every row is embedded (with its answer) on the actors; k-means is fit on a seeded sample of
-    ``sample_size`` rows, whose clustering is explained as on one machine (keywords, LM-head words,
-    examples, label composition, the map by ``reducer``); then every row is assigned to its
-    nearest centroid on the cluster. ``out`` gets ``assignments.parquet`` (a folder of shards: id,
-    instruction, cluster, distance, answer; swapped in whole, replacing an earlier run's),
-    ``clusters.json`` (cluster sizes over every row, the rest from the sample, whose size it
-    records) and ``report.html``. Rows are named by ``id_column``. With every row in the sample,
-    the assignments are those of ``inbedder.clustering.cluster``. ``options`` (an
-    ``EncodeOptions``; answers are always kept), ``model``, ``model_options`` and the rest are as
-    for ``embed_dataset``; ``seed`` chooses the sample and seeds k-means.
+    The actors embed every row (with its answer); k-means fits a seeded sample of ``sample_size``
+    rows, explained as on one machine; every row then goes to its nearest centroid. ``out`` gets
+    ``assignments.parquet`` (shards of id, instruction, cluster, distance, answer, swapped in whole),
+    ``clusters.json`` (sizes over every row, the rest from the sample) and ``report.html``. With
+    every row in the sample, the assignments are ``cluster``'s. The other arguments are as for
+    ``embed_dataset`` (answers are always kept); ``seed`` chooses the sample and seeds k-means.
     """
-    from inbedder.clustering import cluster
     from inbedder.clustering.pipeline import check_map
     from inbedder.embedder import InBedder
 
@@ -370,49 +365,53 @@ def cluster_dataset(
     out = Path(out)
     dataset = _checked_dataset(data, text_column, id_column, set())
     _check_cluster_settings(dataset, k, sample_size, label_columns)
-    embedded = embed_dataset(
-        dataset,
-        columns,
-        options,
-        model=model,
-        model_options=model_options,
-        text_column=text_column,
-        id_column=id_column,
-        concurrency=concurrency,
-        rows_per_batch=rows_per_batch,
-        num_cpus=num_cpus,
-    ).materialize()
+    rows = {"text_column": text_column, "id_column": id_column, "rows_per_batch": rows_per_batch}
+    actors = {"model": model, "model_options": model_options, "concurrency": concurrency, "num_cpus": num_cpus}
+    embedded = embed_dataset(dataset, columns, options, **rows, **actors).materialize()
     total = embedded.count()
     sample = (embedded if total <= sample_size else embedded.random_sample(sample_size / total, seed=seed)).to_pandas()
     sample = sample.sort_values(id_column, kind="stable").reset_index(drop=True)  # Ray's order varies; this does not
-    asked = {k: v for k, v in (("readout", options.readout), ("layer", options.layer)) if v is not None}
-    explainer = InBedder(model, **model_options | asked)  # names LM-head words only for last-layer states
-    result = cluster(
-        sample[text_column].tolist(),
-        questions,
-        explainer,
-        k=k,
-        seed=seed,
-        labels={name: sample[name].astype(str).tolist() for name in label_columns},
-        ids=sample[id_column].astype(str).tolist(),
-        embeddings=[np.stack(sample[name].to_numpy()) for name in columns],
-        answers=[sample[_answer_column(name)].tolist() for name in columns],
-        reducer=reducer,
-    )
+    explainer = InBedder(model, **model_options)  # names LM-head words only for last-layer states
+    settings = {"k": k, "seed": seed, "reducer": reducer}
+    result = _cluster_sample(sample, columns, explainer, options, text_column, id_column, label_columns, settings)
     centroids = {
         name: _centroids(np.stack(sample[name].to_numpy()), clustering.assignments)
         for name, clustering in zip(columns, result.clusterings)
     }
-    assigned = embedded.map_batches(
-        _assign_rows,
-        fn_kwargs={"columns": columns, "centroids": centroids, "id_column": id_column},
-        batch_format="pandas",
-    )
+    nearest = {"columns": columns, "centroids": centroids, "id_column": id_column}
+    assigned = embedded.map_batches(_assign_rows, fn_kwargs=nearest, batch_format="pandas").materialize()
     out.mkdir(parents=True, exist_ok=True)
-    assigned = assigned.materialize()
     sizes = assigned.select_columns(["instruction", "cluster"]).to_pandas().value_counts()
     # the shards go in as a whole new folder: an earlier run's shards never mix with this one's
     return result.for_corpus(sizes.to_dict(), total).save(out, lambda folder: assigned.write_parquet(str(folder)))
+
+
+def _cluster_sample(
+    sample: Any,
+    columns: dict[str, str],
+    explainer: Any,
+    options: EncodeOptions,
+    text_column: str,
+    id_column: str,
+    label_columns: Sequence[str],
+    settings: dict[str, Any],
+) -> Any:
+    """The sample's rows (a DataFrame with their vectors and answers) clustered as on one machine."""
+    from inbedder.clustering import cluster
+    from inbedder.generic import Precomputed
+
+    texts, questions = sample[text_column].tolist(), list(columns.values())
+    vectors = [np.stack(sample[name].to_numpy()) for name in columns]
+    answers = [sample[_answer_column(name)].tolist() for name in columns]
+    return cluster(
+        texts,
+        questions,
+        Precomputed(texts, questions, vectors, answers, explainer),
+        options,
+        labels={name: sample[name].astype(str).tolist() for name in label_columns},
+        ids=sample[id_column].astype(str).tolist(),
+        **settings,
+    )
 
 
 def _centroids(vectors: np.ndarray, assignments: np.ndarray) -> np.ndarray:

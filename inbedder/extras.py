@@ -18,6 +18,7 @@ EXTRAS: dict[str, str] = {
     "train": "training",
     "serve": "the server",
     "ray": "scale-out on Ray",
+    "integrations": "this integration",
 }
 """Each extra and what it is for."""
 

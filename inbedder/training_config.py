@@ -111,10 +111,9 @@ class TrainingConfig:
     trust_remote_code: bool = field(default=False, metadata=cli("Run model code from the hub (off unless asked)."))
 
     def __post_init__(self) -> None:
-        from inbedder.backends import FAMILIES
+        from inbedder.backends import check_family
 
-        if self.family not in ("auto", *FAMILIES):
-            raise InputError(f"unknown family {self.family!r}; use auto, {', '.join(FAMILIES)}")
+        check_family(self.family)
         positive = {"batch_size": self.batch_size, "grad_accum": self.grad_accum, "lora_rank": self.lora_rank}
         positive |= {"max_steps": self.max_steps or 1, "train_layers": self.train_layers or 1}
         positive |= {"keep_checkpoints": self.keep_checkpoints or 1, "epochs": self.epochs}

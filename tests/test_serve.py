@@ -95,6 +95,13 @@ def post(url: str, body: dict, **kwargs) -> httpx.Response:
     return httpx.post(f"{url}/v1/embeddings", content=json.dumps(body), headers=headers, timeout=30, **kwargs)
 
 
+def assert_served(got, expected, atol: float = 1e-5) -> None:
+    """The served vectors are the model's, scaled to unit length (OpenAI's convention)."""
+    expected = np.asarray(expected, dtype=np.float64)
+    expected = expected / np.linalg.norm(expected, axis=-1, keepdims=True)
+    np.testing.assert_allclose(got, expected, atol=atol)
+
+
 def vectors(response: httpx.Response) -> np.ndarray:
     data = response.json()["data"]
     assert [d["index"] for d in data] == list(range(len(data)))
@@ -106,9 +113,9 @@ def test_the_openai_client_works_unchanged(url, tiny):
 
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused")
     plain = client.embeddings.create(model="tiny", input=TEXTS)  # the client asks for base64 and decodes it
-    np.testing.assert_allclose([d.embedding for d in plain.data], tiny.encode(TEXTS, None), atol=1e-5)
+    assert_served([d.embedding for d in plain.data], tiny.encode(TEXTS, None), atol=1e-5)
     asked = client.embeddings.create(model="tiny", input=TEXTS, extra_body={"instruction": QUESTION})
-    np.testing.assert_allclose([d.embedding for d in asked.data], tiny.encode(TEXTS, QUESTION), atol=1e-5)
+    assert_served([d.embedding for d in asked.data], tiny.encode(TEXTS, QUESTION), atol=1e-5)
     assert asked.usage.prompt_tokens == sum(len(tiny.prompts(t, QUESTION, tiny.template)) for t in TEXTS)
     assert [m.id for m in client.models.list().data] == [tiny.name]
 
@@ -117,12 +124,12 @@ def test_floats_base64_and_order(url, tiny):
     questions = [QUESTION, "How does the writer feel?", QUESTION, None]
     floats = post(url, {"input": TEXTS, "instruction": questions, "encoding_format": "float"})
     assert floats.status_code == 200 and floats.json()["model"] == tiny.name
-    np.testing.assert_allclose(vectors(floats), tiny.encode(TEXTS, questions), atol=1e-5)
+    assert_served(vectors(floats), tiny.encode(TEXTS, questions), atol=1e-5)
     packed = post(url, {"input": TEXTS, "instruction": questions, "encoding_format": "base64"}).json()["data"]
     decoded = np.stack([np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in packed])
     np.testing.assert_array_equal(decoded, vectors(floats))
     one = post(url, {"input": TEXTS[1], "instruction": QUESTION, "readout": "avg_ppt", "layer": 1})
-    np.testing.assert_allclose(vectors(one)[0], tiny.encode(TEXTS[1], QUESTION, readout="avg_ppt", layer=1), atol=1e-5)
+    assert_served(vectors(one)[0], tiny.encode(TEXTS[1], QUESTION, readout="avg_ppt", layer=1), atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -168,7 +175,7 @@ def test_dimensions_keep_the_first_numbers_of_a_projected_readout(url, tiny):
     response = post(url, body | {"encoding_format": "base64"})
     assert response.status_code == 200, response.text
     got = np.stack([np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in response.json()["data"]])
-    np.testing.assert_allclose(got, tiny.encode(TEXTS[:2], QUESTION, readout="fst_head_rp")[:, :64], atol=1e-5)
+    assert_served(got, tiny.encode(TEXTS[:2], QUESTION, readout="fst_head_rp")[:, :64], atol=1e-5)
 
 
 def test_a_response_within_the_limit_in_base64_is_served(url, tiny):
@@ -224,7 +231,7 @@ def test_one_failing_request_fails_alone_not_the_batch_it_joined(tiny):
         assert first.result().status_code == 200
         for texts, future in zip(asks, futures):
             assert future.result().status_code == 200
-            np.testing.assert_allclose(vectors(future.result()), tiny.encode(texts, QUESTION), atol=1e-5)
+            assert_served(vectors(future.result()), tiny.encode(texts, QUESTION), atol=1e-5)
         refused = bad.result()
         assert refused.status_code == 400 and "poison is not a text" in refused.json()["error"]["message"]
     assert model.calls[:2] == [1, 9]  # merged, failed, then each request alone
@@ -271,7 +278,7 @@ def test_concurrent_requests_are_merged_and_each_gets_its_own(tiny):
         gated.gate.set()
         assert first.result().status_code == 200
         for (texts, questions), future in zip(asks, futures):
-            np.testing.assert_allclose(vectors(future.result()), tiny.encode(texts, questions), atol=1e-5)
+            assert_served(vectors(future.result()), tiny.encode(texts, questions), atol=1e-5)
     assert gated.calls == [1, sum(len(t) for t, _ in asks)]  # the eight waiting requests went in one call
 
 
@@ -289,7 +296,7 @@ def test_same_texts_under_different_questions_share_one_encode_multi(tiny):
         gated.gate.set()
         first.result()
         for question, future in zip(questions, futures):
-            np.testing.assert_allclose(vectors(future.result()), tiny.encode(TEXTS, question), atol=1e-5)
+            assert_served(vectors(future.result()), tiny.encode(TEXTS, question), atol=1e-5)
     assert gated.calls == [1, 3 * len(TEXTS)]
 
 
@@ -552,7 +559,7 @@ def test_mixed_valid_and_invalid_requests_at_once_each_get_exactly_their_own(url
             got = np.stack([np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in data])
         else:
             got = vectors(response)
-        np.testing.assert_allclose(got, expected, atol=1e-5)
+        assert_served(got, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("option", sorted(__import__("conftest").ENCODE_OPTION_CASES))
@@ -563,7 +570,7 @@ def test_every_encode_option_is_honoured_by_the_server_or_refused_by_name(url, t
     response = post(url, {"input": TEXTS[:2], "instruction": QUESTION, option: value})
     if option in ("readout", "layer"):  # the request's own fields
         assert response.status_code == 200, response.text
-        np.testing.assert_allclose(vectors(response), tiny.encode(TEXTS[:2], QUESTION, **{option: value}), atol=1e-5)
+        assert_served(vectors(response), tiny.encode(TEXTS[:2], QUESTION, **{option: value}), atol=1e-5)
     else:  # the rest are the server's to set (dimensions is truncate_dim's OpenAI name)
         assert response.status_code == 400, response.text
         assert response.json()["error"]["message"] == f"{option}: unknown field"
@@ -635,3 +642,29 @@ def test_server_settings_check_themselves():
         ServerSettings(slice_texts=0)
     with pytest.raises(ValueError, match="max_wait must be a number of seconds"):
         ServerSettings(max_wait=-1)
+
+
+def test_vectors_are_unit_length_cut_or_not_unless_asked_raw(url, tiny):
+    base = {"input": TEXTS[:2], "instruction": QUESTION}
+    cut = base | {"readout": "fst_head_rp", "dimensions": 64}
+    for body in (base, cut):
+        got = vectors(post(url, body))
+        np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(
+        vectors(post(url, base | {"normalize": False})), tiny.encode(TEXTS[:2], QUESTION), atol=1e-5
+    )
+    raw = vectors(post(url, cut | {"normalize": False}))
+    np.testing.assert_allclose(raw, tiny.encode(TEXTS[:2], QUESTION, readout="fst_head_rp")[:, :64], atol=1e-5)
+
+
+def test_the_openai_client_retrieves_the_served_model(url, tiny):
+    from openai import NotFoundError, OpenAI
+
+    client = OpenAI(base_url=f"{url}/v1", api_key="unused")
+    assert client.models.retrieve("tiny").id == tiny.name
+    with pytest.raises(NotFoundError, match="is not served here"):
+        client.models.retrieve("gpt-4o")
+    result = client.embeddings.create(
+        model="tiny", input=TEXTS[:2], dimensions=None, extra_body={"instruction": QUESTION}
+    )
+    np.testing.assert_allclose(np.linalg.norm([d.embedding for d in result.data], axis=1), 1.0, atol=1e-5)

@@ -397,7 +397,7 @@ def test_config_rejects_bad_options():
         TrainingConfig(warmup_steps=3, warmup_ratio=0.1)
     with pytest.raises(ValueError, match="batch_size must be positive"):
         TrainingConfig(batch_size=0)
-    with pytest.raises(ValueError, match="unknown family 'encoder'"):
+    with pytest.raises(ValueError, match="unknown model family 'encoder'"):
         TrainingConfig(family="encoder")
 
 

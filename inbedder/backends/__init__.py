@@ -80,9 +80,9 @@ def make_backend(
     family: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, mask_length: int | None = None
 ) -> Backend:
     """The backend of ``family`` over a loaded model; ``mask_length`` applies to masked LMs only."""
-    known = FAMILY_TABLE.get(family)
-    if known is None:
-        raise InputError(f"unknown model family {family!r}; use one of {', '.join(FAMILIES)}")
+    known = FAMILY_TABLE.get(check_family(family))
+    if known is None:  # "auto": the caller resolves it first
+        raise InputError("make_backend takes a resolved family, not 'auto'")
     if not known.takes_mask_length:
         if mask_length is not None:
             raise InputError(f"mask_length applies to masked LMs; this is a {family} model")

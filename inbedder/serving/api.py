@@ -1,12 +1,9 @@
 """The HTTP API: OpenAI's embeddings routes, plus an instruction per request.
 
-``POST /v1/embeddings`` takes OpenAI's request (``input``, ``model``, ``encoding_format``,
-``dimensions`` where the readout's first numbers stand for the whole) and three extensions:
-``instruction`` (one, or one per input), ``readout`` and ``layer``. ``GET /v1/models`` lists the
-served model, ``GET /health`` says whether it is loaded, ``GET /metrics`` gives Prometheus text.
-Errors come in OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``, naming the
-field at fault.
-"""
+``POST /v1/embeddings``: OpenAI's request (unit-length vectors, ``dimensions`` where a readout's
+first numbers stand for the whole) with ``instruction``, ``readout``, ``layer`` and ``normalize``;
+``GET /v1/models`` and ``/v1/models/{id}``, ``/health``, ``/metrics``. Errors come in OpenAI's
+shape, ``{"error": {"message", "type", "param", "code"}}``, naming the field at fault."""
 
 from __future__ import annotations
 
@@ -29,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inbedder import models
 from inbedder.errors import InputError
+from inbedder.interface import unit_rows
 from inbedder.server_settings import ServerSettings
 from inbedder.serving.batcher import Batcher, Closed, QueueFull
 from inbedder.serving.metrics import Metrics
@@ -41,7 +39,7 @@ DISCONNECT_POLL = 0.05  # seconds between checks that a waiting request's client
 
 
 class EmbeddingRequest(BaseModel):
-    """OpenAI's embeddings request, with inbedder's ``instruction``, ``readout`` and ``layer``."""
+    """OpenAI's embeddings request, with inbedder's ``instruction``, ``readout``, ``layer`` and ``normalize``."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -53,6 +51,8 @@ class EmbeddingRequest(BaseModel):
     instruction: str | list[str | None] | None = None
     readout: str | None = None
     layer: int | None = None
+    normalize: bool = True
+    """Unit-length vectors (OpenAI's convention, after ``dimensions`` too); False: the readout's raw vectors."""
 
 
 class APIError(Exception):
@@ -144,6 +144,14 @@ def create_app(settings: ServerSettings, load: Callable[[], Any] | None = None) 
 
     app = FastAPI(title="inbedder", lifespan=lifespan)
     app.state.service = service
+    _answer_errors(app)
+    app.add_middleware(Guard, service=service, routes=lambda: app.routes)
+    _route(app, service)
+    return app
+
+
+def _answer_errors(app: FastAPI) -> None:
+    """Every error in OpenAI's shape: the API's own, unknown routes, invalid bodies, and the server's faults."""
 
     @app.exception_handler(APIError)
     async def api_error(_request: Request, err: APIError) -> JSONResponse:
@@ -174,7 +182,9 @@ def create_app(settings: ServerSettings, load: Callable[[], Any] | None = None) 
             message += " (token ids are not supported: send text)"
         return APIError(400, f"{param}: {message}", param=param).response()
 
-    app.add_middleware(Guard, service=service, routes=lambda: app.routes)
+
+def _route(app: FastAPI, service: Service) -> None:
+    """The routes: health, metrics, the model list and the embeddings."""
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -190,47 +200,61 @@ def create_app(settings: ServerSettings, load: Callable[[], Any] | None = None) 
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": [_card(service.ready())]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def retrieve_model(model_id: str) -> dict[str, Any]:
         model = service.ready()
-        card = {"id": model.name, "object": "model", "created": 0, "owned_by": "inbedder"}
-        return {"object": "list", "data": [card]}
+        if model_id not in service.names():
+            message = f"model {model_id!r} is not served here; this server has {model.name!r}"
+            raise APIError(404, message, "model", "model_not_found")
+        return _card(model)
 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
-        start = time.perf_counter()
-        model = service.ready()
-        texts, instructions = _checked(body, model, service)
-        tokens = sum(await asyncio.to_thread(model.prompt_tokens, texts, instructions))  # off the event loop
-        if tokens > service.settings.max_request_tokens:
-            limit = service.settings.max_request_tokens
-            raise APIError(
-                400, f"input takes {tokens} prompt tokens; the limit is {limit} a request: split it", "input"
-            )
-        try:
-            future = service.batcher.submit(texts, instructions, body.readout, body.layer)
-        except QueueFull as err:
-            raise APIError(503, f"the server is busy ({err}); retry shortly", code="queue_full", retry_after=1) from err
-        except Closed as err:
-            raise APIError(503, str(err), code="shutting_down", retry_after=1) from err
-        waiting = asyncio.wrap_future(future)
-        while not waiting.done():
-            await asyncio.wait({waiting}, timeout=DISCONNECT_POLL)
-            if not waiting.done() and await request.is_disconnected():
-                service.batcher.abandon(future)  # dropped from the queue, or its call stops at the next batch
-                return Response(status_code=499)
-        try:
-            result = waiting.result()
-        except InputError as err:  # what encode refuses, in its own words; anything else is the server's fault
-            raise APIError(400, str(err)) from err
-        service.metrics.texts.inc(len(texts))
-        service.metrics.latency.observe(time.perf_counter() - start)
-        data = [
-            {"object": "embedding", "index": i, "embedding": _encoded(vector, body.encoding_format)}
-            for i, vector in enumerate(result.vectors[:, : body.dimensions])  # checked: a prefix stands for the whole
-        ]
-        usage = {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens}
-        return JSONResponse({"object": "list", "data": data, "model": model.name, "usage": usage})
+        return await _embed(service, body, request)
 
-    return app
+
+def _card(model: Any) -> dict[str, Any]:
+    """The served model as OpenAI describes a model."""
+    return {"id": model.name, "object": "model", "created": 0, "owned_by": "inbedder"}
+
+
+async def _embed(service: Service, body: EmbeddingRequest, request: Request) -> Response:
+    """``POST /v1/embeddings``: checked, counted, queued (dropped if the client goes), answered in OpenAI's shape."""
+    start = time.perf_counter()
+    model = service.ready()
+    texts, instructions = _checked(body, model, service)
+    tokens = sum(await asyncio.to_thread(model.prompt_tokens, texts, instructions))  # off the event loop
+    if tokens > service.settings.max_request_tokens:
+        limit = service.settings.max_request_tokens
+        raise APIError(400, f"input takes {tokens} prompt tokens; the limit is {limit} a request: split it", "input")
+    try:
+        future = service.batcher.submit(texts, instructions, body.readout, body.layer)
+    except QueueFull as err:
+        raise APIError(503, f"the server is busy ({err}); retry shortly", code="queue_full", retry_after=1) from err
+    except Closed as err:
+        raise APIError(503, str(err), code="shutting_down", retry_after=1) from err
+    waiting = asyncio.wrap_future(future)
+    while not waiting.done():
+        await asyncio.wait({waiting}, timeout=DISCONNECT_POLL)
+        if not waiting.done() and await request.is_disconnected():
+            service.batcher.abandon(future)  # dropped from the queue, or its call stops at the next batch
+            return Response(status_code=499)
+    try:
+        result = waiting.result()
+    except InputError as err:  # what encode refuses, in its own words; anything else is the server's fault
+        raise APIError(400, str(err)) from err
+    service.metrics.texts.inc(len(texts))
+    service.metrics.latency.observe(time.perf_counter() - start)
+    vectors = result.vectors[:, : body.dimensions]  # checked: a prefix stands for the whole
+    vectors = unit_rows(vectors) if body.normalize else vectors  # OpenAI's vectors are unit length, cut or not
+    data = [
+        {"object": "embedding", "index": i, "embedding": _encoded(vector, body.encoding_format)}
+        for i, vector in enumerate(vectors)
+    ]
+    usage = {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens}
+    return JSONResponse({"object": "list", "data": data, "model": model.name, "usage": usage})
 
 
 class Guard:

@@ -21,7 +21,7 @@ from functools import lru_cache
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from inbedder.backends import FAMILIES
+from inbedder.backends import check_family
 from inbedder.errors import InputError
 from inbedder.templates import PromptTemplate, PromptTokenizer
 from inbedder.training.data import QARecord
@@ -52,8 +52,8 @@ class QAEncoder:
         max_answer_tokens: int = 32,
         answer_prefix: str = " ",
     ) -> None:
-        if family not in FAMILIES:
-            raise InputError(f"unknown model family {family!r}; use one of {', '.join(FAMILIES)}")
+        if check_family(family) == "auto":
+            raise InputError("QAEncoder takes a resolved family, not 'auto'")
         if max_answer_tokens < 1 or max_length <= max_answer_tokens:
             raise InputError(
                 f"need 1 <= max_answer_tokens < max_length, got max_answer_tokens={max_answer_tokens}, "

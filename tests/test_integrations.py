@@ -1,0 +1,67 @@
+"""The integrations run the real libraries on the tiny model: what they store is what inbedder computes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inbedder.options import EncodeOptions
+
+TEXTS = ["The lamp broke after a week.", "Shipping took a month.", "Great lamp, bright light.", "The box arrived torn."]
+QUESTION = "What does the customer complain about?"
+
+
+def unit(rows):
+    rows = np.asarray(rows, dtype=np.float64)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_langchain_embeddings_ask_the_question_of_documents_and_queries(tiny):
+    from langchain_core.vectorstores import InMemoryVectorStore
+
+    from inbedder.integrations.langchain import InBedderEmbeddings
+
+    embeddings = InBedderEmbeddings(tiny, instruction=QUESTION)
+    documents = embeddings.embed_documents(TEXTS)
+    assert len(documents) == len(TEXTS) and all(isinstance(x, float) for x in documents[0])
+    np.testing.assert_allclose(documents, unit(tiny.encode(TEXTS, QUESTION)), atol=1e-5)
+    query = embeddings.embed_query("It stopped working.")
+    np.testing.assert_allclose(query, unit(tiny.encode(["It stopped working."], QUESTION))[0], atol=1e-5)
+    other = InBedderEmbeddings(tiny, instruction=QUESTION, query_instruction="Is it about a lamp?")
+    np.testing.assert_allclose(
+        other.embed_query("It stopped working."),
+        unit(tiny.encode(["It stopped working."], "Is it about a lamp?"))[0],
+        atol=1e-5,
+    )
+    assert embeddings.embed_documents([]) == []
+
+    store = InMemoryVectorStore.from_texts(TEXTS, embeddings)
+    (found,) = store.similarity_search("It stopped working.", k=1)
+    assert found.page_content == TEXTS[int(np.argmax(np.asarray(documents) @ np.asarray(query)))]
+
+
+def test_langchain_embeddings_take_any_embedder_and_its_options(tiny):
+    from inbedder.generic import Precomputed
+    from inbedder.integrations.langchain import InBedderEmbeddings
+
+    given = np.eye(4, dtype=np.float32) * 3
+    embeddings = InBedderEmbeddings(Precomputed(TEXTS, [QUESTION], [given]), instruction=QUESTION)
+    np.testing.assert_allclose(embeddings.embed_documents(TEXTS), np.eye(4))  # unit length, as stores expect
+    read = InBedderEmbeddings(tiny, QUESTION, options=EncodeOptions(readout="avg_ppt"))
+    np.testing.assert_allclose(
+        read.embed_documents(TEXTS[:2]), unit(tiny.encode(TEXTS[:2], QUESTION, readout="avg_ppt")), atol=1e-5
+    )
+    with pytest.raises(TypeError, match="model must be an Embedder"):
+        InBedderEmbeddings(object())
+
+
+def test_a_missing_library_names_the_extra(monkeypatch):
+    import importlib
+    import sys
+
+    monkeypatch.delitem(sys.modules, "inbedder.integrations.langchain", raising=False)
+    monkeypatch.setitem(sys.modules, "langchain_core", None)  # as if not installed
+    with pytest.raises(
+        ImportError, match=r"needs the 'langchain_core' package.*pip install 'inbedder\[integrations\]'"
+    ):
+        importlib.import_module("inbedder.integrations.langchain")
