@@ -72,18 +72,24 @@ def evaluate(
     from inbedder.embedder import InBedder
 
     model = model or [models.DEFAULT_MODEL]
-    options = build(EncodeOptions, dict(encoding or {}))
-    encoders = {name: InBedder(name, device=device, **given(dtype=dtype)) for name in model}
+    options = build(EncodeOptions, dict(encoding or {}))  # checked here; the reading settings become the models'
+    reading = given(**{name: getattr(options, name) for name in MODEL_READING if name != "batch_size"})
+    encoders = {name: InBedder(name, device=device, **given(dtype=dtype), **reading) for name in model}
+    options = EncodeOptions(batch_size=options.batch_size)
     if baselines:
         encoders.update(base.generic_baselines(tuple(baseline_model or base.GENERIC_EMBEDDERS)))
         encoders[f"{model[0]} mean over raw text"] = base.RawTextMean(encoders[model[0]], model[0])
     results = eval_suite.run(encoders, chosen, options)
     typer.echo(eval_suite.results_table(results))
-    models_run = {name: repr(encoder) for name, encoder in encoders.items()}
-    payload = {"suite": suite, "limit": limit, "seed": seed, "models": models_run}
-    payload["results"] = eval_suite.results_json(results)
-    tables.atomic_write(out, lambda path: path.write_text(json.dumps(payload, indent=2), encoding="utf-8"))
+    run = {"suite": suite, "limit": limit, "seed": seed, "models": {k: repr(v) for k, v in encoders.items()}}
+    _write(out, run | {"results": eval_suite.results_json(results)})
     typer.echo(f"wrote {len(results)} results to {out}", err=True)
+
+
+def _write(out: Path, payload: dict[str, Any]) -> None:
+    from inbedder import tables
+
+    tables.atomic_write(out, lambda path: path.write_text(json.dumps(payload, indent=2), encoding="utf-8"))
 
 
 def _tasks(
