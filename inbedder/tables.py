@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any, TextIO
 
 import numpy as np
 import pandas as pd
@@ -27,13 +30,18 @@ TABLE_SUFFIXES = {
     ".txt": "txt",
 }
 OUTPUT_SUFFIXES = (".npy", ".parquet")
+STDIO = "-"
+"""The input (output) that means standard input (output): a table piped in, JSON lines out."""
 TEXT_COLUMN = "text"
 ARROW_SCHEMA = "arrow_schema"
 """``DataFrame.attrs`` key of a Parquet input's own schema, so its columns are written back exactly as they were."""
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """A table of texts; a ``.txt`` file gives one text per non-blank line in column ``text``."""
+    """A table of texts; a ``.txt`` file gives one text per non-blank line in column ``text``; ``-`` reads
+    standard input (``read_piped``)."""
+    if str(path) == STDIO:
+        return read_piped(sys.stdin)
     path = Path(path)
     kind = TABLE_SUFFIXES.get(path.suffix.lower())
     if kind is None:
@@ -70,22 +78,49 @@ def _read_parquet(path: Path) -> pd.DataFrame:
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
     """One record a line (blank lines skipped); errors name the line."""
-    rows = []
     with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                message = f"line {number} is not valid JSON ({err.msg}, column {err.colno})"
-                raise InputError(f"cannot read {path}: {message}") from None
-            if not isinstance(row, dict):
-                raise InputError(f"cannot read {path}: line {number} is {type(row).__name__}, not a JSON object")
-            rows.append(row)
+        return _jsonl_records(handle, str(path))
+
+
+def _jsonl_records(lines: Iterable[str], name: str) -> pd.DataFrame:
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            message = f"line {number} is not valid JSON ({err.msg}, column {err.colno})"
+            raise InputError(f"cannot read {name}: {message}") from None
+        if not isinstance(row, dict):
+            raise InputError(f"cannot read {name}: line {number} is {type(row).__name__}, not a JSON object")
+        rows.append(row)
     if not rows:
-        raise InputError(f"{path} is empty: it holds no records")
+        raise InputError(f"{name} is empty: it holds no records")
     return pd.DataFrame.from_records(rows)
+
+
+def read_piped(stream: TextIO) -> pd.DataFrame:
+    """A table piped in: JSONL when it starts with ``{``, else CSV with a header row."""
+    text = stream.read()
+    if not text.strip():
+        raise InputError("standard input is empty: pipe a CSV table (with a header row) or JSONL records")
+    if text.lstrip().startswith("{"):
+        return _jsonl_records(text.split("\n"), "standard input")
+    try:
+        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skip_blank_lines=False)
+    except (ValueError, pd.errors.ParserError) as err:
+        raise InputError(f"cannot read standard input as CSV: {err}") from err
+
+
+def write_records(stream: TextIO, ids: Sequence[Any], embeddings: Any, answers: Sequence[Any] | None) -> None:
+    """One JSON line per text on ``stream``: ``{"id", "embedding"}``, and ``"answer"`` when there are answers."""
+    for row, (id_, vector) in enumerate(zip(ids, embeddings)):
+        record = {"id": id_, "embedding": [float(x) for x in vector]}
+        if answers is not None:
+            record["answer"] = answers[row]
+        stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+    stream.flush()
 
 
 def pick_column(table: pd.DataFrame, column: str | None, path: str | os.PathLike, role: str = "text") -> str:

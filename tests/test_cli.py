@@ -579,3 +579,40 @@ def test_a_command_that_declares_an_option_the_dataclass_gives_is_refused():
 
     with pytest.raises(TypeError, match=r"command declares \['batch_size'\] itself and takes them from EncodeOptions"):
         takes_fields(EncodeOptions, "encoding")(command)
+
+
+def test_encode_reads_a_pipe_and_writes_json_lines(tiny, tiny_model_dir):
+    common = ["encode", "-", "-i", "Is it good?", "-o", "-", "--model", str(tiny_model_dir), "--no-progress"]
+    piped = CliRunner().invoke(cli.app, common, input="id,text\n7,great lamp\n9,it broke\n")
+    assert piped.exit_code == 0, piped.output
+    records = [json.loads(line) for line in piped.stdout.splitlines()]
+    assert [r["id"] for r in records] == ["7", "9"] and set(records[0]) == {"id", "embedding"}
+    expected = tiny.encode(["great lamp", "it broke"], "Is it good?")
+    np.testing.assert_allclose([r["embedding"] for r in records], expected, atol=1e-5)
+
+    jsonl = '{"text": "great lamp"}\n{"text": "it broke"}\n'
+    answered = CliRunner().invoke(cli.app, [*common, "--return-generations", "--max-new-tokens", "2"], input=jsonl)
+    assert answered.exit_code == 0, answered.output
+    records = [json.loads(line) for line in answered.stdout.splitlines()]
+    _, answers = tiny.encode(["great lamp", "it broke"], "Is it good?", return_generations=True, max_new_tokens=2)
+    assert [r["id"] for r in records] == [0, 1] and [r["answer"] for r in records] == answers
+
+
+@pytest.mark.parametrize(
+    ("given", "extra", "message"),
+    [
+        ("", [], "standard input is empty"),
+        ('{"text": "a"}\n[1]\n', [], "line 2 is list, not a JSON object"),
+        ("id,text\n1,a\n", ["--engine", "ray"], "'-' (standard input or output) is for local runs"),
+    ],
+)
+def test_a_bad_pipe_is_one_line(given, extra, message, tiny_model_dir, monkeypatch, capsys):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(given))
+    args = ["inbedder", "encode", "-", "-i", "Q?", "-o", "-", "--model", str(tiny_model_dir), *extra]
+    monkeypatch.setattr("sys.argv", args)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and err.count("\n") == 1, err

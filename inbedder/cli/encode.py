@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -73,20 +74,11 @@ def encode(
     _check_guided(fit, save_map, guided_map, options.truncate_dim is not None, options.return_generations, where.engine)
     if fit is not None and instruction_column is not None:
         raise InputError("--guided learns one map for one question; give --instruction, not --instruction-column")
-    job = _Job(
-        input,
-        out,
-        overwrite,
-        instruction,
-        text_column,
-        model,
-        {"device": device, **given(dtype=dtype, max_length=max_length)},
-        options,
-        fit,
-        guided.generic,
-    )
+    loading = {"device": device, **given(dtype=dtype, max_length=max_length)}
+    asked = (instruction, text_column, model, loading, options, fit, guided.generic, id_column)
+    job = _Job(input, out, overwrite, *asked)
     if where.engine == "ray":
-        _encode_on_ray(job, replace(options, cache=True if cache else None), where, id_column)
+        _encode_on_ray(job, replace(options, cache=True if cache else None), where)
     else:
         _encode_here(job, instruction_column, cache, save_map, guided_map)
 
@@ -105,6 +97,7 @@ class _Job:
     options: EncodeOptions
     fit: Any
     generic: str | None
+    id_column: str | None = None
 
 
 def _encode_here(
@@ -114,13 +107,15 @@ def _encode_here(
     from inbedder import tables
 
     inputs = [job.input, *([guided_map] if guided_map is not None else [])]
-    out = tables.check_output(job.out, job.overwrite, inputs)
+    inputs = [path for path in inputs if str(path) != tables.STDIO]
+    piped = str(job.out) == tables.STDIO  # JSON lines on standard output
+    out = job.out if piped else tables.check_output(job.out, job.overwrite, inputs)
     answering = job.options.return_generations
     answers_out = out.with_suffix(".answers.txt") if answering and out.suffix.lower() == ".npy" else None
     if answers_out is not None:
         tables.check_side_file(answers_out, job.overwrite, inputs)
     if save_map is not None:
-        tables.check_output_folder(save_map, job.overwrite, [*inputs, out])
+        tables.check_output_folder(save_map, job.overwrite, [*inputs, *([] if piped else [out])])
     table = tables.read_table(job.input)
     texts = tables.column_texts(table, tables.pick_column(table, job.text_column, job.input), job.input)
     instruction = job.instruction
@@ -145,9 +140,14 @@ def _encode_here(
         fitted.save(save_map)
         typer.echo(f"saved the guided map to {save_map}", err=True)
     embeddings, answers = result if answering else (result, None)
-    _write(out, embeddings, table, answers, answers_out)
+    if piped:
+        ids = table[job.id_column].tolist() if job.id_column else table["id"].tolist() if "id" in table else None
+        tables.write_records(sys.stdout, ids or list(range(len(texts))), embeddings, answers)
+    else:
+        _write(out, embeddings, table, answers, answers_out)
     kind = "guided embeddings" if guided_map is not None else "embeddings"
-    typer.echo(f"wrote {embeddings.shape[0]} {kind} of size {embeddings.shape[1]} to {out}", err=True)
+    where = "standard output" if piped else out
+    typer.echo(f"wrote {embeddings.shape[0]} {kind} of size {embeddings.shape[1]} to {where}", err=True)
 
 
 def _check_guided(
@@ -210,19 +210,23 @@ def _write(out: Path, embeddings: np.ndarray, table: object, answers: list | Non
         typer.echo(f"wrote answers to {answers_out}", err=True)
 
 
-def _encode_on_ray(job: _Job, options: EncodeOptions, where: Placement, id_column: str | None) -> None:
+def _encode_on_ray(job: _Job, options: EncodeOptions, where: Placement) -> None:
     """``--engine ray``: Parquet shards in the folder ``out``, the input's columns plus ``embedding``;
     every option of the command applies on the actors, or is refused before they start. With
     ``--guided``, the map is fitted on a sample and applied on the actors."""
     from inbedder import distributed, tables
 
+    if "-" in (str(job.input), str(job.out)):
+        raise InputError(
+            "--engine ray reads files and writes a folder; '-' (standard input or output) is for local runs"
+        )
     if job.instruction is None:
         raise InputError("--engine ray needs --instruction (one question for every text)")
     if not job.input.exists():
         raise InputError(f"no such file or folder: {job.input}")
     tables.check_output_folder(job.out, job.overwrite, inputs=[job.input])
     distributed.init(where.address)
-    rows = {"text_column": job.text_column or "text", "id_column": id_column, "concurrency": where.concurrency}
+    rows = {"text_column": job.text_column or "text", "id_column": job.id_column, "concurrency": where.concurrency}
     loaded = {"model": job.model, "model_options": job.model_options}
     try:
         if job.fit is not None:
