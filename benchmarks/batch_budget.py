@@ -29,7 +29,7 @@ def main() -> None:
     texts, (instruction, *_) = load_texts_and_instructions(args.data, args.texts)
     model = InBedder(args.model)
     model.encode(texts[:16], instruction)  # warm-up
-    tokens = sum(len(model.prompts(t, instruction, model.template)) for t in texts)
+    tokens = sum(len(model.prompt_tokenizer(t, instruction, model.template)) for t in texts)
 
     seconds: dict[int, list[float]] = {budget: [] for budget in args.budgets}
     for _ in range(args.repeats):

@@ -66,7 +66,7 @@ def main() -> None:
     models = {dtype: InBedder(args.model, dtype=dtype) for dtype in DTYPES}
     reference = models["float32"]
     batch_tokens: list[int] = []
-    prompts = [len(reference.prompts(t, instruction, reference.template)) for t in texts]
+    prompts = [len(reference.prompt_tokenizer(t, instruction, reference.template)) for t in texts]
     real_tokens = sum(prompts)
     for model in models.values():
         model.encode(texts[:4], instruction)  # warm-up

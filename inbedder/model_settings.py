@@ -15,7 +15,7 @@ from typing import Any
 from inbedder.errors import InputError
 
 SETTINGS_FILE = "inbedder.json"
-KEYS = ("template", "readout", "layer", "postprocess", "mask_length", "max_length", "dtype")
+KEYS = ("template", "readout", "layer", "postprocess", "mask_length", "max_length", "dtype", "prompts")
 """What the file may set: the ``InBedder`` arguments of the same names."""
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 """The dtypes ``InBedder(dtype=...)``, ``--dtype`` and the file may name."""

@@ -124,3 +124,49 @@ def cluster_words(
     else:
         shifts = mean_shifts(vectors, assignments, clusters)
     return dict(zip(clusters, model.top_tokens(shifts, top)))
+
+
+class HeadWords:
+    """An ``InBedder``'s reading of vectors through its LM head (mixed into it): ``top_tokens`` and
+    ``explain_clusters``."""
+
+    names_clusters = True
+    """It names clusters of its vectors with its LM head's words (``explain_clusters``)."""
+
+    def top_tokens(self, states: Any, top: int = 10) -> list[list[str]]:
+        """For each row of ``states`` (n, dim), the words the LM head ranks highest.
+
+        Meaningful for states read at the last layer, the head's input, or for vectors of a
+        head readout (``fst_head``), which already hold one number per token. Tokens are decoded,
+        stripped, kept when they hold a letter, and deduplicated ignoring case.
+        """
+        scores = vocabulary_scores(torch.as_tensor(states, dtype=torch.float32), self.backend, self.head, self.readout)
+        return top_words(scores, self.tokenizer.decode, set(self.tokenizer.all_special_ids), top)
+
+    def explain_clusters(
+        self,
+        texts: Sequence[str],
+        instruction: Any,
+        vectors: Any,
+        assignments: Any,
+        options: EncodeOptions | None = None,
+        top: int = 10,
+        reread: bool = True,
+    ) -> dict[int, list[str]] | None:
+        """Each cluster's LM-head words: what its members' vectors hold more than the corpus's (``Explains``).
+
+        ``vectors`` are this model's ``encode(texts, instruction, options)``. With ``reread``, a
+        projected head's clusters are named from the full head distributions and standardised
+        vectors from the raw ones, both read again from the store ``options`` name (else the model
+        runs again); without it, the vectors are read as they are. None when the readout is not at
+        the last layer, the head's input.
+        """
+        options = EncodeOptions.build(options)
+        spec = self._spec(options)
+        if self._check_readout(spec) != self.num_layers:
+            return None
+        post = self.postprocess if options.postprocess is None else options.postprocess
+        vectors, assignments = np.asarray(vectors), np.asarray(assignments)
+        return cluster_words(
+            self, texts, instruction, vectors, assignments, spec, post if reread else None, options, top
+        )

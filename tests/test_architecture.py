@@ -13,7 +13,7 @@ LAYERS = [
     {"options", "readout", "postprocess", "model_settings", "wheel_parts"},
     {"models", "tables", "written", "interface", "fingerprints"},
     {"cache", "loading", "templates", "backends", "pooling", "runner", "reencoder"},
-    {"validation", "vocabulary", "stored_runs"},
+    {"validation", "vocabulary", "stored_runs", "st_surface"},
     {"embedder"},
     {"guided_map"},
     {"guided", "generic"},
@@ -107,7 +107,7 @@ def test_no_import_runs_back_up_the_layers():
 EDGES = ("inbedder.clustering", "inbedder.serving", "inbedder.distributed", "inbedder.cli", "inbedder.eval")
 EDGES += ("inbedder.integrations",)
 """The modules that take an embedder from outside: they use what ``InBedder`` makes public, nothing more."""
-WIRING = {"backend", "head", "prompts", "runner"}
+WIRING = {"backend", "head", "prompt_tokenizer", "runner"}
 """``InBedder``'s parts: the edges ask the model (``watch``, ``explain_clusters``, ``fingerprint``), not these."""
 INNER = ("inbedder.embedder", "inbedder.backends")
 

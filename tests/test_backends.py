@@ -88,8 +88,8 @@ def slots_and_prompt(model, ids):
 def test_masks_follow_the_prompt_and_long_inputs_are_cut(name, mask_length, request):
     model = load(request.getfixturevalue(f"{name}_dir"), mask_length=mask_length, max_length=64)
     tok = model.tokenizer
-    ids = model.prompts(LONG, INSTRUCTION, model.template)
-    opening, closing = model.prompts.prefix, model.prompts.suffix  # [CLS] and [SEP], or <s> and </s>
+    ids = model.prompt_tokenizer(LONG, INSTRUCTION, model.template)
+    opening, closing = model.prompt_tokenizer.prefix, model.prompt_tokenizer.suffix  # [CLS] and [SEP], or <s> and </s>
     assert len(opening) == 1 and len(closing) == 1
     assert len(ids) == 64  # max_length counts the masks
     assert ids[0] == opening[0] and ids[-1] == closing[0]
@@ -103,14 +103,14 @@ def test_masks_follow_the_prompt_and_long_inputs_are_cut(name, mask_length, requ
     head = tok("### Input:\n", add_special_tokens=False)["input_ids"]
     kept = before_masks[1 + len(head) :][:5]
     assert kept == full_input[:5] and before_masks.count(tok.mask_token_id) == 0
-    raw = model.prompts("dog", None, None)  # no instruction: the text, then the masks
+    raw = model.prompt_tokenizer("dog", None, None)  # no instruction: the text, then the masks
     assert raw[-1 - mask_length :] == [tok.mask_token_id] * mask_length + [closing[0]]
 
 
 @pytest.mark.parametrize("layer", [-1, 0, 1])
 def test_masked_readouts_match_hidden_states(masked, layer):
     for text in [TEXTS[0], TEXTS[1], LONG]:
-        ids = masked.prompts(text, INSTRUCTION, masked.template)
+        ids = masked.prompt_tokenizer(text, INSTRUCTION, masked.template)
         with torch.no_grad():
             out = masked.backend.model(torch.tensor([ids]), output_hidden_states=True)
         states = out.hidden_states[layer][0]
@@ -130,7 +130,7 @@ def test_masked_readouts_match_hidden_states(masked, layer):
 
 
 def test_masked_raw_text_reads_the_masks_after_the_text(masked):
-    ids = masked.prompts(TEXTS[1], None, None)
+    ids = masked.prompt_tokenizer(TEXTS[1], None, None)
     with torch.no_grad():
         states = masked.backend.model(torch.tensor([ids]), output_hidden_states=True).hidden_states[-1][0]
     slots, _ = slots_and_prompt(masked, ids)
@@ -139,7 +139,7 @@ def test_masked_raw_text_reads_the_masks_after_the_text(masked):
 
 def test_masked_filter_words_skip_the_masks_that_predict_them(bert_dir):
     model = load(bert_dir)
-    ids = model.prompts(TEXTS[0], INSTRUCTION, model.template)
+    ids = model.prompt_tokenizer(TEXTS[0], INSTRUCTION, model.template)
     with torch.no_grad():
         out = model.backend.model(torch.tensor([ids]), output_hidden_states=True)
     slots, _ = slots_and_prompt(model, ids)
@@ -163,7 +163,7 @@ def test_masked_result_does_not_depend_on_the_batch(masked, readout):
 def test_roberta_positions_start_after_the_padding_index(roberta_dir):
     model = load(roberta_dir, max_length=None)
     assert model.backend.max_positions == 128 and model.max_seq_length == 128
-    ids = model.prompts(LONG * 3, INSTRUCTION, model.template)
+    ids = model.prompt_tokenizer(LONG * 3, INSTRUCTION, model.template)
     assert len(ids) == 128
     assert model.encode(LONG * 3, INSTRUCTION).shape == (32,)  # the longest prompt fits the positions
 
@@ -200,7 +200,7 @@ def reference_answer(model, ids, max_new_tokens):
 def test_seq2seq_single_pass_readouts(seq2seq, layer):
     backend = seq2seq.backend
     for text in [TEXTS[0], TEXTS[1], LONG]:
-        ids = seq2seq.prompts(text, INSTRUCTION, seq2seq.template)
+        ids = seq2seq.prompt_tokenizer(text, INSTRUCTION, seq2seq.template)
         out = direct_seq2seq(seq2seq, ids, [backend.start_id])
         fst = seq2seq.encode(text, INSTRUCTION, layer=layer)
         np.testing.assert_allclose(fst, out.decoder_hidden_states[layer][0, 0].numpy(), atol=1e-5)
@@ -219,7 +219,7 @@ def test_seq2seq_encoder_layer_at_the_same_relative_depth(t5_dir, bart_dir):
 @pytest.mark.parametrize("layer", [-1, 1])
 def test_seq2seq_generation_readouts_match_direct_computation(seq2seq, layer):
     for text in TEXTS[:3]:
-        ids = seq2seq.prompts(text, INSTRUCTION, seq2seq.template)
+        ids = seq2seq.prompt_tokenizer(text, INSTRUCTION, seq2seq.template)
         answer, kept = reference_answer(seq2seq, ids, max_new_tokens=5)
         n_states = min(kept + 1, len(answer))  # the start token's state plus one per answer token that has one
         out = direct_seq2seq(seq2seq, ids, [seq2seq.backend.start_id, *answer[: n_states - 1]])
@@ -237,7 +237,7 @@ def test_seq2seq_generation_readouts_match_direct_computation(seq2seq, layer):
 
 def test_seq2seq_answer_ends_at_the_end_token(bart_dir, monkeypatch):
     model = load(bart_dir)
-    ids = model.prompts(TEXTS[0], INSTRUCTION, model.template)
+    ids = model.prompt_tokenizer(TEXTS[0], INSTRUCTION, model.template)
     answer, _ = reference_answer(model, ids, max_new_tokens=6)
     stop = answer[2]
     monkeypatch.setattr(model.backend, "end_ids", torch.tensor([stop]))
@@ -265,7 +265,7 @@ def test_seq2seq_result_does_not_depend_on_the_batch(seq2seq, readout):
 @pytest.mark.parametrize("name", ["bert", "roberta", "t5", "bart"])
 def test_vocabulary_logits_are_the_lm_heads(name, request):
     model = load(request.getfixturevalue(f"{name}_dir"))
-    ids = model.prompts(TEXTS[0], INSTRUCTION, model.template)
+    ids = model.prompt_tokenizer(TEXTS[0], INSTRUCTION, model.template)
     with torch.no_grad():
         if model.family == "masked":
             out = model.backend.model(torch.tensor([ids]), output_hidden_states=True)

@@ -19,7 +19,7 @@ INSTRUCTION = "What animal is mentioned?"
 
 
 def prompt_ids(tiny, text, instruction=INSTRUCTION, template=None):
-    return tiny.prompts(text, instruction, template or tiny.template)
+    return tiny.prompt_tokenizer(text, instruction, template or tiny.template)
 
 
 @torch.no_grad()
@@ -341,7 +341,7 @@ def test_usage_counts_each_prompt_as_the_tokenizer_does(tiny):
 
     def lengths(instruction):
         qa = PromptTemplate.from_spec("qa", tiny.tokenizer)
-        return [len(tiny.prompts(t, instruction, qa)) for t in TEXTS]
+        return [len(tiny.prompt_tokenizer(t, instruction, qa)) for t in TEXTS]
 
     vectors, usage = tiny.encode(TEXTS, INSTRUCTION, return_usage=True)
     expected = lengths(INSTRUCTION)
@@ -385,3 +385,59 @@ def test_top_tokens_reads_truncated_projections_and_names_other_widths(tiny_mode
     with pytest.raises(InputError, match=r"top_tokens reads vectors of 32 numbers \(states\) or \d+ \(fst_head\), "
                        r"or up to 1024 \(fst_head_rp, truncated too\); got 20"):  # fmt: skip
         model.top_tokens(np.zeros((1, 20), dtype=np.float32))
+
+
+def test_the_sentence_transformers_names_map_onto_the_instruction(tiny_model_dir):
+    from inbedder import InBedder
+
+    texts = ["great lamp", "it broke in a week"]
+    prompts = {"query": "What is asked?", "document": "What is it about?"}
+    model = InBedder(str(tiny_model_dir), max_length=64, prompts=prompts)
+    asked = model.encode(texts, "What is it about?")
+    np.testing.assert_allclose(model.encode(texts, prompt="What is it about?"), asked)
+    np.testing.assert_allclose(model.encode(texts, prompt_name="document"), asked)
+    np.testing.assert_allclose(model.encode_document(texts), asked)
+    np.testing.assert_allclose(model.encode_query(texts), model.encode(texts, "What is asked?"))
+    np.testing.assert_allclose(model.encode_query(texts, "Why?"), model.encode(texts, "Why?"))  # given wins
+    with pytest.raises(
+        ValueError, match=r"prompt_name 'title' is not one of this model's prompts; it has \['document', 'query'\]"
+    ):
+        model.encode(texts, prompt_name="title")
+    with pytest.raises(
+        ValueError, match=r"give one of instruction, prompt and prompt_name .*\['instruction', 'prompt'\]"
+    ):
+        model.encode(texts, "Why?", prompt="How?")
+    with pytest.raises(ValueError, match="prompts must map names to instructions"):
+        InBedder(str(tiny_model_dir), prompts={"query": 3})
+
+    similarity = model.similarity(asked, asked[:1])
+    a = asked / np.linalg.norm(asked, axis=1, keepdims=True)
+    assert model.similarity_fn_name == "cosine" and tuple(similarity.shape) == (2, 1)
+    np.testing.assert_allclose(similarity.numpy()[:, 0], a @ a[0], atol=1e-5)
+
+
+def test_binary_precision_packs_the_signs_as_sentence_transformers_does(tiny_model_dir):
+    from inbedder import InBedder
+
+    model = InBedder(str(tiny_model_dir), max_length=64)
+    vectors = model.encode(["great lamp", "it broke"], "Why?")
+    packed = model.encode(["great lamp", "it broke"], "Why?", precision="ubinary")
+    assert packed.dtype == np.uint8 and packed.shape == (2, vectors.shape[1] // 8)
+    np.testing.assert_array_equal(packed, np.packbits(vectors > 0, axis=-1))
+    signed = model.encode("great lamp", "Why?", precision="binary")
+    np.testing.assert_array_equal(signed, (np.packbits(vectors[0] > 0) - 128).astype(np.int8))
+    with pytest.raises(ValueError, match="precision 'int8' needs ranges from a calibration set"):
+        model.encode(["a"], "Why?", precision="int8")
+    with pytest.raises(ValueError, match="precision must be one of float32, binary, ubinary, got 'float16'"):
+        model.encode(["a"], "Why?", precision="float16")
+
+
+def test_named_prompts_come_from_the_models_settings(tiny_model_dir, tmp_path):
+    import shutil
+
+    from inbedder import InBedder
+    from inbedder.model_settings import write_settings
+
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    write_settings(folder, prompts={"query": "What is asked?"})
+    assert InBedder(str(folder), max_length=64).prompts == {"query": "What is asked?"}

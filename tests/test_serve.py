@@ -116,7 +116,7 @@ def test_the_openai_client_works_unchanged(url, tiny):
     assert_served([d.embedding for d in plain.data], tiny.encode(TEXTS, None), atol=1e-5)
     asked = client.embeddings.create(model="tiny", input=TEXTS, extra_body={"instruction": QUESTION})
     assert_served([d.embedding for d in asked.data], tiny.encode(TEXTS, QUESTION), atol=1e-5)
-    assert asked.usage.prompt_tokens == sum(len(tiny.prompts(t, QUESTION, tiny.template)) for t in TEXTS)
+    assert asked.usage.prompt_tokens == sum(len(tiny.prompt_tokenizer(t, QUESTION, tiny.template)) for t in TEXTS)
     assert [m.id for m in client.models.list().data] == [tiny.name]
 
 

@@ -98,7 +98,7 @@ def test_causal_labels_cover_the_answer_and_eos_only(tiny, tiny_model_dir):
     tokenizer = tokenizer_of(tiny_model_dir)
     record = QARecord("I love my cat.", "What animal is mentioned?", "cat")
     example = QAEncoder(tokenizer, "causal", max_length=64)(record)
-    prompt = tiny.prompts(record.context, record.question, tiny.template)  # what InBedder.encode reads
+    prompt = tiny.prompt_tokenizer(record.context, record.question, tiny.template)  # what InBedder.encode reads
     answer = tokenizer(" cat", add_special_tokens=False)["input_ids"]
     assert example.input_ids == [*prompt, *answer, tokenizer.eos_token_id]
     assert example.labels == [IGNORE_INDEX] * len(prompt) + [*answer, tokenizer.eos_token_id]

@@ -32,6 +32,8 @@ PostprocessOption = Annotated[
     str | None,
     typer.Option(help=f"Over the whole corpus: {', '.join(POSTPROCESSING)} (default: none)."),
 ]
+
+
 def check_dtype(dtype: str | None) -> None:
     if dtype is not None and dtype not in DTYPES:
         raise InputError(f"unknown --dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
