@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-slow test-all bench-speed bench-quality clean
+.PHONY: install demo test test-slow test-all test-integrations bench-speed bench-quality clean
 
 install: $(STAMP)
 
@@ -32,6 +32,11 @@ test-slow: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -m "slow or not slow"
+
+# the integrations whose libraries stay out of `all` (BERTopic brings umap-learn, which `cluster` would then pick)
+test-integrations: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[all,dev,bertopic]"
+	$(PY) -m pytest tests/test_integrations.py
 
 bench-speed: $(STAMP)
 	$(PY) benchmarks/encode_speed.py

@@ -19,6 +19,7 @@ EXTRAS: dict[str, str] = {
     "serve": "the server",
     "ray": "scale-out on Ray",
     "integrations": "this integration",
+    "bertopic": "the BERTopic backend",
 }
 """Each extra and what it is for."""
 

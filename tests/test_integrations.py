@@ -65,3 +65,27 @@ def test_a_missing_library_names_the_extra(monkeypatch):
         ImportError, match=r"needs the 'langchain_core' package.*pip install 'inbedder\[integrations\]'"
     ):
         importlib.import_module("inbedder.integrations.langchain")
+
+
+def test_bertopic_clusters_with_the_question_and_transforms_new_documents(tiny):
+    pytest.importorskip("bertopic", reason="make test-integrations installs it (pip install 'inbedder[bertopic]')")
+    from bertopic import BERTopic
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    from inbedder.integrations.bertopic import InBedderBackend
+
+    docs = [
+        f"{thing} number {i}: it {fault}"
+        for i in range(6)
+        for thing, fault in (("lamp", "broke"), ("box", "came late"))
+    ]
+    backend = InBedderBackend(tiny, instruction=QUESTION)
+    topics = BERTopic(embedding_model=backend, umap_model=PCA(2), hdbscan_model=KMeans(2, n_init=1, random_state=0))
+    assigned, _ = topics.fit_transform(docs)
+    assert len(assigned) == len(docs) and set(assigned) == {0, 1}
+    np.testing.assert_allclose(backend.embed(docs[:3]), tiny.encode(docs[:3], QUESTION), atol=1e-5)
+    again, _ = topics.transform(docs[:4])  # new documents are asked the same question (no precomputed vectors)
+    assert list(again) == list(assigned[:4])
+    found, similarity = topics.find_topics("broke", top_n=1)
+    assert len(found) == 1 and -1.0 <= similarity[0] <= 1.0

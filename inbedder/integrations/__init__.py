@@ -1,6 +1,7 @@
 """inbedder inside the libraries its users already work in: each module adapts any ``Embedder``.
 
-- ``inbedder.integrations.langchain.InBedderEmbeddings``: LangChain ``Embeddings``.
+- ``inbedder.integrations.langchain.InBedderEmbeddings``: LangChain ``Embeddings``;
+- ``inbedder.integrations.bertopic.InBedderBackend``: a BERTopic embedding backend (``inbedder[bertopic]``).
 
 Each takes an embedder (an ``InBedder``, a ``GuidedEmbedder`` with its maps, any ``Embedder``) or a
 model name, and the question it asks of documents; queries may be asked another one (a retrieval
