@@ -33,9 +33,10 @@ test-slow: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -m "slow or not slow"
 
-# the integrations whose libraries stay out of `all` (BERTopic brings umap-learn, which `cluster` would then pick)
+# the integrations whose libraries stay out of `all` (BERTopic brings umap-learn, which `cluster` would then pick;
+# LlamaIndex about 40 packages)
 test-integrations: $(STAMP)
-	$(PY) -m pip install --quiet -e ".[all,dev,bertopic]"
+	$(PY) -m pip install --quiet -e ".[all,dev,bertopic,llama_index]"
 	$(PY) -m pytest tests/test_integrations.py
 
 bench-speed: $(STAMP)

@@ -20,6 +20,7 @@ EXTRAS: dict[str, str] = {
     "ray": "scale-out on Ray",
     "integrations": "this integration",
     "bertopic": "the BERTopic backend",
+    "llama_index": "the LlamaIndex embedding",
 }
 """Each extra and what it is for."""
 

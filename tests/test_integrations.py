@@ -89,3 +89,24 @@ def test_bertopic_clusters_with_the_question_and_transforms_new_documents(tiny):
     assert list(again) == list(assigned[:4])
     found, similarity = topics.find_topics("broke", top_n=1)
     assert len(found) == 1 and -1.0 <= similarity[0] <= 1.0
+
+
+def test_llama_index_embedding_asks_the_question(tiny):
+    pytest.importorskip(
+        "llama_index.core", reason="make test-integrations installs it (pip install 'inbedder[llama_index]')"
+    )
+    from llama_index.core import Document, VectorStoreIndex
+
+    from inbedder.integrations.llama_index import InBedderEmbedding
+
+    embedding = InBedderEmbedding(tiny, instruction=QUESTION, query_instruction="Is it about a lamp?")
+    np.testing.assert_allclose(
+        embedding.get_text_embedding(TEXTS[0]), unit(tiny.encode([TEXTS[0]], QUESTION))[0], atol=1e-5
+    )
+    np.testing.assert_allclose(embedding.get_text_embedding_batch(TEXTS), unit(tiny.encode(TEXTS, QUESTION)), atol=1e-5)
+    query = embedding.get_query_embedding("It stopped working.")
+    np.testing.assert_allclose(query, unit(tiny.encode(["It stopped working."], "Is it about a lamp?"))[0], atol=1e-5)
+    index = VectorStoreIndex.from_documents([Document(text=t) for t in TEXTS], embed_model=embedding)
+    (found,) = index.as_retriever(similarity_top_k=1).retrieve("It stopped working.")
+    documents = unit(tiny.encode(TEXTS, QUESTION))
+    assert found.node.get_content() == TEXTS[int(np.argmax(documents @ np.asarray(query)))]

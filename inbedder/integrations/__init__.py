@@ -1,7 +1,8 @@
 """inbedder inside the libraries its users already work in: each module adapts any ``Embedder``.
 
 - ``inbedder.integrations.langchain.InBedderEmbeddings``: LangChain ``Embeddings``;
-- ``inbedder.integrations.bertopic.InBedderBackend``: a BERTopic embedding backend (``inbedder[bertopic]``).
+- ``inbedder.integrations.bertopic.InBedderBackend``: a BERTopic embedding backend (``inbedder[bertopic]``);
+- ``inbedder.integrations.llama_index.InBedderEmbedding``: LlamaIndex ``BaseEmbedding`` (``inbedder[llama_index]``).
 
 Each takes an embedder (an ``InBedder``, a ``GuidedEmbedder`` with its maps, any ``Embedder``) or a
 model name, and the question it asks of documents; queries may be asked another one (a retrieval
