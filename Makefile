@@ -34,9 +34,9 @@ test-all: $(STAMP)
 	$(PY) -m pytest -m "slow or not slow"
 
 # the integrations whose libraries stay out of `all` (BERTopic brings umap-learn, which `cluster` would then pick;
-# LlamaIndex about 40 packages)
+# LlamaIndex and Chroma dozens of packages)
 test-integrations: $(STAMP)
-	$(PY) -m pip install --quiet -e ".[all,dev,bertopic,llama_index]"
+	$(PY) -m pip install --quiet -e ".[all,dev,bertopic,llama_index,chroma]"
 	$(PY) -m pytest tests/test_integrations.py
 
 bench-speed: $(STAMP)

@@ -21,6 +21,7 @@ EXTRAS: dict[str, str] = {
     "integrations": "this integration",
     "bertopic": "the BERTopic backend",
     "llama_index": "the LlamaIndex embedding",
+    "chroma": "the Chroma embedding function",
 }
 """Each extra and what it is for."""
 

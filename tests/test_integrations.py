@@ -110,3 +110,19 @@ def test_llama_index_embedding_asks_the_question(tiny):
     (found,) = index.as_retriever(similarity_top_k=1).retrieve("It stopped working.")
     documents = unit(tiny.encode(TEXTS, QUESTION))
     assert found.node.get_content() == TEXTS[int(np.argmax(documents @ np.asarray(query)))]
+
+
+def test_chroma_collection_adds_and_queries_with_the_question(tiny):
+    pytest.importorskip("chromadb", reason="make test-integrations installs it (pip install 'inbedder[chroma]')")
+    import chromadb
+
+    from inbedder.integrations.chroma import InBedderEmbeddingFunction
+
+    embed = InBedderEmbeddingFunction(tiny, instruction=QUESTION)
+    np.testing.assert_allclose(np.asarray(embed(TEXTS)), unit(tiny.encode(TEXTS, QUESTION)), atol=1e-5)
+    collection = chromadb.EphemeralClient().create_collection("tickets", embedding_function=embed)
+    collection.add(ids=[str(i) for i in range(len(TEXTS))], documents=TEXTS)
+    found = collection.query(query_texts=["It stopped working."], n_results=1)
+    documents, query = unit(tiny.encode(TEXTS, QUESTION)), unit(tiny.encode(["It stopped working."], QUESTION))[0]
+    assert found["documents"][0] == [TEXTS[int(np.argmax(documents @ query))]]
+    assert embed.get_config() == {"model": tiny.name, "instruction": QUESTION, "query_instruction": QUESTION}

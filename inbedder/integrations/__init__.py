@@ -2,7 +2,8 @@
 
 - ``inbedder.integrations.langchain.InBedderEmbeddings``: LangChain ``Embeddings``;
 - ``inbedder.integrations.bertopic.InBedderBackend``: a BERTopic embedding backend (``inbedder[bertopic]``);
-- ``inbedder.integrations.llama_index.InBedderEmbedding``: LlamaIndex ``BaseEmbedding`` (``inbedder[llama_index]``).
+- ``inbedder.integrations.llama_index.InBedderEmbedding``: LlamaIndex ``BaseEmbedding`` (``inbedder[llama_index]``);
+- ``inbedder.integrations.chroma.InBedderEmbeddingFunction``: a Chroma ``EmbeddingFunction`` (``inbedder[chroma]``).
 
 Each takes an embedder (an ``InBedder``, a ``GuidedEmbedder`` with its maps, any ``Embedder``) or a
 model name, and the question it asks of documents; queries may be asked another one (a retrieval
