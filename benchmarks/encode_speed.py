@@ -78,7 +78,7 @@ def main() -> None:
         chunk = texts[start : start + args.chunk]
         for dtype, readout in pairs:
             model = models[dtype]
-            watch = model.runner.watch(
+            watch = model.watch(
                 lambda batch, at=start: batch_tokens.append(max(prompts[at + i] for i in batch) * len(batch))
             )
             with watch:
