@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoConfig
 
-from inbedder.backends import CausalBackend, MaskedBackend, Seq2SeqBackend, detect_family
+from inbedder.backends import FAMILY_TABLE, CausalBackend, MaskedBackend, Seq2SeqBackend, detect_family
 
 TEXTS = [
     "I love my cat",
@@ -44,6 +44,9 @@ def test_family_is_read_from_the_config(tiny_model_dir, bert_dir, roberta_dir, t
     directories = [tiny_model_dir, bert_dir, roberta_dir, t5_dir, bart_dir]
     families = ["causal", "masked", "masked", "seq2seq", "seq2seq"]
     assert [detect_family(AutoConfig.from_pretrained(d)) for d in directories] == families
+    for directory, family in zip(directories, families):  # the table's families never overlap
+        config = AutoConfig.from_pretrained(directory)
+        assert [f.name for f in FAMILY_TABLE.values() if f.recognises(config)] == [family]
     backends = [CausalBackend, MaskedBackend, MaskedBackend, Seq2SeqBackend, Seq2SeqBackend]
     for directory, family, backend in zip(directories, families, backends):
         model = load(directory)

@@ -32,6 +32,20 @@ from inbedder.backends.seq2seq import Seq2SeqBackend
 from inbedder.errors import InputError
 
 
+def _is_encoder_decoder(config: PretrainedConfig) -> bool:
+    return bool(getattr(config, "is_encoder_decoder", False))
+
+
+def _is_masked_lm(config: PretrainedConfig) -> bool:
+    architectures = getattr(config, "architectures", None) or []
+    masked = any(a.endswith("ForMaskedLM") for a in architectures) or config.model_type in MASKED_MODEL_TYPES
+    return masked and not _is_encoder_decoder(config)
+
+
+def _is_decoder_only(config: PretrainedConfig) -> bool:
+    return not _is_encoder_decoder(config) and not _is_masked_lm(config)
+
+
 @dataclass(frozen=True)
 class Family:
     """What inbedder knows of one model family, in one place."""
@@ -43,15 +57,17 @@ class Family:
     """peft's ``TaskType`` for LoRA on it (None: a plain model, as peft wraps a masked LM)."""
     backend: Callable[..., Backend]
     """Its backend, over a loaded model and tokenizer."""
+    recognises: Callable[[PretrainedConfig], bool]
+    """Whether a model's config is of this family (exactly one family recognises any config)."""
     takes_mask_length: bool = False
 
 
 FAMILY_TABLE: dict[str, Family] = {
     family.name: family
     for family in (
-        Family("causal", AutoModelForCausalLM, "CAUSAL_LM", CausalBackend),
-        Family("masked", AutoModelForMaskedLM, None, MaskedBackend, takes_mask_length=True),
-        Family("seq2seq", AutoModelForSeq2SeqLM, "SEQ_2_SEQ_LM", Seq2SeqBackend),
+        Family("causal", AutoModelForCausalLM, "CAUSAL_LM", CausalBackend, _is_decoder_only),
+        Family("masked", AutoModelForMaskedLM, None, MaskedBackend, _is_masked_lm, takes_mask_length=True),
+        Family("seq2seq", AutoModelForSeq2SeqLM, "SEQ_2_SEQ_LM", Seq2SeqBackend, _is_encoder_decoder),
     )
 }
 FAMILIES = tuple(FAMILY_TABLE)
@@ -60,13 +76,9 @@ LORA_TASK_TYPES: dict[str, str | None] = {name: family.lora_task_type for name, 
 
 
 def detect_family(config: PretrainedConfig) -> str:
-    """``seq2seq`` for encoder-decoders, ``masked`` for BERT-like encoders, else ``causal``."""
-    if getattr(config, "is_encoder_decoder", False):
-        return "seq2seq"
-    architectures = getattr(config, "architectures", None) or []
-    if any(a.endswith("ForMaskedLM") for a in architectures) or config.model_type in MASKED_MODEL_TYPES:
-        return "masked"
-    return "causal"
+    """The family that recognises ``config``: ``seq2seq`` for encoder-decoders, ``masked`` for BERT-like
+    encoders, ``causal`` for the rest."""
+    return next(family.name for family in FAMILY_TABLE.values() if family.recognises(config))
 
 
 def check_family(family: str) -> str:
