@@ -108,17 +108,11 @@ def cluster_words(
         return {}
     unprojected = spec.kind.unprojected if postprocess is not None else None
     if unprojected is not None or postprocess == "standardize":
-        again = replace(
-            options,
-            readout=unprojected or spec.name,
-            postprocess="none",
-            normalize_embeddings=False,
-            truncate_dim=None,
-            return_generations=False,
-            return_usage=False,
-            show_progress_bar=False,
-        )
-        vectors = np.asarray(model.encode(list(texts), instruction, again))
+        # the call's own settings otherwise (answers asked or not), so the rows it stored are found again
+        raw = {"postprocess": "none", "normalize_embeddings": False, "truncate_dim": None, "return_usage": False}
+        again = replace(options, readout=unprojected or spec.name, show_progress_bar=False, **raw)
+        result = model.encode(list(texts), instruction, again)
+        vectors = np.asarray(result[0] if isinstance(result, tuple) else result)
     if unprojected is not None:
         shifts = distribution_shifts(model.head, vectors, assignments, clusters)
     else:

@@ -366,3 +366,18 @@ def test_a_reducer_that_gives_the_wrong_shape_is_named_at_once():
 
     with pytest.raises(ValueError, match=r"the reducer TruncatedSVD gave an array of shape \(\d+, 3\); the map needs"):
         cluster(TEXTS, "shape?", HandMadeModel(), k=3, reducer=TruncatedSVD(3))
+
+
+def test_naming_a_projected_heads_clusters_runs_the_model_no_more(tiny_model_dir):
+    """fst_head_rp's clusters are named from the full head distributions of the states the run stored:
+    read again from the store, not computed again."""
+    from inbedder import InBedder
+
+    model = InBedder(str(tiny_model_dir), max_length=64, readout="fst_head_rp")
+    options = EncodeOptions(batch_size=4, max_new_tokens=3)
+    with Passes(model) as embedding:
+        model.encode_multi(REVIEWS, QUESTIONS, options, return_generations=True)
+    with Passes(model) as clustering:
+        result = cluster(REVIEWS, QUESTIONS, model, options, k=2)
+    assert clustering.count == embedding.count > 0
+    assert all(c.lm_head_tokens for one in result.clusterings for c in one.clusters)
