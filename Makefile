@@ -34,10 +34,10 @@ test-all: $(STAMP)
 	$(PY) -m pytest -m "slow or not slow"
 
 # the integrations whose libraries stay out of `all` (BERTopic brings umap-learn, which `cluster` would then pick;
-# LlamaIndex and Chroma dozens of packages)
+# LlamaIndex, Chroma and mteb dozens of packages); it runs their README blocks on the default model too
 test-integrations: $(STAMP)
-	$(PY) -m pip install --quiet -e ".[all,dev,bertopic,llama_index,chroma]"
-	$(PY) -m pytest tests/test_integrations.py
+	$(PY) -m pip install --quiet -e ".[all,dev,bertopic,llama_index,chroma,mteb]"
+	$(PY) -m pytest -m "slow or not slow" tests/test_integrations.py
 
 bench-speed: $(STAMP)
 	$(PY) benchmarks/encode_speed.py

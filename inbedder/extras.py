@@ -22,6 +22,7 @@ EXTRAS: dict[str, str] = {
     "bertopic": "the BERTopic backend",
     "llama_index": "the LlamaIndex embedding",
     "chroma": "the Chroma embedding function",
+    "mteb": "the mteb encoder",
 }
 """Each extra and what it is for."""
 

@@ -1,7 +1,9 @@
 import importlib.util
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -516,6 +518,21 @@ def test_version_short_help_and_python_dash_m():
     assert run("encode", "-h").exit_code == 0 and "--instruction" in run("encode", "-h").output
     done = subprocess.run([sys.executable, "-m", "inbedder", "--version"], capture_output=True, text=True, check=True)
     assert done.stdout == f"inbedder {__version__}\n"
+
+
+def test_shell_completion_completes_commands_and_options():
+    """typer's completion: what bash gets back for a partial command and a partial option."""
+
+    def complete(*words: str) -> list[str]:
+        env = {**os.environ, "_INBEDDER_COMPLETE": "complete_bash", "COMP_WORDS": " ".join(("inbedder", *words))}
+        env["COMP_CWORD"] = str(len(words))
+        script = Path(sys.executable).with_name("inbedder")  # the installed command, whose name the shell completes
+        done = subprocess.run([str(script)], env=env, capture_output=True, text=True, check=True)
+        return done.stdout.split()
+
+    assert complete("cl") == ["cluster"]
+    assert "--readout" in complete("encode", "--read") and "--instruction" not in complete("encode", "--read")
+    assert "--install-completion" in run("-h").output
 
 
 def test_no_progress_bars_in_a_log_unless_asked(tiny_model_dir, reviews, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -126,3 +128,50 @@ def test_chroma_collection_adds_and_queries_with_the_question(tiny):
     documents, query = unit(tiny.encode(TEXTS, QUESTION)), unit(tiny.encode(["It stopped working."], QUESTION))[0]
     assert found["documents"][0] == [TEXTS[int(np.argmax(documents @ query))]]
     assert embed.get_config() == {"model": tiny.name, "instruction": QUESTION, "query_instruction": QUESTION}
+
+
+def test_mteb_evaluates_an_inbedder_on_a_local_clustering_task(tiny, tmp_path):
+    pytest.importorskip("mteb", reason="make test-integrations installs it (pip install 'inbedder[mteb]')")
+    import mteb
+    from sklearn.cluster import MiniBatchKMeans
+    from sklearn.metrics import v_measure_score
+
+    from inbedder.integrations.mteb import InBedderEncoder, clustering_task
+
+    faults = (("lamp", "broke"), ("box", "was late"))
+    docs = [f"The {thing} {fault} on day {i}." for i in range(8) for thing, fault in faults]
+    labels = ["lamp", "box"] * 8
+    task = clustering_task("LampsAndBoxes", docs, labels, samples=1)
+    model = InBedderEncoder(tiny, instructions={"LampsAndBoxes": QUESTION}, instruction="Is it about a lamp?")
+    assert model.question(task.metadata, None) == QUESTION  # the task's name comes before the fallback
+    result = mteb.evaluate(model, task, cache=None, show_progress_bar=False)
+    (task_result,) = result.task_results
+    score = task_result.get_score()
+
+    # the same computation by hand: mteb resamples all 16 texts with replacement (seeded) and runs k-means
+    import random
+
+    vectors = unit(tiny.encode(docs, QUESTION)).astype(np.float32)
+    picks = random.Random(task.seed).choices(range(len(docs)), k=len(docs))
+    kmeans = MiniBatchKMeans(n_clusters=2, batch_size=512, n_init=1, random_state=task.seed)
+    expected = v_measure_score(np.asarray(labels)[picks], kmeans.fit_predict(vectors[picks]))
+    assert score == pytest.approx(expected, abs=1e-6)
+
+    assert model.mteb_model_meta.name == f"inbedder/{Path(tiny.name).name}"  # mteb names are org/model
+    assert model.mteb_model_meta.revision == tiny.fingerprint[:12]
+    other = InBedderEncoder(tiny, instruction="Is it about a lamp?")
+    assert other.mteb_model_meta.experiment_kwargs != model.mteb_model_meta.experiment_kwargs  # apart in mteb's cache
+    with pytest.raises(ValueError, match="'Few': 2 texts but 1 labels"):
+        clustering_task("Few", docs[:2], labels[:1])
+
+
+@pytest.mark.slow
+def test_the_readme_integration_blocks_run_as_written(monkeypatch):
+    from test_readme import LIBRARIES, README, run_blocks, runnable_blocks
+
+    for library in LIBRARIES:
+        pytest.importorskip(library, reason="make test-integrations installs it")
+    monkeypatch.chdir(README.parent)  # the blocks read examples/reviews-240.csv
+    namespace: dict = {}
+    run_blocks(runnable_blocks("integrations"), namespace)
+    assert len(namespace["assigned"]) == 200 and 0.0 <= namespace["result"].task_results[0].get_score() <= 1.0

@@ -3,7 +3,9 @@
 - ``inbedder.integrations.langchain.InBedderEmbeddings``: LangChain ``Embeddings``;
 - ``inbedder.integrations.bertopic.InBedderBackend``: a BERTopic embedding backend (``inbedder[bertopic]``);
 - ``inbedder.integrations.llama_index.InBedderEmbedding``: LlamaIndex ``BaseEmbedding`` (``inbedder[llama_index]``);
-- ``inbedder.integrations.chroma.InBedderEmbeddingFunction``: a Chroma ``EmbeddingFunction`` (``inbedder[chroma]``).
+- ``inbedder.integrations.chroma.InBedderEmbeddingFunction``: a Chroma ``EmbeddingFunction`` (``inbedder[chroma]``);
+- ``inbedder.integrations.mteb.InBedderEncoder``: an mteb encoder, and ``clustering_task`` for your own
+  labelled texts (``inbedder[mteb]``).
 
 Each takes an embedder (an ``InBedder``, a ``GuidedEmbedder`` with its maps, any ``Embedder``) or a
 model name, and the question it asks of documents; queries may be asked another one (a retrieval
