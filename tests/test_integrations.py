@@ -122,7 +122,7 @@ def test_chroma_collection_adds_and_queries_with_the_question(tiny):
 
     embed = InBedderEmbeddingFunction(tiny, instruction=QUESTION)
     np.testing.assert_allclose(np.asarray(embed(TEXTS)), unit(tiny.encode(TEXTS, QUESTION)), atol=1e-5)
-    collection = chromadb.EphemeralClient().create_collection("tickets", embedding_function=embed)
+    collection = chromadb.EphemeralClient().create_collection("test-tickets", embedding_function=embed)
     collection.add(ids=[str(i) for i in range(len(TEXTS))], documents=TEXTS)
     found = collection.query(query_texts=["It stopped working."], n_results=1)
     documents, query = unit(tiny.encode(TEXTS, QUESTION)), unit(tiny.encode(["It stopped working."], QUESTION))[0]

@@ -4,7 +4,7 @@
     from inbedder.integrations.chroma import InBedderEmbeddingFunction
 
     embed = InBedderEmbeddingFunction(instruction="What does the customer complain about?")
-    tickets = chromadb.EphemeralClient().create_collection("tickets", embedding_function=embed)
+    tickets = chromadb.EphemeralClient().get_or_create_collection("tickets", embedding_function=embed)
 
 Its configuration (the model's name and the questions) is what Chroma saves with a collection, so a
 client that opens the collection again rebuilds it.
