@@ -548,3 +548,41 @@ def test_training_from_an_adapter_without_a_tokenizer_stacks_on_it(adapter_run, 
     first_vectors = InBedder(str(shipped), max_length=64).encode(texts, "What animal?")
     stacked = InBedder(str(second.out), max_length=64).encode(texts, "What animal?")
     assert stacked.shape == first_vectors.shape and not np.allclose(stacked, first_vectors, atol=1e-4)
+
+
+@pytest.mark.parametrize("number", ["SIGINT", "SIGTERM"])
+def test_a_stop_signal_saves_the_step_in_hand_and_resume_goes_on(
+    number, adapter_run, tiny_model_dir, qa_file, tmp_path, monkeypatch
+):
+    """Ctrl-C (SIGINT) or a scheduler's SIGTERM during a step lets it finish and saves it (no checkpoint
+    was due); --resume then ends as the uninterrupted run did."""
+    import os
+    import signal
+
+    sent = getattr(signal, number)
+    handler = signal.getsignal(sent)
+    from inbedder.errors import Interrupted
+    from inbedder.training import trainer
+
+    full, options = adapter_run
+    step = trainer._Loop.step
+
+    def interrupted_at_2(self, index):
+        if index == 2:
+            os.kill(os.getpid(), sent)  # arrives while the step runs
+        return step(self, index)
+
+    monkeypatch.setattr(trainer._Loop, "step", interrupted_at_2)
+    out = tmp_path / "stopped"
+    settings = options | {"save_every": 0}
+    with pytest.raises(Interrupted, match=r"stopped after step 3 of 4, saved as checkpoint-3; .*--resume"):
+        train(str(tiny_model_dir), qa_file, out, max_steps=4, eval_size=2, **settings)
+    assert signal.getsignal(sent) is handler  # the handler is put back
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3"]
+    monkeypatch.setattr(trainer._Loop, "step", step)
+    resumed = train(str(tiny_model_dir), qa_file, out, max_steps=4, eval_size=2, resume=True, **settings)
+    assert resumed.details["resumed_from_step"] == 3
+    np.testing.assert_allclose(resumed.train_losses, full.train_losses, rtol=1e-5)
+    weights, expected = (load_file(str(d / "adapter_model.safetensors")) for d in (out, full.out))
+    for name, tensor in expected.items():
+        torch.testing.assert_close(weights[name], tensor, rtol=1e-5, atol=1e-6)

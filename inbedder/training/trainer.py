@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from inbedder import models, tables
-from inbedder.errors import InputError, option
+from inbedder.errors import InputError, Interrupted, option
 from inbedder.loading import cpu_runs_bfloat16, load_tokenizer, read_family, resolve_device
 from inbedder.model_settings import read_settings, write_settings
 from inbedder.training import checkpoint as ckpt
@@ -44,6 +44,7 @@ from inbedder.training.modeling import (
     save_model,
     top_blocks,
 )
+from inbedder.training.stopping import stop_between_steps
 from inbedder.training_config import TrainingConfig
 
 logger = logging.getLogger(__name__)
@@ -222,28 +223,37 @@ class _Loop:
 
     def run(self, progress: dict[str, Any], save: Callable[[int], None]) -> None:
         """Steps from ``progress["step"]`` to the end, recording losses and time in ``progress``;
-        ``save(step)`` every ``save_every`` steps (not after the last: the output follows).
+        ``save(step)`` every ``save_every`` steps (not after the last: the output follows). SIGINT or
+        SIGTERM stops it after the step in hand, which is saved first (``Interrupted`` says so).
         """
         losses, every = progress["train_losses"], self.config.save_every
         for key in STEP_RECORDS:
             progress.setdefault(key, [])
         show = self.config.progress
         bar = tqdm(total=self.total_steps, initial=progress["step"], desc="train", unit="step", disable=not show)
-        for step in range(progress["step"], self.total_steps):
-            started = time.perf_counter()
-            loss, tokens, padded = self.step(step)
-            seconds = time.perf_counter() - started
-            losses.append(loss)
-            for key, value in zip(STEP_RECORDS, (round(seconds, 4), tokens, padded)):
-                progress[key].append(value)
-            progress["step"], progress["seconds"] = step + 1, progress["seconds"] + seconds
-            recent = sum(losses[-20:]) / len(losses[-20:])
-            bar.update()
-            bar.set_postfix(loss=f"{recent:.4f}")
-            if not show and ((step + 1) % LOG_EVERY == 0 or step + 1 == self.total_steps):
-                self._log_step(step + 1, recent, progress["step_seconds"][-LOG_EVERY:])
-            if every and (step + 1) % every == 0 and step + 1 < self.total_steps:
-                save(step + 1)
+        with stop_between_steps() as stop_requested:
+            for step in range(progress["step"], self.total_steps):
+                started = time.perf_counter()
+                loss, tokens, padded = self.step(step)
+                seconds = time.perf_counter() - started
+                losses.append(loss)
+                for key, value in zip(STEP_RECORDS, (round(seconds, 4), tokens, padded)):
+                    progress[key].append(value)
+                progress["step"], progress["seconds"] = step + 1, progress["seconds"] + seconds
+                recent = sum(losses[-20:]) / len(losses[-20:])
+                bar.update()
+                bar.set_postfix(loss=f"{recent:.4f}")
+                if not show and ((step + 1) % LOG_EVERY == 0 or step + 1 == self.total_steps):
+                    self._log_step(step + 1, recent, progress["step_seconds"][-LOG_EVERY:])
+                stopping = stop_requested() and step + 1 < self.total_steps  # the last step: the output follows
+                if stopping or (every and (step + 1) % every == 0 and step + 1 < self.total_steps):
+                    save(step + 1)
+                if stopping:
+                    bar.close()
+                    raise Interrupted(
+                        f"training stopped after step {step + 1} of {self.total_steps}, saved as "
+                        f"checkpoint-{step + 1}; run the same command with --resume to go on"
+                    )
         bar.close()
 
     def _log_step(self, done: int, loss: float, recent_seconds: list[float]) -> None:
