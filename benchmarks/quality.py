@@ -9,6 +9,10 @@ its clustering prompt and with the instruction as its task; --baselines none for
 models, and the table's last column says, per task, whether the first model beats the best generic
 row (a tie: within 0.005). With --write, the section between the bench-quality markers of that
 file is replaced by this run's table, settings and command.
+
+The InBedder rows keep their vectors in a temporary store for the run; ``--cache PATH`` keeps them
+in a persistent one (``inbedder.cache``), so a run that is interrupted and started again with the
+same command recomputes only what it had not finished.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 from inbedder import InBedder
 from inbedder.eval import baselines
 from inbedder.eval.suite import KINDS, LOCAL_SUITE, TaskResult, local_tasks, results_json, results_table, run
+from inbedder.options import EncodeOptions
 
 BEGIN, END = "<!-- bench-quality:begin -->", "<!-- bench-quality:end -->"
 
@@ -42,6 +47,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("out/quality.json"))
     parser.add_argument("--write", type=Path, default=None, help="markdown file whose bench-quality section to replace")
+    parser.add_argument("--cache", type=Path, default=None, help="a persistent store of the InBedder rows' vectors")
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -56,7 +62,7 @@ def main() -> None:
     encoders.update(generic)
     if not args.no_raw_mean:
         encoders[f"{first.name} mean over raw text"] = baselines.RawTextMean(first, first.name)
-    results = run(encoders, tasks)
+    results = run(encoders, tasks, EncodeOptions(cache=args.cache))
     minutes = (time.perf_counter() - start) / 60
 
     table = with_verdict(results, first.name, list(generic)) if generic else results_table(results)

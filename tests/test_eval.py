@@ -285,6 +285,19 @@ def test_run_passes_each_text_through_the_model_once(tiny, crossed_dir):
     assert sorted(rows) == list(range(len(load_local("toys", crossed_dir).records)))
 
 
+def test_run_with_a_persistent_store_resumes_without_recomputing(tiny, crossed_dir, tmp_path):
+    from inbedder.eval.suite import local_tasks, run
+
+    tasks = local_tasks(["toys"], ["clustering", "robustness", "triplets"], crossed_dir)
+    options = EncodeOptions(cache=tmp_path / "vectors.sqlite")  # benchmarks/quality.py --cache
+    first = run({"m": tiny}, tasks, options)
+    rows = []
+    with tiny.watch(rows.extend):
+        again = run({"m": tiny}, tasks, options)
+    assert rows == []  # a run started again finds every vector it had computed
+    assert [r.scores for r in again] == [r.scores for r in first]
+
+
 class EncodeOnly(EncodesOneAtATime):
     """A model that shares no prefixes (one instruction at a time), so the suite cannot share its passes."""
 
