@@ -22,6 +22,9 @@ readouts compared:
 - ``fst_gen + re_encode``, ``head sqrt + re_encode`` (and ``+ re_encode mpnet``): the parts
   L2-normalised and side by side.
 
+``--max-new-tokens 0`` generates nothing: only ``fst_gen`` and the head readouts, at the cost of one
+forward pass per text and question (a larger model's choice in a fraction of the time).
+
 Each readout is timed by what it needs (``--speed-texts`` texts of the first corpus, one
 question, nothing cached): texts/s and the ratio to fst_gen, measured in this run.
 """
@@ -84,13 +87,17 @@ class Readouts:
             return
         a, multi = self.args, self.model.encode_multi
         fst = multi(texts, missing, readout="fst_gen", batch_size=a.batch_size)
+        for instruction, f in zip(missing, fst):
+            for row, key in enumerate(_keys(texts, instruction)):
+                self.fst[key] = f[row]
+        if not a.max_new_tokens:  # the readouts of the first answer token only
+            return
         greedy = multi(texts, missing, readout="avg_gen", max_new_tokens=a.max_new_tokens, return_generations=True)
         sampled = multi(texts, missing, **sampling(a, a.samples)) if a.samples else [(None, None)] * len(missing)
-        for instruction, f, (avg, answers), (_, samples) in zip(missing, fst, greedy, sampled):
+        for instruction, (avg, answers), (_, samples) in zip(missing, greedy, sampled):
             means = answer_head_means(self.model, texts, instruction, a.max_new_tokens, a.batch_size)
             for row, key in enumerate(_keys(texts, instruction)):
-                self.fst[key], self.avg[key], self.greedy[key] = f[row], avg[row], answers[row]
-                self.head_mean[key] = means[row]
+                self.avg[key], self.greedy[key], self.head_mean[key] = avg[row], answers[row], means[row]
                 if samples is not None:
                     self.sampled[key] = samples[row]
 
@@ -125,21 +132,25 @@ class Readouts:
         sqrt = lambda keys: self.head(fst(keys), "sqrt")  # noqa: E731
         made = {
             "fst_gen": fst,
-            "avg_gen": avg,
             "head prob": lambda keys: self.head(fst(keys), "prob"),
             "head sqrt": sqrt,
             "head sqrt RP-1024": lambda keys: self.model.head(torch.as_tensor(fst(keys)), 1024).numpy(),
-            "head sqrt, answer mean": stack(self.head_mean),
             f"head top-{self.args.top_k}": lambda keys: self.head(fst(keys), "top"),
             "head mean embedding": lambda keys: self.head(fst(keys), "mean embedding"),
+        }
+        if not self.args.max_new_tokens:
+            return made
+        made |= {
+            "avg_gen": avg,
+            "head sqrt, answer mean": stack(self.head_mean),
             "re_encode": greedy,
             "fst_gen + re_encode": lambda keys: np.hstack([normalised(fst(keys)), normalised(greedy(keys))]),
             "head sqrt + re_encode": lambda keys: np.hstack([normalised(sqrt(keys)), normalised(greedy(keys))]),
         }
-        if self.args.samples:
+        if self.args.samples:  # (generation is on here)
             made["re_encode K=3"] = lambda keys: self.reencode([self.sampled[k][:3] for k in keys])
             made[f"re_encode K={self.args.samples}"] = lambda keys: self.reencode([self.sampled[k] for k in keys])
-        if self.mpnet is not None:
+        if self.mpnet is not None:  # (generation is on here)
             by_mpnet = lambda keys: self.reencode([[self.greedy[k]] for k in keys], self.mpnet)  # noqa: E731
             made["re_encode mpnet"] = by_mpnet
             made["head sqrt + re_encode mpnet"] = lambda keys: np.hstack(
@@ -212,15 +223,18 @@ def speed(
         "fst_gen": timed(lambda: model.encode(texts, instruction, readout="fst_gen", batch_size=a.batch_size)),
         "head sqrt": timed(head),
         "head sqrt RP-1024": timed(lambda: model.encode(texts, instruction, readout="fst_head_rp")),
-        "head sqrt, answer mean": timed(
-            lambda: answer_head_means(model, texts, instruction, a.max_new_tokens, a.batch_size)
-        ),
-        "avg_gen": timed(lambda: model.encode(texts, instruction, readout="avg_gen", max_new_tokens=a.max_new_tokens)),
-        "re_encode": timed(lambda: greedy_reencode(minilm)),
     }
-    if mpnet is not None:
+    if a.max_new_tokens:
+        rates["head sqrt, answer mean"] = timed(
+            lambda: answer_head_means(model, texts, instruction, a.max_new_tokens, a.batch_size)
+        )
+        rates["avg_gen"] = timed(
+            lambda: model.encode(texts, instruction, readout="avg_gen", max_new_tokens=a.max_new_tokens)
+        )
+        rates["re_encode"] = timed(lambda: greedy_reencode(minilm))
+    if mpnet is not None and a.max_new_tokens:
         rates["re_encode mpnet"] = timed(lambda: greedy_reencode(mpnet))
-    if a.samples:
+    if a.samples and a.max_new_tokens:
         rates["re_encode K=3"] = timed(lambda: sampled_answers(3))
         rates[f"re_encode K={a.samples}"] = timed(lambda: sampled_answers(a.samples))
     rates["fst_gen (again)"] = timed(
@@ -236,7 +250,9 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=["clustering", "triplets"])
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-new-tokens", type=int, default=3)
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=3, help="0: only the first answer token's readouts, no generation"
+    )
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--top-k", type=int, default=64)
