@@ -1,11 +1,13 @@
 """What a model answers: distinct greedy answers per aspect, and how often a non-English text is answered in English.
 
     python benchmarks/answers.py [--model NAME ...] [--data-dir ../shared/data] [--limit 64]
+    python benchmarks/answers.py --dataset amazon-reviews --question "What does the reviewer complain about?"
 
-For every aspect of syngoalex dev (topic, style, language) it asks each model the aspect's main
-question about the same stratified sample of texts (``--limit``, seeded) and prints the number of
-distinct answers, the most common ones, and the share of the sample's non-English texts whose
-answer is in English. An answer counts as English when every word of it is a known English word
+For every aspect of a local dataset's card (syngoalex dev by default: topic, style, language), and
+every ``--question``, it asks each model that question about the same stratified sample of texts
+(``--limit``, seeded) and prints the number of distinct answers, the most common ones, and (where
+the dataset labels languages) the share of the sample's non-English texts whose answer is in English.
+An answer counts as English when every word of it is a known English word
 (wordfreq: Zipf frequency >= 2) no more frequent in the text's own language than in English;
 "science" and "anime" are English, "productividad" and "Sport" in a German text are not.
 Needs the ``bench`` extra (wordfreq).
@@ -43,6 +45,8 @@ def is_english(answer: str, language: str) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", help="InBedder model(s); default: the default model")
+    parser.add_argument("--dataset", default="syngoalex", help="a local dataset (its card's questions are asked)")
+    parser.add_argument("--question", action="append", default=[], help="a further question to ask every text")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--limit", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
@@ -50,35 +54,38 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the answers and figures as JSON")
     args = parser.parse_args()
 
-    data = load_local("syngoalex", args.data_dir).subsample(args.limit, args.seed)
-    languages = [LANGUAGE_CODES[label] for label in data.labels("language")]
-    report: dict[str, dict] = {}
-    print(f"syngoalex dev, {len(data.texts)} texts ({sum(c != 'en' for c in languages)} not in English)")
-    print("| model | aspect | distinct answers | non-English texts answered in English | most common answers |")
+    data = load_local(args.dataset, args.data_dir).subsample(args.limit, args.seed)
+    questions = {aspect: card["instruction"] for aspect, card in data.aspects.items()}
+    questions |= {question: question for question in args.question}
+    languages = [LANGUAGE_CODES.get(label) for label in data.labels("language")] if "language" in data.aspects else []
+    foreign = sum(code not in (None, "en") for code in languages)
+    print(f"{args.dataset}, {len(data.texts)} texts ({foreign} not in English)")
+    print("| model | question | distinct answers | non-English texts answered in English | most common answers |")
     print("|---|---|---|---|---|")
+    report: dict[str, dict] = {}
     for name in args.model or [None]:
         model = InBedder(name)
         report[model.name] = {}
-        for aspect, card in data.aspects.items():
-            _, answers = model.encode(
-                data.texts, card["instruction"], max_new_tokens=args.max_new_tokens, return_generations=True
-            )
+        for asked, question in questions.items():
+            _, answers = model.encode(data.texts, question, max_new_tokens=args.max_new_tokens, return_generations=True)
             answers = [a.strip() for a in answers]
-            foreign = [(a, c) for a, c in zip(answers, languages) if c != "en"]
-            english = sum(is_english(a, c) for a, c in foreign) / len(foreign)
-            common = Counter(a.lower() for a in answers).most_common(5)
-            distinct = len({a.lower() for a in answers})
-            shown = ", ".join(f"{a} ({n})" for a, n in common)
-            print(f"| {model.name} | {aspect} | {distinct} | {english:.0%} | {shown} |")
-            report[model.name][aspect] = {
-                "distinct": distinct,
-                "english_share": english,
-                "answers": answers,
-                "labels": data.labels(aspect),
-            }
+            report[model.name][asked] = figures(answers, languages)
+            if asked in data.aspects:
+                report[model.name][asked]["labels"] = data.labels(asked)
+            row = report[model.name][asked]
+            english = "-" if row["english_share"] is None else f"{row['english_share']:.0%}"
+            shown = ", ".join(f"{a} ({n})" for a, n in Counter(a.lower() for a in answers).most_common(5))
+            print(f"| {model.name} | {asked} | {row['distinct']} | {english} | {shown} |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=1, ensure_ascii=False))
+
+
+def figures(answers: list[str], languages: list[str | None]) -> dict:
+    """Distinct answers, and the share of non-English texts answered in English (None without languages)."""
+    foreign = [(a, c) for a, c in zip(answers, languages) if c not in (None, "en")]
+    english = sum(is_english(a, c) for a, c in foreign) / len(foreign) if foreign else None
+    return {"distinct": len({a.lower() for a in answers}), "english_share": english, "answers": answers}
 
 
 if __name__ == "__main__":
