@@ -147,10 +147,10 @@ class Readouts:
             "fst_gen + re_encode": lambda keys: np.hstack([normalised(fst(keys)), normalised(greedy(keys))]),
             "head sqrt + re_encode": lambda keys: np.hstack([normalised(sqrt(keys)), normalised(greedy(keys))]),
         }
-        if self.args.samples:  # (generation is on here)
+        if self.args.samples:
             made["re_encode K=3"] = lambda keys: self.reencode([self.sampled[k][:3] for k in keys])
             made[f"re_encode K={self.args.samples}"] = lambda keys: self.reencode([self.sampled[k] for k in keys])
-        if self.mpnet is not None:  # (generation is on here)
+        if self.mpnet is not None:
             by_mpnet = lambda keys: self.reencode([[self.greedy[k]] for k in keys], self.mpnet)  # noqa: E731
             made["re_encode mpnet"] = by_mpnet
             made["head sqrt + re_encode mpnet"] = lambda keys: np.hstack(
@@ -232,11 +232,11 @@ def speed(
             lambda: model.encode(texts, instruction, readout="avg_gen", max_new_tokens=a.max_new_tokens)
         )
         rates["re_encode"] = timed(lambda: greedy_reencode(minilm))
-    if mpnet is not None and a.max_new_tokens:
-        rates["re_encode mpnet"] = timed(lambda: greedy_reencode(mpnet))
-    if a.samples and a.max_new_tokens:
-        rates["re_encode K=3"] = timed(lambda: sampled_answers(3))
-        rates[f"re_encode K={a.samples}"] = timed(lambda: sampled_answers(a.samples))
+        if mpnet is not None:
+            rates["re_encode mpnet"] = timed(lambda: greedy_reencode(mpnet))
+        if a.samples:
+            rates["re_encode K=3"] = timed(lambda: sampled_answers(3))
+            rates[f"re_encode K={a.samples}"] = timed(lambda: sampled_answers(a.samples))
     rates["fst_gen (again)"] = timed(
         lambda: model.encode(texts, instruction, readout="fst_gen", batch_size=a.batch_size)
     )
