@@ -42,10 +42,12 @@ test-integrations: $(STAMP)
 bench-speed: $(STAMP)
 	$(PY) benchmarks/encode_speed.py
 
-# the local evaluation suite, default model and baselines (under an hour here); rewrites its section of BENCHMARKS.md
+# the local evaluation suite, the trained models and baselines (over an hour here; the InBedder rows resume from
+# out/quality-vectors.sqlite); rewrites its section of BENCHMARKS.md
 bench-quality: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[all,bench]"
-	$(PY) benchmarks/quality.py --limit 200 --model smollm2-135m-inbedder-v3 --model smollm2-135m-inbedder-v2 \
+	$(PY) benchmarks/quality.py --limit 200 --model qwen2.5-coder-0.5b-inbedder --model smollm2-135m-inbedder-v3 \
+		--model smollm2-135m-inbedder-v2 --cache out/quality-vectors.sqlite \
 		--baselines all-MiniLM-L6-v2 all-mpnet-base-v2 embeddinggemma-300m --write BENCHMARKS.md
 
 clean:

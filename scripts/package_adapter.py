@@ -4,7 +4,9 @@
 
 Keeps ``adapter_config.json``, ``training.json`` (the run's settings, losses and time) and
 ``inbedder.json`` (the template it was trained with; ``--readout``/``--layer`` add the readout
-chosen for it); the weights are stored at half size and cast back to the base model's dtype on
+chosen for it); ``--scale S`` ships the adapter at S times its trained strength (its
+``lora_alpha`` times S: merged weights ``base + S * (trained - base)``, as WiSE-FT interpolates a
+fine-tuned model with its base); the weights are stored at half size and cast back to the base model's dtype on
 loading, or with ``--int8`` at about a quarter (``inbedder.adapter_storage``). The adapter must
 name a registered base model, so that it loads on any machine. Register the name in
 ``inbedder/models.py`` (``RegisteredModel(adapter=NAME)``).
@@ -13,6 +15,7 @@ name a registered base model, so that it loads on any machine. Register the name
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,9 @@ from inbedder.model_settings import SETTINGS_FILE, write_settings
 WEIGHTS = "adapter_model.safetensors"
 
 
-def package(source: Path, name: str, int8: bool = False, **settings: Any) -> Path:
+def package(source: Path, name: str, int8: bool = False, scale: float = 1.0, **settings: Any) -> Path:
+    if not scale > 0:
+        raise SystemExit(f"--scale must be positive, not {scale}")
     base = models.adapter_base(str(source))
     if base is None:
         raise SystemExit(f"{source} is not an adapter directory (no {models.ADAPTER_CONFIG})")
@@ -35,7 +40,12 @@ def package(source: Path, name: str, int8: bool = False, **settings: Any) -> Pat
         raise SystemExit(f"{source} adapts {base!r}, not a registered model: it would not load elsewhere")
     target = models.ADAPTERS_DIR / name
     target.mkdir(parents=True, exist_ok=True)
-    shutil.copy(source / models.ADAPTER_CONFIG, target / models.ADAPTER_CONFIG)
+    config = json.loads((source / models.ADAPTER_CONFIG).read_text())
+    if scale != 1.0:
+        if config.get("alpha_pattern"):
+            raise SystemExit(f"{source}: --scale does not handle an adapter with an alpha_pattern")
+        config["lora_alpha"] *= scale
+    (target / models.ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     for name in ("training.json", SETTINGS_FILE):
         if (source / name).is_file():
             shutil.copy(source / name, target / name)
@@ -58,8 +68,11 @@ def main() -> None:
     parser.add_argument("--readout", help="the readout InBedder uses for this model by default")
     parser.add_argument("--layer", type=int, help="the layer it reads by default")
     parser.add_argument("--int8", action="store_true", help="store the weights as int8 with a scale per rank component")
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="ship the adapter at this share of its trained strength (default 1)"
+    )
     args = parser.parse_args()
-    target = package(args.source, args.name, int8=args.int8, readout=args.readout, layer=args.layer)
+    target = package(args.source, args.name, int8=args.int8, scale=args.scale, readout=args.readout, layer=args.layer)
     size = sum(f.stat().st_size for f in target.iterdir()) / 2**20
     print(f"{target}: {size:.1f} MiB")
 

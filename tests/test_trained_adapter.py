@@ -8,7 +8,7 @@ import pytest
 from inbedder import InBedder, models
 
 pytestmark = pytest.mark.slow
-NAMES = ["smollm2-135m-inbedder", "smollm2-135m-inbedder-v2", "smollm2-135m-inbedder-v3"]
+NAMES = ["smollm2-135m-inbedder", "smollm2-135m-inbedder-v2", "smollm2-135m-inbedder-v3", "qwen2.5-coder-0.5b-inbedder"]
 TEXTS = [
     "Le nouveau film d'animation arrive bientôt au cinéma, avec des personnages adorés.",
     "Der neue Animationsfilm kommt bald ins Kino, mit beliebten Figuren.",

@@ -502,6 +502,41 @@ def test_an_adapter_stored_as_int8_loads_close_to_the_float_one(adapter_run, tmp
     assert (as_int8 * as_float).sum(1).min() > 0.9999
 
 
+def test_packaging_at_half_strength_merges_halfway_between_base_and_trained(
+    adapter_run, tiny_model_dir, tmp_path, monkeypatch
+):
+    import importlib.util
+
+    from transformers import AutoModelForCausalLM
+
+    script = Path(__file__).parents[1] / "scripts" / "package_adapter.py"
+    spec = importlib.util.spec_from_file_location("package_adapter", script)
+    package_adapter = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(package_adapter)
+    result, _ = adapter_run
+    monkeypatch.setattr(models, "ADAPTERS_DIR", tmp_path)
+    monkeypatch.setattr(models, "registered", lambda name: name == str(tiny_model_dir.resolve()) or None)
+    half = package_adapter.package(result.out, "half", scale=0.5, readout="fst_head_rp")
+    assert json.loads((half / "adapter_config.json").read_text())["lora_alpha"] == pytest.approx(
+        0.5 * json.loads((result.out / "adapter_config.json").read_text())["lora_alpha"]
+    )
+    with pytest.raises(SystemExit, match="--scale must be positive, not 0"):
+        package_adapter.package(result.out, "none", scale=0.0)
+
+    def weights(adapter: Path | None) -> dict[str, torch.Tensor]:
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        return (models.merge_adapter(model, str(adapter)) if adapter else model).state_dict()
+
+    base, trained, halfway = weights(None), weights(result.out), weights(half)
+    moved = [name for name in base if not torch.equal(base[name], trained[name])]
+    assert moved  # the run changed some weights, and half strength moves each of them half as far
+    for name in moved:
+        expected = base[name] + 0.5 * (trained[name] - base[name])
+        torch.testing.assert_close(
+            halfway[name], expected, atol=1e-3 * (trained[name] - base[name]).abs().max(), rtol=0
+        )
+
+
 def test_a_pickled_adapter_is_refused_before_anything_is_unpickled(adapter_run, tmp_path):
     result, _ = adapter_run
     pickled = tmp_path / "pickled"
