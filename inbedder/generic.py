@@ -23,6 +23,53 @@ from inbedder.validation import check_texts
 
 TEXT_ONLY = "{text}"
 """The pattern of a sentence embedder that sees the text alone, whatever the question."""
+STORE_CHUNK = 1024
+"""Texts per sentence-embedder call when a store is given, each call's vectors committed at once."""
+
+
+def sentence_embedder_fingerprint(model: Any) -> str:
+    """A loaded sentence embedder's class and weights (sampled), which its stored vectors and fitted maps record."""
+    from inbedder.fingerprints import weights_fingerprint
+
+    return f"{type(model).__qualname__}:{weights_fingerprint(model)}"
+
+
+def stored_sentence_vectors(
+    model: Any,
+    texts: Sequence[str],
+    store: Any = None,
+    *,
+    fingerprint: str | None = None,
+    name: str = "sentence embedder",
+    batch_size: int = 64,
+    show_progress_bar: bool | None = False,
+) -> np.ndarray:
+    """(n, d) raw float32 vectors of a sentence-transformers ``model``. With a ``store`` (an
+    ``inbedder.cache.EmbeddingCache``) and the model's ``fingerprint``, each distinct text is computed
+    once, ever, and an interrupted call keeps every chunk of ``STORE_CHUNK`` texts it finished."""
+    from tqdm.auto import tqdm
+
+    from inbedder.fingerprints import model_label, settings_fingerprint, text_key
+
+    if not texts:
+        raise InputError("no texts to embed: give at least one")
+    keys = [text_key(t) for t in texts]
+    found: dict[str, tuple[np.ndarray, str]] = {}
+    if store is not None:
+        dtype = str(next(model.parameters()).dtype)
+        settings = settings_fingerprint(sentence_embedder="raw", max_seq_length=model.max_seq_length, dtype=dtype)
+        found = store.get_many(fingerprint, settings, keys)
+    todo = list(dict.fromkeys(k for k in keys if k not in found))
+    first = {k: i for i, k in reversed(list(enumerate(keys)))}
+    chunks = range(0, len(todo), STORE_CHUNK)
+    for start in tqdm(chunks, desc=name, unit="chunk", disable=not show_progress_bar or len(chunks) < 2):
+        chunk = todo[start : start + STORE_CHUNK]
+        vectors = model.encode([texts[first[k]] for k in chunk], batch_size=batch_size, show_progress_bar=False)
+        vectors = np.asarray(vectors.float().cpu() if hasattr(vectors, "float") else vectors, dtype=np.float32)
+        found.update({k: (v, "") for k, v in zip(chunk, vectors)})
+        if store is not None:
+            store.put_many(fingerprint, settings, model_label(name), [(k, v, "") for k, v in zip(chunk, vectors)])
+    return np.stack([found[k][0] for k in keys]).astype(np.float32)
 
 
 class SentenceEmbedder:
@@ -41,6 +88,7 @@ class SentenceEmbedder:
         if "{text}" not in pattern:
             raise InputError(f"the pattern {pattern!r} has no {{text}}: the texts would go nowhere")
         self._model, self.pattern = model, pattern
+        self._fingerprint: str | None = None
         base = model if isinstance(model, str) else type(model).__name__
         self.name = name or (base if pattern == TEXT_ONLY else f"{base} + {pattern!r}")
 
@@ -60,24 +108,38 @@ class SentenceEmbedder:
         self, sentences: Sequence[str], instructions: Sequence[Any], options: EncodeOptions | None = None
     ) -> list:
         """One array per instruction; the model runs once when the pattern leaves the instruction out. Of the
-        options, ``batch_size``, ``show_progress_bar``, ``normalize_embeddings`` and ``return_generations``
-        (no answers: None for each text) apply."""
+        options, ``batch_size``, ``show_progress_bar``, ``normalize_embeddings``, ``return_generations``
+        (no answers: None for each text) and ``cache`` (a store of ``inbedder.cache``: each filled-in text
+        is embedded once, ever) apply."""
+        from inbedder.cache import open_cache
+
         options = EncodeOptions.build(options)
         texts = check_texts(sentences)
+        store = open_cache(options.cache)
         asks = "{instruction}" in self.pattern
         results, done = [], None
         for instruction in instructions:
             if done is None or asks:
                 filled = [self._fill(t, q) for t, q in zip(texts, one_per_text(instruction, len(texts)))]
-                vectors = np.asarray(
-                    self.model.encode(
-                        filled, batch_size=options.batch_size, show_progress_bar=bool(options.show_progress_bar)
-                    ),
-                    dtype=np.float32,
+                vectors = stored_sentence_vectors(
+                    self.model,
+                    filled,
+                    store,
+                    fingerprint=self.fingerprint if store is not None else None,
+                    name=self.name,
+                    batch_size=options.batch_size,
+                    show_progress_bar=options.show_progress_bar,
                 )
                 done = unit_rows(vectors) if options.normalize_embeddings else vectors
             results.append((done, [None] * len(texts)) if options.return_generations else done)
         return results
+
+    @property
+    def fingerprint(self) -> str:
+        """The model's class and weights (sampled), computed once: its stored vectors are filed by it."""
+        if self._fingerprint is None:
+            self._fingerprint = sentence_embedder_fingerprint(self.model)
+        return self._fingerprint
 
     def _fill(self, text: str, instruction: str | None) -> str:
         if "{instruction}" in self.pattern and not instruction:

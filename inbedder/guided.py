@@ -24,14 +24,12 @@ import torch
 
 from inbedder.errors import InputError
 from inbedder.extras import require
+from inbedder.generic import sentence_embedder_fingerprint
 from inbedder.guided_map import METHODS, GuidedMap, GuidedOptions, SampleAnswers, fit_projection
 from inbedder.interface import explains, unit_rows
 from inbedder.options import EncodeOptions
 
 __all__ = ["METHODS", "GuidedEmbedder", "GuidedMap", "GuidedOptions", "SampleAnswers"]
-
-GENERIC_BATCH = 1024
-"""Texts per sentence-embedder call, each call's vectors stored at once."""
 
 
 class GuidedEmbedder:
@@ -144,7 +142,7 @@ class GuidedEmbedder:
             from inbedder.reencoder import load_sentence_embedder
 
             loaded = load_sentence_embedder(self._generic)
-            self._fingerprint = _fingerprint(loaded)
+            self._fingerprint = sentence_embedder_fingerprint(loaded)
             self._generic = loaded.to(resolve_dtype(self.dtype or default_dtype(), loaded.device))
         return self._generic
 
@@ -152,41 +150,23 @@ class GuidedEmbedder:
         """The generic embedder's class and weights (sampled), which a map records and checks."""
         embedder = self.generic
         if self._fingerprint is None:
-            self._fingerprint = _fingerprint(embedder)
+            self._fingerprint = sentence_embedder_fingerprint(embedder)
         return self._fingerprint
 
     def generic_vectors(self, texts: Sequence[str], show_progress_bar: bool | None = None) -> np.ndarray:
         """(n, d) unit-length vectors of the generic embedder; with a store, computed once per text."""
-        from tqdm.auto import tqdm
-
-        from inbedder.fingerprints import model_label, settings_fingerprint, text_key
+        from inbedder.generic import stored_sentence_vectors
         from inbedder.validation import check_texts
 
-        texts = check_texts(texts)
-        keys = [text_key(t) for t in texts]
-        model_key = self.generic_fingerprint()
-        dtype = str(next(self.generic.parameters()).dtype)
-        settings = settings_fingerprint(generic=True, max_seq_length=self.generic.max_seq_length, dtype=dtype)
-        found = self.cache.get_many(model_key, settings, keys) if self.cache is not None else {}
-        todo = list(dict.fromkeys(k for k in keys if k not in found))
-        first = {k: i for i, k in reversed(list(enumerate(keys)))}
-        for start in tqdm(
-            range(0, len(todo), GENERIC_BATCH), desc="generic", unit="batch", disable=not show_progress_bar
-        ):
-            chunk = todo[start : start + GENERIC_BATCH]
-            vectors = self.generic.encode(
-                [texts[first[k]] for k in chunk],
-                batch_size=64,
-                normalize_embeddings=True,
-                convert_to_tensor=True,
-                show_progress_bar=False,
-            )
-            vectors = vectors.float().cpu().numpy()
-            found.update({k: (v, "") for k, v in zip(chunk, vectors)})
-            if self.cache is not None:
-                label = model_label(self.generic_name)
-                self.cache.put_many(model_key, settings, label, [(k, v, "") for k, v in zip(chunk, vectors)])
-        return np.stack([found[k][0] for k in keys]).astype(np.float32)
+        vectors = stored_sentence_vectors(
+            self.generic,
+            check_texts(texts),
+            self.cache,
+            fingerprint=self.generic_fingerprint(),
+            name=self.generic_name,
+            show_progress_bar=show_progress_bar,
+        )
+        return unit_rows(vectors)
 
     def sample_rows(self, n: int) -> np.ndarray:
         """The seeded sample's rows of an ``n``-text corpus (all of them, when ``n`` is at most the sample size)."""
@@ -351,12 +331,6 @@ def _scattered(guided_map: GuidedMap, n: int) -> list[Any]:
     for row, answer in zip(sample.rows, sample.answers):
         said[row] = answer
     return said
-
-
-def _fingerprint(embedder: Any) -> str:
-    from inbedder.fingerprints import weights_fingerprint
-
-    return f"{type(embedder).__qualname__}:{weights_fingerprint(embedder)}"
 
 
 def sentence_embedder_name(model: Any) -> str:
