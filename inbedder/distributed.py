@@ -30,6 +30,13 @@ import pyarrow as pa
 from inbedder.errors import InputError
 from inbedder.extras import require
 from inbedder.options import EncodeOptions, takes_encode_options
+from inbedder.ray_rows import (
+    batch_texts,
+    batch_values,
+    check_cluster_settings,
+    checked_dataset,
+    with_vectors,
+)
 
 require("ray", "ray")
 
@@ -63,6 +70,7 @@ class _Embedder:
         id_column: str | None,
         options: EncodeOptions,
         model_options: dict[str, Any],
+        field_columns: Sequence[str] = (),
     ) -> None:
         if callable(model):
             self.model = model()
@@ -76,34 +84,20 @@ class _Embedder:
                 "every batch is a call of its own; pass postprocess='none' and post-process the gathered vectors"
             )
         self.columns, self.text_column, self.id_column, self.options = columns, text_column, id_column, options
+        self.field_columns = list(field_columns)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        texts = _batch_texts(batch, self.text_column, self.id_column)
-        results = self.model.encode_multi(texts, list(self.columns.values()), self.options)
+        texts = batch_texts(batch, self.text_column, self.id_column)
+        options = self.options
+        if self.field_columns:
+            options = replace(options, fields={c: batch_values(batch, c, self.id_column) for c in self.field_columns})
+        results = self.model.encode_multi(texts, list(self.columns.values()), options)
         for name, result in zip(self.columns, results):
             vectors, answers = result if self.options.return_generations else (result, None)
-            batch = _with_vectors(batch, name, vectors)
+            batch = with_vectors(batch, name, vectors)
             if answers is not None:
                 batch = batch.append_column(_answer_column(name), pa.array(list(answers), type=pa.string()))
         return batch
-
-
-def _batch_texts(batch: pa.Table, text_column: str, id_column: str | None) -> list[str]:
-    """The batch's texts; one that is empty or not a string is named by its row's id (encode knows only positions)."""
-    texts = batch.column(text_column).to_pylist()
-    for row, text in enumerate(texts):
-        if not isinstance(text, str) or not text.strip():
-            where = f"row {batch.column(id_column)[row].as_py()!r}" if id_column else f"row {row} of a batch"
-            problem = "is empty" if isinstance(text, str) else f"is {text!r}, not a string"
-            raise InputError(f"{where}: its text {problem}; every text must have some content")
-    return texts
-
-
-def _with_vectors(batch: pa.Table, name: str, vectors: Any) -> pa.Table:
-    """``batch`` with a fixed-size-list column ``name`` of float32 vectors."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    flat = pa.array(vectors.reshape(-1), type=pa.float32())
-    return batch.append_column(name, pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]))
 
 
 def guided_dataset(
@@ -133,7 +127,7 @@ def guided_dataset(
     from inbedder.guided import GuidedEmbedder, GuidedOptions
 
     columns = output_columns(instructions)
-    dataset = _checked_dataset(data, text_column, id_column, set(columns))
+    dataset = checked_dataset(data, text_column, id_column, set(columns))
     settings = guided if guided is not None else GuidedOptions()
     total = dataset.count()
     picked = (
@@ -170,6 +164,7 @@ def embed_dataset(
     model_options: Mapping[str, Any] | None = None,
     text_column: str = "text",
     id_column: str | None = None,
+    field_columns: Sequence[str] = (),
     concurrency: int = 1,
     rows_per_batch: int = 256,
     num_cpus: float | None = None,
@@ -182,28 +177,26 @@ def embed_dataset(
         instructions: one question (column ``embedding``), a list (``embedding_0``, ...), or a
             mapping of column name to question. Several go through ``encode_multi``.
         options, overrides: how to encode, as for ``InBedder.encode`` (an ``EncodeOptions``, or
-            keywords of the same names: ``readout``, ``layer``, ``template``, ``batch_size``
-            (texts per forward pass), ``normalize_embeddings``, ``max_new_tokens``, ...); every
-            one applies on the actors. ``return_generations`` adds the answers, in ``answer`` (or
-            ``NAME_answer`` for each embedding column ``NAME``). ``cache``: the persistent store
-            each actor uses: a path on a file system every node shares, or True for each node's
-            own ``$INBEDDER_CACHE``. Post-processing over the corpus (``center``,
-            ``standardize``) is refused: each actor call would be a corpus of its own.
+            keywords: ``readout``, ``layer``, ``template``, ``batch_size``, ...); every one applies on
+            the actors. ``return_generations`` adds the answers (``answer``, or ``NAME_answer`` per
+            column ``NAME``). ``cache``: each actor's store, a path every node can open, or True for
+            each node's own ``$INBEDDER_CACHE``. Post-processing over the corpus is refused: each
+            actor call would be a corpus of its own.
         model: a registered name, path or hub id (default: the default model), or a function
             that returns an ``InBedder``-like object (called once in each actor).
         model_options: ``InBedder``'s other arguments (``device``, ``dtype``, ``max_length``, ...).
-        text_column, id_column: the texts, and the ids that errors name.
-        concurrency: how many actors (each holds one model); rows_per_batch: rows per actor
-            call; num_cpus: CPUs reserved per actor (Ray's default, 1, when None). Leave the
-            cluster some CPUs beyond the actors' for reading and writing, or those tasks wait
-            for actors that wait for them.
+        text_column, id_column: the texts, and the ids that errors name; field_columns: columns
+            that fill ``{name}`` placeholders row by row (``fields`` as values is refused: a list
+            cannot follow the rows into batches).
+        concurrency: actors (each holds one model); rows_per_batch: rows per actor call; num_cpus:
+            CPUs per actor (Ray's default, 1, when None). Leave the cluster CPUs beyond the
+            actors' for reading and writing, or those tasks wait for actors that wait for them.
     """
-    options = EncodeOptions.build(options, **overrides)
-    model_options = dict(model_options or {})
+    options, model_options = EncodeOptions.build(options, **overrides), dict(model_options or {})
     check_options(model, options, model_options)
     columns = output_columns(instructions)
     answers = {_answer_column(c) for c in columns} if options.return_generations else set()
-    dataset = _checked_dataset(data, text_column, id_column, set(columns) | answers)
+    dataset = checked_dataset(data, text_column, id_column, set(columns) | answers, field_columns)
     return dataset.map_batches(
         _Embedder,
         fn_constructor_kwargs={
@@ -213,6 +206,7 @@ def embed_dataset(
             "id_column": id_column,
             "options": replace(options, show_progress_bar=False),
             "model_options": model_options,
+            "field_columns": list(field_columns),
         },
         batch_format="pyarrow",
         batch_size=rows_per_batch,
@@ -230,6 +224,11 @@ def check_options(model: Any, options: EncodeOptions, model_options: Mapping[str
     """
     if options.convert_to_tensor:
         raise InputError("convert_to_tensor does not apply on Ray: the vectors go into the dataset's columns")
+    if options.fields is not None:
+        raise InputError(
+            "fields given as values do not apply on Ray: the rows are split into batches, and a list of per-text "
+            "values cannot follow them; put the values in columns of the data and name them with field_columns"
+        )
     if options.return_usage:
         raise InputError("return_usage does not apply on Ray: the dataset has no column for it")
     if options.postprocess not in (None, "none") or model_options.get("postprocess") not in (None, "none"):
@@ -275,53 +274,6 @@ def init(address: str | None = None, **kwargs: Any) -> None:
         ray.init(address=address, **kwargs)
 
 
-def _checked_dataset(data: Any, text_column: str, id_column: str | None, added: set[str]) -> ray.data.Dataset:
-    """``data`` as a Ray Dataset, refused by name when it lacks the text (or id) column or already has a
-    column the output would add."""
-    dataset = _as_dataset(data)
-    names = set(dataset.schema().names)
-    for needed, role in ((text_column, "text"), (id_column, "id")):
-        if needed is not None and needed not in names:
-            raise InputError(f"the {role} column {needed!r} is not in the data; its columns are {sorted(names)}")
-    if added & names:
-        raise InputError(f"the data already has column(s) {sorted(added & names)}, which the output would add")
-    return dataset
-
-
-def _check_cluster_settings(
-    dataset: ray.data.Dataset, k: int | str, sample_size: int, label_columns: Sequence[str]
-) -> None:
-    """What ``cluster_dataset`` would refuse only after embedding every row, refused before."""
-    if isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 3:
-        raise InputError(f"sample_size must be a number of rows of at least 3, got {sample_size!r}")
-    if k != "auto" and (isinstance(k, bool) or not isinstance(k, int) or k < 2):
-        raise InputError(f"k must be an int of at least 2 or 'auto', got {k!r}")
-    if k != "auto" and k > sample_size:
-        raise InputError(f"k={k} is larger than the sample k-means is fit on (sample_size={sample_size})")
-    names = set(dataset.schema().names)
-    missing = [name for name in label_columns if name not in names]
-    if missing:
-        raise InputError(f"the label column {missing[0]!r} is not in the data; its columns are {sorted(names)}")
-
-
-def _as_dataset(data: Any) -> ray.data.Dataset:
-    if isinstance(data, ray.data.Dataset):
-        return data
-    path = Path(data)
-    if not path.exists():
-        raise FileNotFoundError(f"no such file or folder: {path}")
-    suffix = path.suffix.lower() if path.is_file() else _folder_suffix(path)
-    readers = {".parquet": ray.data.read_parquet, ".csv": ray.data.read_csv, ".jsonl": ray.data.read_json}
-    if suffix not in readers:
-        raise InputError(f"{path}: Ray reads Parquet, CSV or JSONL here, not {suffix or 'this folder'}")
-    return readers[suffix](str(path))
-
-
-def _folder_suffix(folder: Path) -> str:
-    suffixes = {p.suffix.lower() for p in folder.iterdir() if p.is_file() and not p.name.startswith((".", "_"))}
-    return suffixes.pop() if len(suffixes) == 1 else ""
-
-
 def _answer_column(name: str) -> str:
     return "answer" if name == "embedding" else f"{name}_answer"
 
@@ -363,8 +315,8 @@ def cluster_dataset(
     questions = [instructions] if isinstance(instructions, str) else list(instructions)
     columns = output_columns(questions)
     out = Path(out)
-    dataset = _checked_dataset(data, text_column, id_column, set())
-    _check_cluster_settings(dataset, k, sample_size, label_columns)
+    dataset = checked_dataset(data, text_column, id_column, set())
+    check_cluster_settings(dataset, k, sample_size, label_columns)
     rows = {"text_column": text_column, "id_column": id_column, "rows_per_batch": rows_per_batch}
     actors = {"model": model, "model_options": model_options, "concurrency": concurrency, "num_cpus": num_cpus}
     embedded = embed_dataset(dataset, columns, options, **rows, **actors).materialize()

@@ -13,7 +13,7 @@ LAYERS = [
     {"options", "readout", "postprocess", "model_settings", "wheel_parts"},
     {"models", "tables", "written", "interface", "fingerprints"},
     {"cache", "loading", "templates", "backends", "pooling", "runner", "reencoder"},
-    {"validation", "vocabulary", "stored_runs", "st_surface"},
+    {"validation", "vocabulary", "stored_runs", "st_surface", "ray_rows"},
     {"embedder"},
     {"guided_map"},
     {"guided", "generic"},

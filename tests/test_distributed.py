@@ -270,12 +270,22 @@ def test_the_cluster_command_on_ray(tiny_model_dir, table, tmp_path):
 
 
 def test_every_encode_option_applies_on_the_actors(tiny_model_dir, table):
+    """Real actors, several batches, and a template field filled from a column row by row."""
     from inbedder import InBedder
 
-    chosen = dict(normalize_embeddings=True, template="Text: {input}\nQ: {instruction}\nA:", readout="avg_ppt", layer=1)
-    local = InBedder(str(tiny_model_dir), max_length=40).encode(TEXTS, QUESTIONS[0], **chosen)
+    kinds = ["pet" if i % 3 else "animal" for i in range(len(TEXTS))]
+    template = "Text: {input} ({kind})\nQ: {instruction}\nA:"
+    chosen = dict(normalize_embeddings=True, template=template, readout="avg_ppt", layer=1)
+    model = InBedder(str(tiny_model_dir), max_length=40)
+    local = model.encode(TEXTS, QUESTIONS[0], fields={"kind": kinds}, **chosen)
     embedded = distributed.embed_dataset(
-        ray.data.from_pandas(table), QUESTIONS[0], model=str(tiny_model_dir), model_options={"max_length": 40}, **chosen
+        ray.data.from_pandas(table.assign(kind=kinds)),
+        QUESTIONS[0],
+        model=str(tiny_model_dir),
+        model_options={"max_length": 40},
+        field_columns=["kind"],
+        rows_per_batch=16,
+        **chosen,
     )
     got = np.stack(by_id(embedded.to_pandas())["embedding"])
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
@@ -395,18 +405,34 @@ def test_guided_maps_are_fitted_on_a_sample_and_applied_on_the_actors(tiny_model
     np.testing.assert_allclose(np.stack(written["embedding"]), expected, atol=1e-4)
 
 
+def embed_as_the_actors_do(monkeypatch, table: pd.DataFrame, **chosen) -> pd.DataFrame:
+    """``embed_dataset`` with Ray's execution left out: the actor's arguments go through cloudpickle, as Ray
+    ships them, and each batch through the actor's ``__call__``; every other step is the real one."""
+    import cloudpickle
+    import pyarrow as pa
+
+    def map_batches(dataset, fn, fn_constructor_kwargs, batch_format, batch_size, **resources):
+        assert batch_format == "pyarrow"
+        actor = fn(**cloudpickle.loads(cloudpickle.dumps(fn_constructor_kwargs)))
+        rows = pa.Table.from_pandas(table, preserve_index=False)
+        return pa.concat_tables(actor(rows.slice(start, batch_size)) for start in range(0, len(table), batch_size))
+
+    monkeypatch.setattr(ray.data.Dataset, "map_batches", map_batches)
+    return distributed.embed_dataset(ray.data.from_pandas(table), QUESTIONS[0], **chosen).to_pandas()
+
+
 @pytest.mark.parametrize("option", sorted(__import__("conftest").ENCODE_OPTION_CASES))
-def test_every_encode_option_is_honoured_on_ray_or_refused_by_name(tiny_model_dir, table, option, tmp_path):
+def test_every_encode_option_is_honoured_by_the_actors_or_refused_by_name(
+    tiny_model_dir, table, option, tmp_path, monkeypatch
+):
+    """Each option through the actors' own code (test_every_encode_option_applies_on_the_actors runs real ones)."""
     from conftest import ENCODE_OPTION_CASES
 
     from inbedder import InBedder
 
     chosen = {k: str(tmp_path / "store.sqlite") if v == "STORE" else v for k, v in ENCODE_OPTION_CASES[option].items()}
     try:
-        embedded = distributed.embed_dataset(
-            ray.data.from_pandas(table), QUESTIONS[0], model=str(tiny_model_dir), **chosen
-        )
-        got = by_id(embedded.to_pandas())
+        got = embed_as_the_actors_do(monkeypatch, table, model=str(tiny_model_dir), **chosen)
     except Exception as err:
         refused = distributed.user_error(err)
         assert refused is not None and option in str(refused), (option, err)
@@ -416,3 +442,24 @@ def test_every_encode_option_is_honoured_on_ray_or_refused_by_name(tiny_model_di
     np.testing.assert_allclose(np.stack(got["embedding"]), np.stack([np.asarray(v) for v in vectors]), atol=1e-5)
     if answers is not None:
         assert got["answer"].tolist() == list(answers)
+
+
+def test_fields_come_from_columns_and_a_missing_one_is_named(tiny_model_dir, table, monkeypatch):
+    from inbedder.errors import InputError
+
+    template = "T: {input} ({kind})\nQ: {instruction}\nA:"
+    with pytest.raises(InputError, match="put the values in columns of the data and name them with field_columns"):
+        distributed.embed_dataset(table, QUESTIONS[0], model=str(tiny_model_dir), fields={"kind": ["pet"] * 40})
+    with pytest.raises(InputError, match="the field column 'kind' is not in the data"):
+        distributed.embed_dataset(ray.data.from_pandas(table), QUESTIONS[0], field_columns=["kind"])
+    kinds = ["pet"] * (len(TEXTS) - 1) + [None]
+    with pytest.raises(InputError, match="row 'row-39': its field column 'kind' is empty"):
+        embed_as_the_actors_do(
+            monkeypatch,
+            table.assign(kind=kinds),
+            model=str(tiny_model_dir),
+            template=template,
+            field_columns=["kind"],
+            id_column="id",
+            rows_per_batch=16,
+        )
