@@ -49,6 +49,10 @@ def package(source: Path, name: str, int8: bool = False, scale: float = 1.0, **s
     for name in ("training.json", SETTINGS_FILE):
         if (source / name).is_file():
             shutil.copy(source / name, target / name)
+    if scale != 1.0 and (target / "training.json").is_file():  # the record says what shipped, not only what trained
+        record = json.loads((target / "training.json").read_text())
+        record["shipped_scale"] = scale
+        (target / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     write_settings(target, **settings)
     tensors = load_file(str(source / WEIGHTS))
     for old in (WEIGHTS, INT8_WEIGHTS):  # a re-packaged adapter keeps one form of its weights

@@ -4,6 +4,8 @@ import json
 
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from inbedder import InBedder, models
 
@@ -42,7 +44,11 @@ def test_the_adapter_is_packaged_with_its_training_record(name):
     assert entry is not None and entry.available_offline()
     adapter = entry.packaged_adapter()
     assert models.resolve(name) == str(adapter)
-    assert (adapter / "adapter_int8.safetensors").stat().st_size < 2 * 1024**2  # int8 weights
+    weights = load_file(str(adapter / "adapter_int8.safetensors"))
+    lora = [tensor for key, tensor in weights.items() if key.endswith(".weight")]
+    assert lora and all(tensor.dtype == torch.int8 for tensor in lora)
+    parameters = sum(tensor.numel() for tensor in lora)  # a byte each, and a float16 scale per rank component
+    assert (adapter / "adapter_int8.safetensors").stat().st_size < 1.05 * parameters
     base = models.adapter_base(str(adapter))
     record = json.loads((adapter / "training.json").read_text())
     assert record["base"] == base and record["steps"] > 0 and record["eval_loss"] < 2

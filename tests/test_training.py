@@ -520,6 +520,7 @@ def test_packaging_at_half_strength_merges_halfway_between_base_and_trained(
     assert json.loads((half / "adapter_config.json").read_text())["lora_alpha"] == pytest.approx(
         0.5 * json.loads((result.out / "adapter_config.json").read_text())["lora_alpha"]
     )
+    assert json.loads((half / "training.json").read_text())["shipped_scale"] == 0.5
     with pytest.raises(SystemExit, match="--scale must be positive, not 0"):
         package_adapter.package(result.out, "none", scale=0.0)
 
