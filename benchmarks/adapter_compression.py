@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from inbedder.adapter_storage import dequantize_int8, quantize_int8
+from inbedder.adapter_storage import dequantize_int8, leading_components, quantize_int8
 
 
 def pairs(directory: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -47,12 +47,9 @@ def int_k(x: torch.Tensor, bits: int, group: int | None = None) -> torch.Tensor:
 
 
 def leading(a: torch.Tensor, b: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The best rank-``rank`` factors of ``b @ a`` (its leading singular components), split evenly."""
-    qb, rb = torch.linalg.qr(b)  # b @ a = qb (rb raᵀ) qaᵀ: the SVD of a rank-r product from an r x r one
-    qa, ra = torch.linalg.qr(a.T)
-    u, s, vh = torch.linalg.svd(rb @ ra.T)
-    root = s[:rank].sqrt()
-    return root[:, None] * (vh[:rank] @ qa.T), (qb @ u[:, :rank]) * root
+    """The best rank-``rank`` factors of ``b @ a``, as ``package_adapter.py --rank`` ships them."""
+    cut = leading_components({"m.lora_A.weight": a, "m.lora_B.weight": b}, rank)
+    return cut["m.lora_A.weight"], cut["m.lora_B.weight"]
 
 
 def main() -> None:

@@ -56,3 +56,19 @@ def save_int8(tensors: dict[str, torch.Tensor], directory: str | Path) -> Path:
 
 def load_int8(directory: str | Path, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     return dequantize_int8(load_file(str(Path(directory) / INT8_WEIGHTS)), dtype)
+
+
+def leading_components(tensors: dict[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
+    """Each LoRA pair (``...lora_A.weight``, ``...lora_B.weight``) cut to the leading ``rank`` singular
+    components of ``B @ A`` (its best rank-``rank`` approximation), split evenly between the factors."""
+    cut = dict(tensors)
+    for key in [k for k in tensors if ".lora_A." in k]:
+        other = key.replace(".lora_A.", ".lora_B.")
+        a, b = tensors[key].float(), tensors[other].float()
+        qb, rb = torch.linalg.qr(b)  # b @ a = qb (rb raᵀ) qaᵀ: the SVD of a rank-r product from an r x r one
+        qa, ra = torch.linalg.qr(a.T)
+        u, s, vh = torch.linalg.svd(rb @ ra.T)
+        root = s[:rank].sqrt()
+        cut[key] = (root[:, None] * (vh[:rank] @ qa.T)).contiguous()
+        cut[other] = ((qb @ u[:, :rank]) * root).contiguous()
+    return cut

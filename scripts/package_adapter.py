@@ -24,13 +24,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from inbedder import models
-from inbedder.adapter_storage import INT8_WEIGHTS, save_int8
+from inbedder.adapter_storage import INT8_WEIGHTS, leading_components, save_int8
 from inbedder.model_settings import SETTINGS_FILE, write_settings
 
 WEIGHTS = "adapter_model.safetensors"
 
 
-def package(source: Path, name: str, int8: bool = False, scale: float = 1.0, **settings: Any) -> Path:
+def package(
+    source: Path, name: str, int8: bool = False, scale: float = 1.0, rank: int | None = None, **settings: Any
+) -> Path:
     if not scale > 0:
         raise SystemExit(f"--scale must be positive, not {scale}")
     base = models.adapter_base(str(source))
@@ -45,16 +47,24 @@ def package(source: Path, name: str, int8: bool = False, scale: float = 1.0, **s
         if config.get("alpha_pattern"):
             raise SystemExit(f"{source}: --scale does not handle an adapter with an alpha_pattern")
         config["lora_alpha"] *= scale
+    if rank is not None:
+        if config.get("rank_pattern") or not 0 < rank < config["r"]:
+            raise SystemExit(f"--rank must be below the adapter's rank {config['r']} (and no rank_pattern), not {rank}")
+        config["lora_alpha"] *= rank / config["r"]  # LoRA scales by alpha / r: the same scale at the lower rank
+        config["r"] = rank
     (target / models.ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     for name in ("training.json", SETTINGS_FILE):
         if (source / name).is_file():
             shutil.copy(source / name, target / name)
-    if scale != 1.0 and (target / "training.json").is_file():  # the record says what shipped, not only what trained
+    if (scale != 1.0 or rank is not None) and (target / "training.json").is_file():  # what shipped, not only trained
         record = json.loads((target / "training.json").read_text())
-        record["shipped_scale"] = scale
+        record.update({"shipped_scale": scale} if scale != 1.0 else {})
+        record.update({"shipped_rank": rank} if rank is not None else {})
         (target / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     write_settings(target, **settings)
     tensors = load_file(str(source / WEIGHTS))
+    if rank is not None:
+        tensors = leading_components(tensors, rank)
     for old in (WEIGHTS, INT8_WEIGHTS):  # a re-packaged adapter keeps one form of its weights
         (target / old).unlink(missing_ok=True)
     if int8:
@@ -75,8 +85,11 @@ def main() -> None:
     parser.add_argument(
         "--scale", type=float, default=1.0, help="ship the adapter at this share of its trained strength (default 1)"
     )
+    parser.add_argument("--rank", type=int, help="keep each module's leading RANK singular components (a smaller file)")
     args = parser.parse_args()
-    target = package(args.source, args.name, int8=args.int8, scale=args.scale, readout=args.readout, layer=args.layer)
+    target = package(
+        args.source, args.name, int8=args.int8, scale=args.scale, rank=args.rank, readout=args.readout, layer=args.layer
+    )
     size = sum(f.stat().st_size for f in target.iterdir()) / 2**20
     print(f"{target}: {size:.1f} MiB")
 

@@ -521,6 +521,14 @@ def test_packaging_at_half_strength_merges_halfway_between_base_and_trained(
         0.5 * json.loads((result.out / "adapter_config.json").read_text())["lora_alpha"]
     )
     assert json.loads((half / "training.json").read_text())["shipped_scale"] == 0.5
+    config = json.loads((result.out / "adapter_config.json").read_text())
+    low = package_adapter.package(result.out, "low", rank=config["r"] - 1)
+    shipped = json.loads((low / "adapter_config.json").read_text())
+    assert shipped["r"] == config["r"] - 1  # LoRA's scale alpha / r is kept
+    assert shipped["lora_alpha"] / shipped["r"] == pytest.approx(config["lora_alpha"] / config["r"])
+    assert json.loads((low / "training.json").read_text())["shipped_rank"] == config["r"] - 1
+    with pytest.raises(SystemExit, match="--rank must be below the adapter's rank"):
+        package_adapter.package(result.out, "same", rank=config["r"])
     with pytest.raises(SystemExit, match="--scale must be positive, not 0"):
         package_adapter.package(result.out, "none", scale=0.0)
 
@@ -536,6 +544,20 @@ def test_packaging_at_half_strength_merges_halfway_between_base_and_trained(
         torch.testing.assert_close(
             halfway[name], expected, atol=1e-3 * (trained[name] - base[name]).abs().max(), rtol=0
         )
+
+
+def test_leading_components_are_the_best_low_rank_change_at_the_same_scale():
+    from inbedder.adapter_storage import leading_components
+
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(8, 40, generator=generator), torch.randn(24, 8, generator=generator)
+    cut = leading_components({"m.lora_A.weight": a, "m.lora_B.weight": b, "other": a}, 3)
+    assert cut["m.lora_A.weight"].shape == (3, 40) and cut["m.lora_B.weight"].shape == (24, 3)
+    u, s, vh = torch.linalg.svd(b @ a, full_matrices=False)  # Eckart-Young: the best rank-3 approximation
+    torch.testing.assert_close(
+        cut["m.lora_B.weight"] @ cut["m.lora_A.weight"], (u[:, :3] * s[:3]) @ vh[:3], atol=1e-4, rtol=1e-4
+    )
+    assert cut["other"] is a
 
 
 def test_a_pickled_adapter_is_refused_before_anything_is_unpickled(adapter_run, tmp_path):
