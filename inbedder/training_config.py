@@ -21,7 +21,10 @@ class TrainingConfig:
     Model: ``family`` (auto, causal, masked, seq2seq), ``lora`` (else full fine-tuning),
     ``lora_rank``/``lora_alpha``/``lora_dropout``/``target_modules`` (last names of linear
     layers; default all in the trained layers), ``train_layers`` (train only the top N layers:
-    the backward pass stops there), ``merge`` (save the merged model rather than the adapter).
+    the backward pass stops there), ``merge`` (save the merged model rather than the adapter),
+    ``kl_to_base`` (LoRA on a causal LM: add this weight times KL(base || model) of each answer
+    token's distribution, the base being the model with its adapters off, so the model learns the
+    answers while the rest of each distribution, which the head readouts embed, stays near the base's).
     Optimization: ``epochs`` or ``max_steps``, ``batch_size`` x ``grad_accum`` records a step,
     ``lr`` (default 2e-4 with LoRA, 2e-5 full), ``warmup_steps`` or ``warmup_ratio`` (default
     0.03), ``weight_decay``, ``max_grad_norm``, ``group_by_length`` (batch records of similar
@@ -51,6 +54,10 @@ class TrainingConfig:
         default=None, metadata=cli("Train only the top N layers (the backward pass stops there).")
     )
     merge: bool = field(default=False, metadata=cli("Save the base model with the adapter merged in."))
+    kl_to_base: float = field(
+        default=0.0,
+        metadata=cli("Weight of KL(base || model) on the answer tokens' distributions (LoRA, causal LMs; 0: off)."),
+    )
     epochs: float = field(default=1.0, metadata=cli("Passes over the training records."))
     max_steps: int | None = field(default=None, metadata=cli("Optimizer steps (overrides --epochs)."))
     batch_size: int = field(default=8, metadata=cli("Records per batch."))
@@ -127,6 +134,10 @@ class TrainingConfig:
             raise InputError("give warmup_steps or warmup_ratio, not both")
         if self.save_every < 0:
             raise InputError(f"save_every must be 0 (never) or a number of steps, got {self.save_every}")
+        if not (isinstance(self.kl_to_base, (int, float)) and self.kl_to_base >= 0):
+            raise InputError(f"kl_to_base must be 0 (off) or a positive weight, got {self.kl_to_base!r}")
+        if self.kl_to_base and not self.lora:
+            raise InputError("kl_to_base needs LoRA training: the base is the model with its adapters off")
         if self.merge and not self.lora:
             raise InputError("merge applies to LoRA training; full fine-tuning already saves the whole model")
         if self.max_length != "auto" and not (isinstance(self.max_length, int) and self.max_length > 0):

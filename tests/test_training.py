@@ -265,6 +265,83 @@ def test_a_few_steps_reduce_the_loss(family, options, loud_llama_dir, bert_dir, 
     assert result.train_losses[-1] < 0.7 * result.train_losses[0], result.train_losses
 
 
+def answer_batch(model_dir: Path) -> dict[str, torch.Tensor]:
+    encoder = QAEncoder(tokenizer_of(model_dir), "causal", max_length=64)
+    examples = [encoder(QARecord(r["context"], r["question"], r["answer"])) for r in RECORDS[:3]]
+    return Collator(pad_id=0)(examples)
+
+
+def kl_to_untuned(model_dir: Path, adapted: torch.nn.Module, batch: dict[str, torch.Tensor]) -> float:
+    """Mean KL(untuned || adapted) over the states that predict an answer token, from full logits in float64."""
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    predicts = torch.zeros_like(batch["labels"], dtype=torch.bool)
+    predicts[:, :-1] = batch["labels"][:, 1:] != IGNORE_INDEX
+    with torch.no_grad():
+        untuned = load_model(str(model_dir), "causal").eval()(**inputs).logits[predicts].double().log_softmax(-1)
+        tuned = adapted.eval()(**inputs).logits[predicts].double().log_softmax(-1)
+    return float((untuned.exp() * (untuned - tuned)).sum(-1).mean())
+
+
+def test_kl_to_base_adds_the_weighted_divergence_from_the_untuned_model(tiny_model_dir):
+    from inbedder.training.modeling import LoraSettings, add_lora, top_blocks
+    from inbedder.training.trainer import answer_loss
+
+    model = load_model(str(tiny_model_dir), "causal")
+    model = add_lora(model, "causal", top_blocks(model, None), LoraSettings(dropout=0.0), str(tiny_model_dir)).eval()
+    batch = answer_batch(tiny_model_dir)
+    with torch.no_grad():
+        # fresh adapters change nothing (LoRA's B starts at zero): no divergence yet
+        assert answer_loss(model, batch, 0.5).item() == pytest.approx(answer_loss(model, batch).item(), abs=1e-6)
+        torch.manual_seed(0)
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.5)
+        plain, with_kl = answer_loss(model, batch).item(), answer_loss(model, batch, 0.5).item()
+    divergence = kl_to_untuned(tiny_model_dir, model, batch)
+    assert divergence > 1e-3
+    assert with_kl - plain == pytest.approx(0.5 * divergence, rel=1e-3)
+
+
+def test_training_with_kl_to_base_stays_closer_to_the_base(loud_llama_dir, qa_file, tmp_path):
+    from inbedder.training.modeling import load_lora
+
+    settings = FAST | {"batch_size": 8, "eval_size": 0, "lora_dropout": 0.0, "warmup_steps": 0, "lr": 1e-2}
+    batch, divergence, losses = answer_batch(loud_llama_dir), {}, {}
+    for weight in (0.0, 4.0):
+        result = train(
+            str(loud_llama_dir), qa_file, tmp_path / f"kl{weight}", max_steps=8, kl_to_base=weight, **settings
+        )
+        adapted = load_lora(load_model(str(loud_llama_dir), "causal"), result.out)
+        divergence[weight], losses[weight] = kl_to_untuned(loud_llama_dir, adapted, batch), result.train_losses
+        assert result.details["settings"]["kl_to_base"] == weight
+    assert divergence[4.0] < 0.5 * divergence[0.0], divergence
+    assert losses[4.0][-1] < losses[4.0][0], losses  # it still learns the answers
+
+
+def test_kl_to_base_is_refused_where_there_is_no_base_to_compare(t5_dir, qa_file, tmp_path):
+    with pytest.raises(InputError, match="kl_to_base must be 0 .off. or a positive weight, got -1"):
+        TrainingConfig(kl_to_base=-1)
+    with pytest.raises(InputError, match="kl_to_base needs LoRA training"):
+        TrainingConfig(kl_to_base=0.5, lora=False)
+    with pytest.raises(InputError, match=r"kl_to_base applies to causal LMs; .* is a seq2seq model"):
+        train(str(t5_dir), qa_file, tmp_path / "out", max_steps=1, kl_to_base=0.5, **FAST)
+
+
+def test_a_run_from_before_a_new_setting_resumes_with_its_default(adapter_run, tiny_model_dir, qa_file, tmp_path):
+    full, options = adapter_run
+    older = tmp_path / "older"
+    shutil.copytree(full.out / "checkpoint-2", older / "checkpoint-2")
+    state_file = older / "checkpoint-2" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    del state["settings"]["kl_to_base"]  # a run begun before the option existed
+    state_file.write_text(json.dumps(state))
+    resumed = train(str(tiny_model_dir), qa_file, older, max_steps=4, eval_size=2, resume=True, **options)
+    assert resumed.details["resumed_from_step"] == 2
+    np.testing.assert_allclose(resumed.train_losses, full.train_losses, rtol=1e-5)
+    with pytest.raises(InputError, match=r"settings differ \(kl_to_base: 0.0 -> 0.5\)"):
+        train(str(tiny_model_dir), qa_file, older, max_steps=4, eval_size=2, resume=True, kl_to_base=0.5, **options)
+
+
 def test_top_layers_lora_adapts_only_those_layers(tiny_model_dir, qa_file, tmp_path):
     train(str(tiny_model_dir), qa_file, tmp_path / "out", max_steps=1, train_layers=1, **FAST)
     targets = json.loads((tmp_path / "out" / "adapter_config.json").read_text())["target_modules"]

@@ -94,6 +94,8 @@ def train(base: str, data: DataSpec | list[DataSpec], out: str | Path, **options
     source = models.resolve(base)
     data_set = _examples(config, sources, source, out)
     tokenizer, family, train_set, eval_set = data_set.tokenizer, data_set.family, data_set.train, data_set.held_out
+    if config.kl_to_base and family != "causal":
+        raise InputError(f"kl_to_base applies to causal LMs; {base} is a {family} model")
 
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
@@ -303,7 +305,7 @@ class _Loop:
         for index in range(step * accum, (step + 1) * accum):
             batch = self.batch(index)
             with compute_precision(self.device, self.compute_dtype):
-                loss = answer_loss(self.model, batch)
+                loss = answer_loss(self.model, batch, self.config.kl_to_base)
             (loss / accum).backward()
             total += loss.item()
             tokens += int(batch["attention_mask"].sum())
@@ -347,20 +349,38 @@ def compute_precision(device: torch.device, dtype: torch.dtype) -> contextlib.Ab
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def answer_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def answer_loss(model: nn.Module, batch: dict[str, torch.Tensor], kl_to_base: float = 0.0) -> torch.Tensor:
     """Mean cross-entropy over the answer tokens: the loss the model computes from ``labels``.
 
     A causal LM that takes ``logits_to_keep`` projects only the states that predict an answer
     token onto its vocabulary, not every prompt position: the same loss for a fraction of the
-    LM head's cost, which on a small model is a large part of a step.
+    LM head's cost, which on a small model is a large part of a step. ``kl_to_base`` adds that
+    weight times the mean KL(base || model) over those tokens, the base being the same forward
+    pass with the LoRA adapters off (causal LMs that take ``logits_to_keep`` only).
     """
     if not _keeps_logits(model):
+        if kl_to_base:
+            raise InputError(
+                f"kl_to_base needs a causal LM whose forward takes logits_to_keep; {type(model).__name__}'s does not"
+            )
         return model(**batch).loss
     labels = batch["labels"]
     predicts = torch.zeros_like(labels, dtype=torch.bool)
     predicts[:, :-1] = labels[:, 1:] != IGNORE_INDEX
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=predicts).logits
-    return nn.functional.cross_entropy(logits.float(), labels[:, 1:][predicts[:, :-1]])
+    logits = _logits_at(model, batch, predicts)
+    loss = nn.functional.cross_entropy(logits, labels[:, 1:][predicts[:, :-1]])
+    if kl_to_base:
+        with torch.no_grad(), model.disable_adapter():
+            base = _logits_at(model, batch, predicts)
+        log_model, log_base = logits.log_softmax(-1), base.log_softmax(-1)
+        loss = loss + kl_to_base * nn.functional.kl_div(log_model, log_base, log_target=True, reduction="batchmean")
+    return loss
+
+
+def _logits_at(model: nn.Module, batch: dict[str, torch.Tensor], positions: torch.Tensor) -> torch.Tensor:
+    """The float32 logits of the causal LM's states at ``positions`` (a boolean mask), one row each."""
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    return model(**inputs, logits_to_keep=positions).logits.float()
 
 
 def _keeps_logits(model: nn.Module) -> bool:
@@ -410,6 +430,8 @@ def _prepare_output(out: Path, config: TrainingConfig, settings: dict[str, Any])
             )
         checkpoint = ckpt.newest_usable(out) if found else None
         saved = ckpt.saved_progress(checkpoint)["settings"] if checkpoint else _recorded_settings(record)
+        # a setting added since the run began had its default then
+        saved = asdict(TrainingConfig()) | saved
         changed = [k for k in settings if k not in RESUMABLE_CHANGES and saved.get(k) != settings[k]]
         if changed:
             diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {settings[k]!r}" for k in changed)
