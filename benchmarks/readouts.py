@@ -12,7 +12,8 @@ readouts compared:
   fst_gen state: the distribution of the first answer token, its square root, the top ``--top-k``
   logits (minus the k-th, zero elsewhere), or the distribution's mean of the output embeddings;
 - ``head sqrt RP-1024``: the square root under the library's fixed 1,024-number projection
-  (``fst_head_rp``);
+  (``fst_head_rp``); ``head top-64 margins RP-1024``: the 64 largest logits less the 64th, at unit
+  length, under the same projection (``fst_head_top_rp``);
 - ``head sqrt, answer mean``: the mean of the square-rooted head distributions that predict each
   token of the greedy answer (column 0, the fst_gen state, and each answer token's state but the
   last, which predicts what follows the answer);
@@ -135,6 +136,7 @@ class Readouts:
             "head prob": lambda keys: self.head(fst(keys), "prob"),
             "head sqrt": sqrt,
             "head sqrt RP-1024": lambda keys: self.model.head(torch.as_tensor(fst(keys)), 1024).numpy(),
+            "head top-64 margins RP-1024": lambda keys: self.model.head(torch.as_tensor(fst(keys)), 1024, 64).numpy(),
             f"head top-{self.args.top_k}": lambda keys: self.head(fst(keys), "top"),
             "head mean embedding": lambda keys: self.head(fst(keys), "mean embedding"),
         }

@@ -63,9 +63,9 @@ def loss_paths(base: str, data: list[str], batches: int, args: argparse.Namespac
     """Seconds for a forward + backward pass: the model's own loss against ``answer_loss``, same batches."""
     from inbedder.loading import load_tokenizer
     from inbedder.training.encoding import Collator, QAEncoder, pad_id
+    from inbedder.training.losses import answer_loss
     from inbedder.training.mix import mix, parse_sources
     from inbedder.training.modeling import LoraSettings, add_lora, load_model, top_blocks
-    from inbedder.training.trainer import answer_loss
 
     source = models.resolve(base)
     tokenizer = load_tokenizer(source)

@@ -305,7 +305,7 @@ class InBedder(SentenceTransformerSurface, HeadWords):
         embeddings, answers = self._embed(prompts, pooled, layer, settings if generate else None, options)
 
         if spec.reads_head:  # after the store, which keeps the smaller states
-            embeddings = torch.stack([self.head(e, spec.kind.dim) for e in embeddings])
+            embeddings = torch.stack([self.head(e, spec.kind.dim, spec.kind.top) for e in embeddings])
         if options.truncate_dim is not None:
             embeddings = embeddings[..., : options.truncate_dim]
         if n:

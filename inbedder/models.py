@@ -145,7 +145,7 @@ REGISTRY: dict[str, RegisteredModel] = {
             name="qwen2.5-coder-0.5b-inbedder",
             description="Qwen2.5-Coder-0.5B-Instruct trained on v3's open-answer and holistic questions plus kinds "
             "of product and complaint targets (int8 LoRA in inbedder, at half its trained strength), read out as "
-            "fst_head_rp (1,024 numbers). Its base assembles offline from PyPI; about half the 135M models' speed "
+            "fst_head_top_rp (1,024 numbers). Its base assembles offline from PyPI; about half the 135M models' speed "
             "(BENCHMARKS.md)",
             adapter="qwen2.5-coder-0.5b-inbedder",
             aliases=("qwen2.5-coder-0.5b-inbedder-v4",),

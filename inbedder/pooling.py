@@ -81,7 +81,9 @@ class ReEncoding:
 
 class HeadDistribution:
     """Square roots of the LM head's probabilities for last-layer states (n, H): (n, vocabulary), unit norm;
-    or, given ``dim``, their fixed random +-1 projection to ``dim`` numbers (scaled by 1/sqrt(dim)).
+    or, given ``top``, the ``top`` likeliest tokens' log-probabilities less the ``top``-th's (zero elsewhere),
+    scaled to unit norm; either, given ``dim``, under a fixed random +-1 projection to ``dim`` numbers
+    (scaled by 1/sqrt(dim)).
 
     A random projection keeps dot products (Johnson-Lindenstrauss), so the cosine of two projected
     vectors is close to that of the distributions (their Bhattacharyya coefficient). Its signs come
@@ -111,11 +113,12 @@ class HeadDistribution:
         return self._dimension
 
     @torch.inference_mode()
-    def __call__(self, states: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    def __call__(self, states: torch.Tensor, dim: int | None = None, top: int | None = None) -> torch.Tensor:
         parts = []
         for i in range(0, len(states), self.chunk):
-            roots = self.backend.vocabulary_logits(states[i : i + self.chunk]).softmax(-1).sqrt().cpu()
-            parts.append(roots if dim is None else self.project(roots, dim))
+            logits = self.backend.vocabulary_logits(states[i : i + self.chunk]).float()
+            vectors = (logits.softmax(-1).sqrt() if top is None else top_margins(logits, top)).cpu()
+            parts.append(vectors if dim is None else self.project(vectors, dim))
         return torch.cat(parts) if parts else torch.empty((0, dim or self.dimension))
 
     def project(self, roots: torch.Tensor, dim: int) -> torch.Tensor:
@@ -141,6 +144,16 @@ class HeadDistribution:
         for start in range(0, self.dimension, self.ROWS_PER_BLOCK):
             bits = np.unpackbits(self._signs[start : start + self.ROWS_PER_BLOCK, : dim // 8], axis=1)
             yield start, torch.from_numpy(bits).float().mul_(2).sub_(1)
+
+
+def top_margins(logits: torch.Tensor, top: int) -> torch.Tensor:
+    """(n, vocabulary) logits -> the ``top`` largest less the ``top``-th largest (a log-probability margin,
+    whatever the softmax's normaliser), zero elsewhere, each row scaled to unit length."""
+    if top > logits.shape[-1]:
+        raise InputError(f"the head has {logits.shape[-1]} tokens, fewer than the {top} to keep")
+    best = logits.topk(top, dim=-1)
+    margins = torch.zeros_like(logits).scatter_(-1, best.indices, best.values - best.values[:, -1:])
+    return torch.nn.functional.normalize(margins, dim=-1)
 
 
 def embedding_size(embedder: Any) -> int:

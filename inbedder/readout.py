@@ -103,11 +103,13 @@ class ReencodedReadout(ReadoutKind):
 
 @dataclass(frozen=True)
 class HeadReadout(ReadoutKind):
-    """The pooled last-layer state of readout ``of`` through the LM head: square-root probabilities, or
-    their fixed random projection to ``dim`` numbers."""
+    """The pooled last-layer state of readout ``of`` through the LM head: square-root probabilities or,
+    with ``top``, the ``top`` likeliest tokens weighted by their log-probability margins (unit length);
+    either under a fixed random projection to ``dim`` numbers."""
 
     of: str = "fst_gen"
     dim: int | None = None
+    top: int | None = None
 
     @property
     def stored(self) -> str:
@@ -144,6 +146,7 @@ def register_readout(
     reencodes: bool = False,
     head_of: str | None = None,
     head_dim: int | None = None,
+    head_top: int | None = None,
 ) -> ReadoutKind:
     """Make ``name`` a readout that every family offers (unless its backend lists it among those it lacks)."""
     if name in KINDS:
@@ -154,10 +157,12 @@ def register_readout(
         raise InputError(f"readout {name!r}: head_of must name a pooling readout, got {head_of!r}")
     if head_dim is not None and (head_of is None or head_dim < 8 or head_dim % 8):
         raise InputError(f"readout {name!r}: head_dim applies to head readouts, as a multiple of 8, got {head_dim!r}")
+    if head_top is not None and (head_of is None or isinstance(head_top, bool) or not head_top >= 2):
+        raise InputError(f"readout {name!r}: head_top applies to head readouts, as 2 or more tokens, got {head_top!r}")
     if reencodes:
         kind: ReadoutKind = ReencodedReadout(name, description)
     elif head_of is not None:
-        kind = HeadReadout(name, description, generating, of=head_of, dim=head_dim)
+        kind = HeadReadout(name, description, generating, of=head_of, dim=head_dim, top=head_top)
     else:
         kind = PooledReadout(name, description, generating, pool=pool)
     KINDS[name] = kind
@@ -228,6 +233,15 @@ register_readout(
     "its first d numbers are the d-number projection)",
     head_of="fst_gen",
     head_dim=1024,
+)
+register_readout(
+    "fst_head_top_rp",
+    "the first answer token's 64 likeliest tokens, each weighted by how far its log-probability stands above "
+    "the 64th's (unit length), under fst_head_rp's projection to 1,024 numbers: every answer the model "
+    "considers counts, the likeliest not overwhelming the rest",
+    head_of="fst_gen",
+    head_dim=1024,
+    head_top=64,
 )
 
 

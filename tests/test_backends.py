@@ -338,6 +338,20 @@ def test_fst_head_rp_is_a_fixed_random_projection_of_fst_head(name, request):
     np.testing.assert_allclose(unit @ unit.T, full @ full.T, atol=0.1)
 
 
+@pytest.mark.parametrize("name", ["tiny_model", "bert"])
+def test_fst_head_top_rp_projects_the_64_largest_log_probability_margins(name, request):
+    model = load(request.getfixturevalue(f"{name}_dir"))
+    log_probabilities = 2 * np.log(model.encode(TEXTS, INSTRUCTION, readout="fst_head").astype(np.float64))
+    margins = np.zeros_like(log_probabilities)
+    for row, values in enumerate(log_probabilities):
+        best = np.argsort(values)[::-1][:64]
+        margins[row, best] = values[best] - values[best[-1]]
+    margins /= np.linalg.norm(margins, axis=1, keepdims=True)
+    got = model.encode(TEXTS, INSTRUCTION, readout="fst_head_top_rp")
+    assert got.shape == (len(TEXTS), 1024) and model.dimension("fst_head_top_rp") == 1024
+    np.testing.assert_allclose(got, margins @ plus_minus_one(margins.shape[1], 1024) / 32, atol=2e-4)
+
+
 def test_a_projected_readout_still_names_its_top_tokens(tiny_model_dir):
     model = load(tiny_model_dir, readout="fst_head_rp")
     vocabulary = model.dimension("fst_head")

@@ -77,6 +77,31 @@ def test_a_projection_size_applies_to_head_readouts_in_multiples_of_8():
         register_readout("bad_projection", "x", lambda run, kept: run.answer_states[:, 0], head_dim=64)
 
 
+def test_a_head_top_applies_to_head_readouts_of_two_tokens_or_more():
+    from inbedder.pooling import top_margins
+    from inbedder.readout import register_readout
+
+    for bad in (1, 0, True):
+        with pytest.raises(ValueError, match=f"head_top applies to head readouts, as 2 or more tokens, got {bad}"):
+            register_readout("bad_top", "x", head_of="fst_gen", head_top=bad)
+    with pytest.raises(ValueError, match="head_top applies to head readouts"):
+        register_readout("bad_top", "x", lambda run, kept: run.answer_states[:, 0], head_top=8)
+    assert "bad_top" not in READOUTS
+    with pytest.raises(ValueError, match="the head has 5 tokens, fewer than the 8 to keep"):
+        top_margins(torch.zeros(1, 5), 8)
+
+
+def test_top_margins_keep_the_largest_logits_less_the_last_kept_at_unit_length():
+    from inbedder.pooling import top_margins
+
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0, -1.0], [5.0, 5.0, 4.0, 0.0, 1.0]])
+    expected = torch.tensor([[0.0, 2.0, 0.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0, 0.0]])
+    got = top_margins(logits, 3)
+    torch.testing.assert_close(got, expected / expected.norm(dim=1, keepdim=True))
+    # margins of log-probabilities: a constant added to a row's logits changes nothing
+    torch.testing.assert_close(top_margins(logits + torch.tensor([[7.0], [-3.0]]), 3), got)
+
+
 def test_each_readout_is_a_type_of_its_mode_and_keyed_by_what_it_computes():
     from dataclasses import replace
 
@@ -91,3 +116,4 @@ def test_each_readout_is_a_type_of_its_mode_and_keyed_by_what_it_computes():
     assert replace(KINDS["avg_gen"], description="other words").definition == definition
     assert replace(KINDS["avg_gen"], pool=KINDS["fst_gen"].pool).definition != definition
     assert replace(projected, dim=512).definition != projected.definition
+    assert replace(projected, top=64).definition != projected.definition

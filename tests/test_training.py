@@ -283,8 +283,8 @@ def kl_to_untuned(model_dir: Path, adapted: torch.nn.Module, batch: dict[str, to
 
 
 def test_kl_to_base_adds_the_weighted_divergence_from_the_untuned_model(tiny_model_dir):
+    from inbedder.training.losses import answer_loss
     from inbedder.training.modeling import LoraSettings, add_lora, top_blocks
-    from inbedder.training.trainer import answer_loss
 
     model = load_model(str(tiny_model_dir), "causal")
     model = add_lora(model, "causal", top_blocks(model, None), LoraSettings(dropout=0.0), str(tiny_model_dir)).eval()

@@ -16,8 +16,8 @@ from inbedder import cli
 from inbedder.tables import InputError
 from inbedder.training import train
 from inbedder.training.encoding import Collator, Example, choose_max_length
-from inbedder.training.mix import DataSource, mix, parse_sources
 from inbedder.training.trainer import GROUP_BATCHES, TrainingConfig, _Loop
+from inbedder.training.mix import DataSource, mix, parse_sources
 
 FAST = {"batch_size": 4, "progress": False, "save_every": 0}
 
@@ -213,8 +213,8 @@ def test_config_refuses_a_bad_max_length():
 
 
 def test_answer_loss_equals_the_models_own_loss(tiny_model_dir, bert_dir, t5_dir):
+    from inbedder.training.losses import _keeps_logits, answer_loss
     from inbedder.training.modeling import load_model
-    from inbedder.training.trainer import _keeps_logits, answer_loss
 
     llama = load_model(str(tiny_model_dir), "causal").eval()
     assert _keeps_logits(llama) and not _keeps_logits(load_model(str(bert_dir), "masked"))
