@@ -16,8 +16,8 @@ from inbedder import cli
 from inbedder.tables import InputError
 from inbedder.training import train
 from inbedder.training.encoding import Collator, Example, choose_max_length
-from inbedder.training.trainer import GROUP_BATCHES, TrainingConfig, _Loop
 from inbedder.training.mix import DataSource, mix, parse_sources
+from inbedder.training.trainer import GROUP_BATCHES, TrainingConfig, _Loop
 
 FAST = {"batch_size": 4, "progress": False, "save_every": 0}
 
