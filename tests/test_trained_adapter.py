@@ -77,6 +77,14 @@ def test_v2_reads_the_lm_head_as_its_settings_say(cache):
     assert [words[0].lower() for words in model.top_tokens(vectors, top=1)] == ["french", "german"]
 
 
+def test_v4_reads_out_its_top_64_answers_as_its_settings_say(cache):
+    model = load("qwen2.5-coder-0.5b-inbedder", cache)
+    assert model.readout.name == "fst_head_top_rp" and model.embedding_dim == 1024
+    vectors = model.encode(TEXTS, LANGUAGE)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=0.1)  # a projection of unit vectors
+    assert [words[0].lower() for words in model.top_tokens(vectors, top=1)] == ["french", "german"]
+
+
 def test_v3_names_the_topic_in_english_whatever_the_language(cache):
     model = load("smollm2-135m-inbedder-v3", cache)
     _, answers = model.encode(TEXTS, "What is the topic of this text?", max_new_tokens=4, return_generations=True)
