@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -260,8 +261,10 @@ def test_parquet_passthrough_keeps_arrow_types_values_and_metadata(tmp_path, tin
     assert written_back["embedding"].type.list_size == 32 and written_back.num_rows == n
 
 
-def _write_folder_slowly(path: str, index: int) -> str:
+def _write_folder_slowly(path: str, index: int, start: Any) -> str:
     import time
+
+    start.wait(timeout=120)  # every process writes at once
 
     def write(folder: Path) -> None:
         folder.mkdir()
@@ -281,8 +284,12 @@ def test_runs_writing_one_folder_at_once_leave_one_whole_output_and_one_line_eac
     import multiprocessing
 
     target = tmp_path / "shards"
-    with multiprocessing.get_context("fork").Pool(4) as pool:
-        outcomes = pool.starmap(_write_folder_slowly, [(str(target), i) for i in range(4)])
+    # spawned, not forked: a child forked from a process with threads (torch's, pytest's) can start
+    # holding a lock one of them held, and wait on it forever
+    spawn = multiprocessing.get_context("spawn")
+    with spawn.Manager() as manager, spawn.Pool(4) as pool:
+        start = manager.Barrier(4)
+        outcomes = pool.starmap(_write_folder_slowly, [(str(target), i, start) for i in range(4)])
     assert "wrote" in outcomes
     for outcome in outcomes:
         assert outcome == "wrote" or outcome.startswith(f"another run was writing {target} at the same time")
