@@ -69,17 +69,13 @@ def test_its_embeddings_are_not_the_untuned_models(trained, cache):
     assert np.abs(tuned - load(models.BASE_MODEL, cache).encode(TEXTS, LANGUAGE)).max() > 0.1
 
 
-def test_v2_reads_the_lm_head_as_its_settings_say(cache):
-    model = load("smollm2-135m-inbedder-v2", cache)
-    assert model.readout.name == "fst_head_rp" and model.embedding_dim == 1024
-    vectors = model.encode(TEXTS, LANGUAGE)
-    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=0.1)  # a projection of unit vectors
-    assert [words[0].lower() for words in model.top_tokens(vectors, top=1)] == ["french", "german"]
-
-
-def test_v4_reads_out_its_top_64_answers_as_its_settings_say(cache):
-    model = load("qwen2.5-coder-0.5b-inbedder", cache)
-    assert model.readout.name == "fst_head_top_rp" and model.embedding_dim == 1024
+@pytest.mark.parametrize(
+    ("model_name", "readout"),
+    [("smollm2-135m-inbedder-v2", "fst_head_rp"), ("qwen2.5-coder-0.5b-inbedder", "fst_head_top_rp")],
+)
+def test_it_reads_the_lm_head_as_its_settings_say(model_name, readout, cache):
+    model = load(model_name, cache)
+    assert model.readout.name == readout and model.embedding_dim == 1024
     vectors = model.encode(TEXTS, LANGUAGE)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=0.1)  # a projection of unit vectors
     assert [words[0].lower() for words in model.top_tokens(vectors, top=1)] == ["french", "german"]
