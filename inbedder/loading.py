@@ -7,15 +7,30 @@ that names its base) or a hub id. Weights load from safetensors only; remote cod
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as transformers_logging
 
 from inbedder import models
 from inbedder.backends import MODEL_CLASSES, check_family, detect_family
 from inbedder.errors import InputError
 from inbedder.model_settings import DTYPES
+
+
+@contextmanager
+def quiet_progress_bars() -> Iterator[None]:
+    """Without transformers' progress bars (its "Loading weights" bar of every load), then as the user had them."""
+    enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            transformers_logging.enable_progress_bar()
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -120,9 +135,10 @@ def load_language_model(
         models.drop_gguf_quantization(config)  # a directory converted from GGUF by an earlier inbedder keeps one
         family = detect_family(config) if family == "auto" else family
         tokenizer = load_tokenizer(source, trust_remote_code)
-        model = MODEL_CLASSES[family].from_pretrained(
-            source, config=config, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True
-        )
+        with quiet_progress_bars():
+            model = MODEL_CLASSES[family].from_pretrained(
+                source, config=config, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True
+            )
     except OSError as err:
         raise OSError(
             f"could not load model {source!r}: not a registered name ({', '.join(sorted(models.REGISTRY))}), "
