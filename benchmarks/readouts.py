@@ -21,7 +21,10 @@ readouts compared:
   with ``--mpnet``); ``re_encode K=3`` / ``K=5``: the mean over the first 3 or 5 sampled answers
   (``--samples 0`` skips them);
 - ``fst_gen + re_encode``, ``head sqrt + re_encode`` (and ``+ re_encode mpnet``): the parts
-  L2-normalised and side by side.
+  L2-normalised and side by side;
+- with ``--layers L ...``: ``fst_gen layer L`` (the same position's state at an inner layer, one
+  more forward pass per layer) and ``layer L + head top-64 RP``, both parts L2-normalised and side
+  by side (a middle layer's general features beside the answer's distribution).
 
 ``--max-new-tokens 0`` generates nothing: only ``fst_gen`` and the head readouts, at the cost of one
 forward pass per text and question (a larger model's choice in a fraction of the time).
@@ -76,6 +79,7 @@ class Readouts:
     def __init__(self, model: InBedder, minilm: Any, args: argparse.Namespace, mpnet: Any = None) -> None:
         self.model, self.minilm, self.mpnet, self.args = model, minilm, mpnet, args
         self.fst: dict[Key, np.ndarray] = {}
+        self.at_layer: dict[int, dict[Key, np.ndarray]] = {layer: {} for layer in args.layers}
         self.avg: dict[Key, np.ndarray] = {}
         self.head_mean: dict[Key, np.ndarray] = {}
         self.greedy: dict[Key, str] = {}
@@ -91,6 +95,9 @@ class Readouts:
         for instruction, f in zip(missing, fst):
             for row, key in enumerate(_keys(texts, instruction)):
                 self.fst[key] = f[row]
+        for layer, table in self.at_layer.items():
+            for instruction, f in zip(missing, multi(texts, missing, readout="fst_gen", layer=layer)):
+                table.update(zip(_keys(texts, instruction), f))
         if not a.max_new_tokens:  # the readouts of the first answer token only
             return
         greedy = multi(texts, missing, readout="avg_gen", max_new_tokens=a.max_new_tokens, return_generations=True)
@@ -131,15 +138,22 @@ class Readouts:
         fst, avg = stack(self.fst), stack(self.avg)
         greedy = lambda keys: self.reencode([[self.greedy[k]] for k in keys])  # noqa: E731
         sqrt = lambda keys: self.head(fst(keys), "sqrt")  # noqa: E731
+        top_rp = lambda keys: self.model.head(torch.as_tensor(fst(keys)), 1024, 64).numpy()  # noqa: E731
         made = {
             "fst_gen": fst,
             "head prob": lambda keys: self.head(fst(keys), "prob"),
             "head sqrt": sqrt,
             "head sqrt RP-1024": lambda keys: self.model.head(torch.as_tensor(fst(keys)), 1024).numpy(),
-            "head top-64 margins RP-1024": lambda keys: self.model.head(torch.as_tensor(fst(keys)), 1024, 64).numpy(),
+            "head top-64 margins RP-1024": top_rp,
             f"head top-{self.args.top_k}": lambda keys: self.head(fst(keys), "top"),
             "head mean embedding": lambda keys: self.head(fst(keys), "mean embedding"),
         }
+        for layer, table in self.at_layer.items():
+            inner = stack(table)
+            made[f"fst_gen layer {layer}"] = inner
+            made[f"layer {layer} + head top-64 RP"] = lambda keys, inner=inner: np.hstack(
+                [normalised(inner(keys)), normalised(top_rp(keys))]
+            )
         if not self.args.max_new_tokens:
             return made
         made |= {
@@ -263,6 +277,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("out/readouts.json"))
     parser.add_argument("--mpnet", action="store_true", help="also re-encode with all-mpnet-base-v2")
     parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--layers", type=int, nargs="*", default=[], help="inner layers to read fst_gen at too")
     args = parser.parse_args()
 
     started = time.perf_counter()

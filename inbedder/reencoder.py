@@ -146,9 +146,12 @@ def load_sentence_embedder(name_or_path: str | None = None, device: str = "cpu")
     require("reencode", "sentence_transformers")
     from sentence_transformers import SentenceTransformer
 
+    from inbedder.loading import quiet_progress_bars
+
     source = sentence_embedder_path(name_or_path)
     try:
-        return SentenceTransformer(source, device=device)
+        with quiet_progress_bars():
+            return SentenceTransformer(source, device=device)
     except OSError as err:  # not a folder, and the hub does not have it (or cannot be reached)
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise InputError(

@@ -33,3 +33,13 @@ def test_the_setting_is_restored_when_loading_fails(tiny_model_dir: Path, tmp_pa
     with pytest.raises(OSError, match="could not load model"):
         load_language_model(str(tmp_path))
     assert transformers_logging.is_progress_bar_enabled()
+
+
+def test_a_sentence_embedder_loads_without_a_progress_bar(capfd: pytest.CaptureFixture[str]) -> None:
+    from inbedder.reencoder import load_sentence_embedder
+
+    transformers_logging.enable_progress_bar()
+    model = load_sentence_embedder()
+    assert model.encode(["one text"]).shape == (1, 384)
+    assert "Loading weights" not in capfd.readouterr().err
+    assert transformers_logging.is_progress_bar_enabled()
