@@ -6,6 +6,8 @@ that names its base) or a hub id. Weights load from safetensors only; remote cod
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +21,8 @@ from inbedder import models
 from inbedder.backends import MODEL_CLASSES, check_family, detect_family
 from inbedder.errors import InputError
 from inbedder.model_settings import DTYPES
+
+logger = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -56,6 +60,20 @@ def cpu_runs_bfloat16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
+def warn_if_emulated(dtype: torch.dtype, device: torch.device) -> None:
+    """Say (once a process) that bfloat16 asked for by name on a CPU without native bfloat16 runs emulated."""
+    if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_runs_bfloat16():
+        _warn_emulated_bfloat16()
+
+
+@functools.cache
+def _warn_emulated_bfloat16() -> None:
+    logger.warning(
+        "bfloat16 on this CPU is emulated (torch reports neither AMX nor AVX-512 BF16): it runs several times "
+        "slower than float32 here; use dtype 'auto' (--dtype auto), which picks float32 on such a CPU"
+    )
+
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
 DTYPE_ENV = "INBEDDER_DTYPE"
 """An environment variable that sets the dtype of every model loaded without one (each Ray actor's too)."""
@@ -85,6 +103,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     resolved = getattr(torch, str(dtype), None) if str(dtype) in DTYPES else None
     if not isinstance(resolved, torch.dtype):
         raise InputError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    warn_if_emulated(resolved, device)
     return resolved
 
 

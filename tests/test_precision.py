@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from inbedder import InBedder, cli
 from inbedder.loading import cpu_runs_bfloat16, default_dtype, load_language_model, resolve_dtype
 from inbedder.model_settings import write_settings
+from inbedder.training.trainer import training_dtype
 
 TEXTS = [
     "I love my cat and my dog.",
@@ -52,6 +53,22 @@ def test_auto_is_bfloat16_only_where_torch_reports_native_bf16(native_bf16):
     native_bf16(False)  # a CPU without AMX or AVX-512 BF16 keeps float32
     assert not cpu_runs_bfloat16() and resolve_dtype("auto", CPU) == torch.float32 == resolve_dtype(None, CPU)
     assert resolve_dtype("bfloat16", CPU) == torch.bfloat16  # asked for by name: given, whatever the CPU
+
+
+@pytest.mark.parametrize("choose", [resolve_dtype, training_dtype], ids=["inference", "training"])
+def test_bfloat16_by_name_on_a_cpu_that_emulates_it_is_warned_of_once(native_bf16, caplog, choose):
+    from inbedder import loading
+
+    loading._warn_emulated_bfloat16.cache_clear()
+    native_bf16(True)
+    with caplog.at_level("WARNING", logger="inbedder.loading"):
+        assert choose("bfloat16", CPU) == torch.bfloat16
+        native_bf16(False)
+        assert choose("float32", CPU) == torch.float32 and choose("auto", CPU) == torch.float32
+        assert not caplog.records  # native bfloat16, float32 and auto: nothing to say
+        assert choose("bfloat16", CPU) == choose("bfloat16", CPU) == torch.bfloat16
+    assert len(caplog.records) == 1
+    assert "bfloat16 on this CPU is emulated" in caplog.text and "--dtype auto" in caplog.text
 
 
 def test_a_model_without_native_bf16_loads_in_float32(native_bf16, tiny_model_dir):

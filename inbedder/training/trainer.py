@@ -27,7 +27,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from inbedder import models, tables
 from inbedder.errors import InputError, Interrupted, option
-from inbedder.loading import cpu_runs_bfloat16, load_tokenizer, read_family, resolve_device
+from inbedder.loading import cpu_runs_bfloat16, load_tokenizer, read_family, resolve_device, warn_if_emulated
 from inbedder.model_settings import read_settings, write_settings
 from inbedder.training import checkpoint as ckpt
 from inbedder.training.checkpoint import STEP_RECORDS
@@ -337,6 +337,7 @@ def training_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """The forward pass's dtype: ``"auto"`` is bfloat16 where ``device`` runs it natively, else float32
     (never float16, which would need loss scaling)."""
     if dtype != "auto":
+        warn_if_emulated(getattr(torch, dtype), device)
         return getattr(torch, dtype)
     native = torch.cuda.is_bf16_supported() if device.type == "cuda" else device.type == "cpu" and cpu_runs_bfloat16()
     return torch.bfloat16 if native else torch.float32
