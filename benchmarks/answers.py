@@ -2,6 +2,7 @@
 
     python benchmarks/answers.py [--model NAME ...] [--data-dir ../shared/data] [--limit 64]
     python benchmarks/answers.py --dataset amazon-reviews --question "What does the reviewer complain about?"
+    python benchmarks/answers.py --by language   # also each aspect's answers per label and language
 
 For every aspect of a local dataset's card (syngoalex dev by default: topic, style, language), and
 every ``--question``, it asks each model that question about the same stratified sample of texts
@@ -52,7 +53,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-new-tokens", type=int, default=6)
     parser.add_argument("--out", type=Path, default=None, help="write the answers and figures as JSON")
+    parser.add_argument("--by", default=None, help="an aspect to break each aspect's answers down by (e.g. language)")
     args = parser.parse_args()
+    if args.by is not None and args.by not in load_local(args.dataset, args.data_dir).aspects:
+        parser.error(f"--by {args.by!r} is not an aspect of {args.dataset}")
 
     data = load_local(args.dataset, args.data_dir).subsample(args.limit, args.seed)
     questions = {aspect: card["instruction"] for aspect, card in data.aspects.items()}
@@ -76,9 +80,26 @@ def main() -> None:
             english = "-" if row["english_share"] is None else f"{row['english_share']:.0%}"
             shown = ", ".join(f"{a} ({n})" for a, n in Counter(a.lower() for a in answers).most_common(5))
             print(f"| {model.name} | {asked} | {row['distinct']} | {english} | {shown} |")
+    if args.by:
+        for name, asked_answers in report.items():
+            for asked, row in asked_answers.items():
+                if asked in data.aspects and asked != args.by:
+                    print(breakdown(name, asked, row["answers"], data.labels(asked), args.by, data.labels(args.by)))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=1, ensure_ascii=False))
+
+
+def breakdown(model: str, aspect: str, answers: list[str], labels: list[str], by: str, by_labels: list[str]) -> str:
+    """A markdown table of the most common answers to ``aspect``'s question per (its label, the ``by`` label)."""
+    groups: dict[tuple[str, str], Counter] = {}
+    for answer, label, other in zip(answers, labels, by_labels):
+        groups.setdefault((label, other), Counter())[answer.lower()] += 1
+    lines = [f"\n{model}, {aspect} by {by}:", f"| {aspect} | {by} | texts | most common answers |", "|---|---|---|---|"]
+    for (label, other), counts in sorted(groups.items()):
+        shown = ", ".join(f"{a} ({n})" for a, n in counts.most_common(4))
+        lines.append(f"| {label} | {other} | {counts.total()} | {shown} |")
+    return "\n".join(lines)
 
 
 def figures(answers: list[str], languages: list[str | None]) -> dict:
