@@ -6,8 +6,10 @@
 
 For every aspect of a local dataset's card (syngoalex dev by default: topic, style, language), and
 every ``--question``, it asks each model that question about the same stratified sample of texts
-(``--limit``, seeded) and prints the number of distinct answers, the most common ones, and (where
-the dataset labels languages) the share of the sample's non-English texts whose answer is in English.
+(``--limit``, seeded) and prints the number of distinct answers, the most common ones, their label
+purity for an aspect's own question (the share of texts whose label is the commonest among the
+texts given the same answer), and (where the dataset labels languages) the share of the sample's
+non-English texts whose answer is in English.
 An answer counts as English when every word of it is a known English word
 (wordfreq: Zipf frequency >= 2) no more frequent in the text's own language than in English;
 "science" and "anime" are English, "productividad" and "Sport" in a German text are not.
@@ -64,8 +66,9 @@ def main() -> None:
     languages = [LANGUAGE_CODES.get(label) for label in data.labels("language")] if "language" in data.aspects else []
     foreign = sum(code not in (None, "en") for code in languages)
     print(f"{args.dataset}, {len(data.texts)} texts ({foreign} not in English)")
-    print("| model | question | distinct answers | non-English texts answered in English | most common answers |")
-    print("|---|---|---|---|---|")
+    columns = ("distinct answers", "label purity", "non-English texts answered in English", "most common answers")
+    print(f"| model | question | {' | '.join(columns)} |")
+    print("|---|---|---|---|---|---|")
     report: dict[str, dict] = {}
     for name in args.model or [None]:
         model = InBedder(name)
@@ -76,10 +79,12 @@ def main() -> None:
             report[model.name][asked] = figures(answers, languages)
             if asked in data.aspects:
                 report[model.name][asked]["labels"] = data.labels(asked)
+                report[model.name][asked]["purity"] = purity(answers, data.labels(asked))
             row = report[model.name][asked]
             english = "-" if row["english_share"] is None else f"{row['english_share']:.0%}"
             shown = ", ".join(f"{a} ({n})" for a, n in Counter(a.lower() for a in answers).most_common(5))
-            print(f"| {model.name} | {asked} | {row['distinct']} | {english} | {shown} |")
+            label_purity = f"{row['purity']:.3f}" if "purity" in row else "-"
+            print(f"| {model.name} | {asked} | {row['distinct']} | {label_purity} | {english} | {shown} |")
     if args.by:
         for name, asked_answers in report.items():
             for asked, row in asked_answers.items():
@@ -100,6 +105,15 @@ def breakdown(model: str, aspect: str, answers: list[str], labels: list[str], by
         shown = ", ".join(f"{a} ({n})" for a, n in counts.most_common(4))
         lines.append(f"| {label} | {other} | {counts.total()} | {shown} |")
     return "\n".join(lines)
+
+
+def purity(answers: list[str], labels: list[str]) -> float:
+    """The share of texts whose label is the commonest label among the texts given the same answer: 1.0
+    when every answer stands for one label (for two labels and two answers, the answers' accuracy)."""
+    by_answer: dict[str, Counter] = {}
+    for answer, label in zip(answers, labels):
+        by_answer.setdefault(answer.lower(), Counter())[label] += 1
+    return sum(max(counts.values()) for counts in by_answer.values()) / len(answers)
 
 
 def figures(answers: list[str], languages: list[str | None]) -> dict:
