@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from inbedder import InBedder
@@ -57,10 +57,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the answers and figures as JSON")
     parser.add_argument("--by", default=None, help="an aspect to break each aspect's answers down by (e.g. language)")
     args = parser.parse_args()
-    if args.by is not None and args.by not in load_local(args.dataset, args.data_dir).aspects:
+    data = load_local(args.dataset, args.data_dir)
+    if args.by is not None and args.by not in data.aspects:
         parser.error(f"--by {args.by!r} is not an aspect of {args.dataset}")
-
-    data = load_local(args.dataset, args.data_dir).subsample(args.limit, args.seed)
+    data = data.subsample(args.limit, args.seed)
     questions = {aspect: card["instruction"] for aspect, card in data.aspects.items()}
     questions |= {question: question for question in args.question}
     languages = [LANGUAGE_CODES.get(label) for label in data.labels("language")] if "language" in data.aspects else []
@@ -68,7 +68,7 @@ def main() -> None:
     print(f"{args.dataset}, {len(data.texts)} texts ({foreign} not in English)")
     columns = ("distinct answers", "label purity", "non-English texts answered in English", "most common answers")
     print(f"| model | question | {' | '.join(columns)} |")
-    print("|---|---|---|---|---|---|")
+    print("|---" * (len(columns) + 2) + "|")
     report: dict[str, dict] = {}
     for name in args.model or [None]:
         model = InBedder(name)
@@ -97,9 +97,9 @@ def main() -> None:
 
 def breakdown(model: str, aspect: str, answers: list[str], labels: list[str], by: str, by_labels: list[str]) -> str:
     """A markdown table of the most common answers to ``aspect``'s question per (its label, the ``by`` label)."""
-    groups: dict[tuple[str, str], Counter] = {}
+    groups: defaultdict[tuple[str, str], Counter] = defaultdict(Counter)
     for answer, label, other in zip(answers, labels, by_labels):
-        groups.setdefault((label, other), Counter())[answer.lower()] += 1
+        groups[label, other][answer.lower()] += 1
     lines = [f"\n{model}, {aspect} by {by}:", f"| {aspect} | {by} | texts | most common answers |", "|---|---|---|---|"]
     for (label, other), counts in sorted(groups.items()):
         shown = ", ".join(f"{a} ({n})" for a, n in counts.most_common(4))
@@ -110,9 +110,9 @@ def breakdown(model: str, aspect: str, answers: list[str], labels: list[str], by
 def purity(answers: list[str], labels: list[str]) -> float:
     """The share of texts whose label is the commonest label among the texts given the same answer: 1.0
     when every answer stands for one label (for two labels and two answers, the answers' accuracy)."""
-    by_answer: dict[str, Counter] = {}
+    by_answer: defaultdict[str, Counter] = defaultdict(Counter)
     for answer, label in zip(answers, labels):
-        by_answer.setdefault(answer.lower(), Counter())[label] += 1
+        by_answer[answer.lower()][label] += 1
     return sum(max(counts.values()) for counts in by_answer.values()) / len(answers)
 
 

@@ -92,18 +92,19 @@ def default_dtype(model_setting: str | None = None) -> str:
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     """The weights' dtype; ``None`` or ``"auto"``: bfloat16 on a CPU that runs it natively
     (``cpu_runs_bfloat16``), else float32; on CUDA bfloat16, or float16 where bf16 is unsupported."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
     if dtype is None or dtype == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         if device.type == "cpu" and cpu_runs_bfloat16():
             return torch.bfloat16
         return torch.float32
-    resolved = getattr(torch, str(dtype), None) if str(dtype) in DTYPES else None
-    if not isinstance(resolved, torch.dtype):
-        raise InputError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
-    warn_if_emulated(resolved, device)
+    if isinstance(dtype, torch.dtype):
+        resolved = dtype
+    else:
+        resolved = getattr(torch, str(dtype), None) if str(dtype) in DTYPES else None
+        if not isinstance(resolved, torch.dtype):
+            raise InputError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    warn_if_emulated(resolved, device)  # asked for by name or as a torch.dtype alike
     return resolved
 
 
